@@ -1,0 +1,77 @@
+# classify-gateway: every entry point a person or CI needs.
+#   make demo   start the emulator and the gateway, stream a classification, stop
+#   make test   build .venv from uv.lock, lint, and run every test (Python, Go, Java)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+UV_VERSION := 0.13.9
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := $(VENV)/bin/buf
+export UV_PYTHON_DOWNLOADS := never
+export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
+PYTEST_ARGS ?=
+
+.PHONY: help venv generate lint fmt test test-python test-go test-java demo bench soak clean
+
+help:
+	@echo "make demo      start emulator + gateway, stream a classification, stop"
+	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
+	@echo "make generate  regenerate generated/ from proto/"
+	@echo "make lint      ruff, mypy (strict on service/), buf lint/format/breaking"
+	@echo "make bench     benchmarks (BENCH_QUICK=1 for a one-minute run)"
+	@echo "make soak      long steady load with faults (SOAK_SECONDS, default 600)"
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+# The virtual environment is built from the lock file only (--frozen): no resolution
+# happens on CI, so every run installs exactly the pinned versions.
+$(VENV)/.synced: uv.lock pyproject.toml | $(UV)
+	$(UV) sync --frozen --all-extras
+	@touch $@
+
+venv: $(VENV)/.synced
+
+generate: venv
+	$(PY) tools/generate.py
+
+fmt: venv
+	$(VENV)/bin/ruff format service emulator tests tools bench
+	$(VENV)/bin/ruff check --fix service emulator tests tools bench
+	$(BUF) format -w
+
+lint: venv
+	$(VENV)/bin/ruff check service emulator tests tools bench
+	$(VENV)/bin/ruff format --check service emulator tests tools bench
+	$(VENV)/bin/mypy
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+	bash tools/buf-breaking.sh $(BUF)
+
+test-python: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-go: venv
+	$(PY) -m tools.stack -- $(MAKE) -C clients/go test
+
+test-java: venv
+	$(PY) -m tools.stack -- $(MAKE) -C clients/java test
+
+test: lint test-python test-go test-java
+
+demo: venv
+	$(VENV)/bin/classify-gateway demo
+
+bench: venv
+	$(PY) -m bench $(if $(BENCH_QUICK),--quick,)
+
+soak: venv
+	$(PY) -m tests.reliability.soak --seconds $(or $(SOAK_SECONDS),600)
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,203 @@
+"""One settings object for the gateway, read from the environment and validated at start.
+
+Every setting has an environment variable `CLASSIFY_GATEWAY_<NAME>`; command-line
+flags may override some of them. A bad value stops start-up with one line that names
+the variable, because a gateway that starts with a half-understood configuration fails
+later, under load, in a way that is much harder to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+PREFIX = "CLASSIFY_GATEWAY_"
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+def _parse_bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+def _parse_listen(raw: str) -> str:
+    host, sep, port = raw.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("expected HOST:PORT, e.g. 0.0.0.0:50051")
+    return raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the gateway. Durations are in seconds."""
+
+    # Upstream
+    upstream_url: str = "https://api.twelvelabs.io/v1.2"
+    api_key: str = field(default="", repr=False)
+    allow_caller_api_key: bool = False
+    upstream_timeout: float = 30.0
+    upstream_connect_timeout: float = 5.0
+    upstream_max_connections: int = 100
+    upstream_max_keepalive: int = 50
+    # Deadlines
+    default_deadline: float = 300.0
+    # Retries (AIP-194 style: exponential backoff with full jitter, bounded by the deadline)
+    retry_max_attempts: int = 4
+    retry_initial_backoff: float = 0.2
+    retry_max_backoff: float = 5.0
+    retry_multiplier: float = 2.0
+    # Rate limiting toward the upstream (process-wide)
+    upstream_max_concurrency: int = 64
+    upstream_rps: float = 0.0  # 0 = no requests-per-second cap
+    upstream_burst: int = 10
+    # Serving
+    listen: str = "0.0.0.0:50051"
+    metrics_listen: str = "0.0.0.0:9090"
+    max_concurrent_streams: int = 2000
+    max_pages_cap: int = 10000
+    reflection: bool = True
+    drain_grace: float = 25.0
+    unhealthy_after: float = 30.0  # NOT_SERVING after the upstream failed every call this long
+    # Connection management for life behind a mesh
+    keepalive_time: float = 60.0
+    keepalive_timeout: float = 20.0
+    keepalive_permit_without_calls: bool = True
+    min_ping_interval: float = 10.0
+    max_connection_idle: float = 600.0
+    max_connection_age: float = 3600.0
+    max_connection_age_grace: float = 3600.0
+    max_receive_message_bytes: int = 4 * 1024 * 1024
+    max_send_message_bytes: int = 16 * 1024 * 1024
+    # Observability
+    log_level: str = "INFO"
+    tracing_exporter: str = "none"  # none | console
+    service_name: str = "classify-gateway"
+
+    def validate(self) -> Settings:
+        """Raise ConfigError naming the first bad setting; return self."""
+        checks: list[tuple[str, bool, str]] = [
+            (
+                "UPSTREAM_URL",
+                self.upstream_url.startswith(("http://", "https://")),
+                "must start with http:// or https://",
+            ),
+            (
+                "API_KEY",
+                bool(self.api_key) or self.allow_caller_api_key,
+                "is required (or CLASSIFY_GATEWAY_API_KEY_FILE, or allow callers' keys with "
+                "CLASSIFY_GATEWAY_ALLOW_CALLER_API_KEY=true)",
+            ),
+            ("UPSTREAM_TIMEOUT", self.upstream_timeout > 0, "must be > 0"),
+            ("UPSTREAM_CONNECT_TIMEOUT", self.upstream_connect_timeout > 0, "must be > 0"),
+            ("UPSTREAM_MAX_CONNECTIONS", self.upstream_max_connections >= 1, "must be >= 1"),
+            ("UPSTREAM_MAX_KEEPALIVE", self.upstream_max_keepalive >= 0, "must be >= 0"),
+            ("DEFAULT_DEADLINE", self.default_deadline > 0, "must be > 0"),
+            ("RETRY_MAX_ATTEMPTS", 1 <= self.retry_max_attempts <= 20, "must be 1..20"),
+            ("RETRY_INITIAL_BACKOFF", self.retry_initial_backoff >= 0, "must be >= 0"),
+            (
+                "RETRY_MAX_BACKOFF",
+                self.retry_max_backoff >= self.retry_initial_backoff,
+                "must be >= RETRY_INITIAL_BACKOFF",
+            ),
+            ("RETRY_MULTIPLIER", self.retry_multiplier >= 1, "must be >= 1"),
+            ("UPSTREAM_MAX_CONCURRENCY", self.upstream_max_concurrency >= 1, "must be >= 1"),
+            ("UPSTREAM_RPS", self.upstream_rps >= 0, "must be >= 0 (0 = no cap)"),
+            ("UPSTREAM_BURST", self.upstream_burst >= 1, "must be >= 1"),
+            ("MAX_CONCURRENT_STREAMS", self.max_concurrent_streams >= 1, "must be >= 1"),
+            ("MAX_PAGES_CAP", self.max_pages_cap >= 1, "must be >= 1"),
+            ("DRAIN_GRACE", self.drain_grace >= 0, "must be >= 0"),
+            ("UNHEALTHY_AFTER", self.unhealthy_after > 0, "must be > 0"),
+            ("KEEPALIVE_TIME", self.keepalive_time > 0, "must be > 0"),
+            ("KEEPALIVE_TIMEOUT", self.keepalive_timeout > 0, "must be > 0"),
+            ("MIN_PING_INTERVAL", self.min_ping_interval > 0, "must be > 0"),
+            ("MAX_CONNECTION_IDLE", self.max_connection_idle > 0, "must be > 0"),
+            ("MAX_CONNECTION_AGE", self.max_connection_age > 0, "must be > 0"),
+            ("MAX_CONNECTION_AGE_GRACE", self.max_connection_age_grace >= 0, "must be >= 0"),
+            (
+                "MAX_RECEIVE_MESSAGE_BYTES",
+                self.max_receive_message_bytes >= 1024,
+                "must be >= 1024",
+            ),
+            ("MAX_SEND_MESSAGE_BYTES", self.max_send_message_bytes >= 1024, "must be >= 1024"),
+            (
+                "LOG_LEVEL",
+                self.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
+                "must be DEBUG, INFO, WARNING or ERROR",
+            ),
+            (
+                "TRACING_EXPORTER",
+                self.tracing_exporter in {"none", "console"},
+                "must be none or console",
+            ),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise ConfigError(f"{PREFIX}{name} {why}")
+        return self
+
+    @property
+    def upstream_base(self) -> str:
+        return self.upstream_url.rstrip("/")
+
+    def redacted(self) -> dict[str, Any]:
+        """The settings as a dict that is safe to log: the key is never included."""
+        out = dataclasses.asdict(self)
+        out["api_key"] = "<set>" if self.api_key else "<unset>"
+        return out
+
+
+_PARSERS: dict[type, Callable[[str], Any]] = {
+    str: str,
+    int: int,
+    float: float,
+    bool: _parse_bool,
+}
+
+
+def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build and validate Settings from `CLASSIFY_GATEWAY_*` variables and explicit overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    hints = {f.name: f.type for f in dataclasses.fields(Settings)}
+    type_map = {"str": str, "int": int, "float": float, "bool": bool}
+    for name, hint in hints.items():
+        var = PREFIX + name.upper()
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        parser = _PARSERS[type_map[str(hint)]]
+        try:
+            values[name] = parser(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var} is invalid: {exc}") from None
+    key_file = env.get(PREFIX + "API_KEY_FILE")
+    if key_file and "api_key" not in values:
+        try:
+            values["api_key"] = Path(key_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{PREFIX}API_KEY_FILE cannot be read: {exc.strerror or exc}"
+            ) from None
+    for key, var in (("listen", "LISTEN"), ("metrics_listen", "METRICS_LISTEN")):
+        raw_listen = overrides.get(key, values.get(key))
+        if raw_listen is not None:
+            try:
+                _parse_listen(raw_listen)
+            except ValueError as exc:
+                raise ConfigError(f"{PREFIX}{var} is invalid: {exc}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if "log_level" in values:
+        values["log_level"] = str(values["log_level"]).upper()
+    return Settings(**values).validate()
