@@ -1,0 +1,130 @@
+"""The error table: each upstream failure and own reason becomes the right status and details."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from service.errors import (
+    DOMAIN,
+    REASONS,
+    from_upstream,
+    invalid_request,
+    own_error,
+    to_grpc_status,
+    to_status_proto,
+)
+
+C = grpc.StatusCode
+
+
+def details(status_proto):  # type: ignore[no-untyped-def]
+    out = {}
+    for any_msg in status_proto.details:
+        for cls in (
+            error_details_pb2.ErrorInfo,
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.ResourceInfo,
+        ):
+            if any_msg.Is(cls.DESCRIPTOR):
+                msg = cls()
+                any_msg.Unpack(msg)
+                assert cls.__name__ not in out, "each detail type at most once"
+                out[cls.__name__] = msg
+    return out
+
+
+@pytest.mark.parametrize(
+    "status,body,code,reason",
+    [
+        (
+            400,
+            {"code": "parameter_invalid", "message": "The page_limit parameter is invalid."},
+            C.INVALID_ARGUMENT,
+            "PARAMETER_INVALID",
+        ),
+        (
+            400,
+            {"code": "parameter_not_provided", "message": "x"},
+            C.INVALID_ARGUMENT,
+            "PARAMETER_NOT_PROVIDED",
+        ),
+        (400, None, C.INVALID_ARGUMENT, "UPSTREAM_BAD_REQUEST"),
+        (
+            401,
+            {"code": "api_key_invalid", "message": "bad key"},
+            C.UNAUTHENTICATED,
+            "API_KEY_INVALID",
+        ),
+        (403, {"message": "no"}, C.PERMISSION_DENIED, "UPSTREAM_PERMISSION_DENIED"),
+        (
+            404,
+            {
+                "code": "resource_not_exist",
+                "message": "Resource with id abc does not exist in videos.",
+            },
+            C.NOT_FOUND,
+            "RESOURCE_NOT_EXIST",
+        ),
+        (409, None, C.ABORTED, "UPSTREAM_CONFLICT"),
+        (422, None, C.INVALID_ARGUMENT, "UPSTREAM_UNPROCESSABLE"),
+        (
+            429,
+            {"code": "too_many_requests", "message": "slow down"},
+            C.RESOURCE_EXHAUSTED,
+            "TOO_MANY_REQUESTS",
+        ),
+        (418, None, C.FAILED_PRECONDITION, "UPSTREAM_REJECTED"),
+        (500, {"code": "internal_error"}, C.UNAVAILABLE, "INTERNAL_ERROR"),
+        (501, None, C.UNIMPLEMENTED, "UPSTREAM_NOT_IMPLEMENTED"),
+        (502, None, C.UNAVAILABLE, "UPSTREAM_BAD_GATEWAY"),
+        (503, None, C.UNAVAILABLE, "UPSTREAM_UNAVAILABLE"),
+        (504, None, C.UNAVAILABLE, "UPSTREAM_GATEWAY_TIMEOUT"),
+        (599, None, C.UNAVAILABLE, "UPSTREAM_SERVER_ERROR"),
+    ],
+)
+def test_upstream_rows(status: int, body: dict | None, code: grpc.StatusCode, reason: str) -> None:
+    err = from_upstream(status, body, retry_delay=3.5 if status == 429 else None)
+    assert err.code == code
+    assert err.reason == reason
+    d = details(to_status_proto(err))
+    info = d["ErrorInfo"]
+    assert info.domain == DOMAIN
+    assert info.reason == reason
+    assert info.metadata["http_status"] == str(status)
+    if status == 429:
+        assert d["RetryInfo"].retry_delay.ToNanoseconds() == 3_500_000_000
+    if status in (401, 403):
+        assert "gateway's credentials" in err.message
+    if status == 404:
+        assert d["ResourceInfo"].resource_type == "videos"
+        assert d["ResourceInfo"].resource_name == "abc"
+
+
+def test_reason_is_upper_snake_and_bounded() -> None:
+    err = from_upstream(400, {"code": "weird-code.with spaces" + "x" * 100})
+    assert err.reason.startswith("WEIRD_CODE_WITH_SPACES")
+    assert len(err.reason) <= 63
+    assert from_upstream(400, {"code": "123"}).reason == "UPSTREAM_BAD_REQUEST"
+
+
+@pytest.mark.parametrize("reason", sorted(REASONS))
+def test_own_reasons(reason: str) -> None:
+    err = own_error(reason)
+    st = to_grpc_status(err, "tok-1")
+    assert st.code == REASONS[reason][0]
+    trailer = dict(st.trailing_metadata)
+    assert "grpc-status-details-bin" in trailer
+    d = details(to_status_proto(err, "tok-1"))
+    assert d["ErrorInfo"].metadata["resume_page_token"] == "tok-1"
+    assert d["ErrorInfo"].reason == reason
+
+
+def test_bad_request_lists_every_violation() -> None:
+    err = invalid_request([("a", "x"), ("b", "y"), ("c", "z"), ("d", "w")])
+    assert "and 1 more" in err.message
+    d = details(to_status_proto(err))
+    assert [v.field for v in d["BadRequest"].field_violations] == ["a", "b", "c", "d"]
+    assert "resume_page_token" not in d["ErrorInfo"].metadata
