@@ -81,7 +81,7 @@ class Gateway:
 
     async def start(self, *, serve_metrics: bool = True) -> None:
         if serve_metrics:
-            self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
+            await self.start_metrics()
         await self.server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watcher = asyncio.create_task(self._watch_upstream())
@@ -95,6 +95,11 @@ class Gateway:
                 "settings": self.settings.redacted(),
             },
         )
+
+    async def start_metrics(self) -> None:
+        """Serve /metrics (a small thread of prometheus_client's own)."""
+        if self._metrics_server is None:
+            self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
 
     async def _set_health(self, status: Any) -> None:
         for name in ("", SERVICE_NAME):

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def emulator_session() -> Iterator[Any]:
+    from emulator.testing import running_emulator
+
+    with running_emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emulator(emulator_session: Any) -> Iterator[Any]:
+    """A running emulator with no faults, an empty journal and default config."""
+    emulator_session.admin.reset()
+    yield emulator_session
+    emulator_session.admin.reset()

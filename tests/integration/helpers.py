@@ -1,0 +1,82 @@
+"""Requests and direct upstream calls shared by the integration tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from classify.v1 import classify_service_pb2 as pb
+from google.protobuf import json_format
+
+LOW = pb.Threshold(min_video_score=0, min_clip_score=0, min_duration_ratio=0.01)
+
+
+def video_ids(emu: Any, count: int = 12) -> list[str]:
+    headers = {"x-api-key": emu.api_key}
+    with httpx.Client(base_url=emu.base_url + "/v1.2", headers=headers) as c:
+        indexes = c.get("/indexes").json()["data"]
+        ids: list[str] = []
+        for index in indexes:
+            videos = c.get(f"/indexes/{index['_id']}/videos", params={"page_limit": 50}).json()[
+                "data"
+            ]
+            ids.extend(v["_id"] for v in videos)
+    assert len(ids) >= count
+    return ids[:count]
+
+
+def index_id(emu: Any) -> str:
+    with httpx.Client(base_url=emu.base_url + "/v1.2", headers={"x-api-key": emu.api_key}) as c:
+        return str(c.get("/indexes").json()["data"][0]["_id"])
+
+
+def classify_request(
+    emu: Any, count: int = 12, page_limit: int = 2, **kw: Any
+) -> pb.ClassifyRequest:
+    return pb.ClassifyRequest(
+        video_ids=video_ids(emu, count),
+        options=[
+            pb.SEARCH_OPTION_VISUAL,
+            pb.SEARCH_OPTION_CONVERSATION,
+            pb.SEARCH_OPTION_TEXT_IN_VIDEO,
+        ],
+        classes=[
+            pb.ClassDefinition(name="Dance", prompts=["dance tutorial", "dance group"]),
+            pb.ClassDefinition(name="Cooking", prompts=["cooking tutorial", "recipe"]),
+            pb.ClassDefinition(name="Sports", prompts=["soccer match", "athletes"]),
+        ],
+        page_limit=page_limit,
+        include_clips=True,
+        show_detailed_score=True,
+        threshold=LOW,
+        **kw,
+    )
+
+
+def direct_pages(emu: Any, body: dict[str, Any], path: str = "/classify") -> list[dict[str, Any]]:
+    """The emulator's own JSON answer to the same request, every page."""
+    headers = {"x-api-key": emu.api_key}
+    pages = []
+    with httpx.Client(base_url=emu.base_url + "/v1.2", headers=headers) as c:
+        r = c.post(path, json=body)
+        r.raise_for_status()
+        pages.append(r.json())
+        while token := pages[-1]["page_info"].get("next_page_token"):
+            r = c.get(f"/classify/{token}")
+            r.raise_for_status()
+            pages.append(r.json())
+    return pages
+
+
+def data_of(page: pb.ClassifyResponse | dict[str, Any]) -> list[dict[str, Any]]:
+    if isinstance(page, dict):
+        return page.get("data", [])
+    return json_format.MessageToDict(page, preserving_proto_field_name=True).get("data", [])
+
+
+def journal(emu: Any, method: str | None = None, contains: str = "") -> list[dict[str, Any]]:
+    return [
+        r
+        for r in emu.admin.requests()
+        if (method is None or r["method"] == method) and contains in r["path"]
+    ]
