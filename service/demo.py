@@ -50,7 +50,8 @@ def _fmt_clip(cls: pb.ClassResult) -> str:
     if not cls.clips:
         return "-"
     best = max(cls.clips, key=lambda c: c.score)
-    return f"{best.start:6.1f}-{best.end:6.1f}s {best.option:<13} {best.score:5.1f} “{best.prompt}”"
+    span = f"{best.start:6.1f}-{best.end:6.1f}s"
+    return f"{span} {best.option:<13} {best.score:5.1f} “{best.prompt}”"
 
 
 def print_page(page: pb.ClassifyResponse, names: dict[str, str], out: Any = print) -> None:
@@ -62,7 +63,8 @@ def print_page(page: pb.ClassifyResponse, names: dict[str, str], out: Any = prin
         for i, cls in enumerate(video.classes):
             shown = label if i == 0 else ""
             out(
-                f"{shown[:34]:<34} {cls.name:<11} {cls.score:6.2f} {cls.duration_ratio:6.2f}  {_fmt_clip(cls)}"
+                f"{shown[:34]:<34} {cls.name:<11} {cls.score:6.2f} "
+                f"{cls.duration_ratio:6.2f}  {_fmt_clip(cls)}"
             )
 
 
@@ -95,7 +97,8 @@ def run_client(gateway_addr: str, emulator_url: str, api_key: str, page_limit: i
                 videos += len(page.data)
                 total = page.page_info.total_results
                 print(
-                    f"   ▸ page {page.page_number} received after {time.monotonic() - started:5.2f}s · "
+                    f"   ▸ page {page.page_number} received after "
+                    f"{time.monotonic() - started:5.2f}s · "
                     f"{videos}/{total} videos · next page token: "
                     f"{page.page_info.next_page_token[:12] or '(none: last page)'}"
                 )

@@ -8,9 +8,11 @@ import pytest
 
 @pytest.fixture(scope="session")
 def emulator_session() -> Iterator[Any]:
+    from emulator.config import EmulatorConfig
     from emulator.testing import running_emulator
 
-    with running_emulator() as emu:
+    # One accepted key, so that a wrong key really is refused (401).
+    with running_emulator(EmulatorConfig(api_keys=("gateway-test-key",))) as emu:
         yield emu
 
 

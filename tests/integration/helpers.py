@@ -68,10 +68,11 @@ def direct_pages(emu: Any, body: dict[str, Any], path: str = "/classify") -> lis
     return pages
 
 
-def data_of(page: pb.ClassifyResponse | dict[str, Any]) -> list[dict[str, Any]]:
+def data_of(page: Any) -> list[pb.VideoClassification]:
+    """The videos of a page, as proto messages (upstream JSON parsed by json_format, the oracle)."""
     if isinstance(page, dict):
-        return page.get("data", [])
-    return json_format.MessageToDict(page, preserving_proto_field_name=True).get("data", [])
+        page = json_format.ParseDict(page, pb.GetClassifyPageResponse())
+    return list(page.data)
 
 
 def journal(emu: Any, method: str | None = None, contains: str = "") -> list[dict[str, Any]]:

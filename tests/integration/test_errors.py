@@ -207,7 +207,7 @@ async def test_gateway_rate_limit_queues_instead_of_failing(emulator: Any) -> No
 async def test_gateway_rate_limit_refuses_when_the_deadline_cannot_be_met(emulator: Any) -> None:
     req = classify_request(emulator, page_limit=50)
     async with gw_for(emulator, upstream_rps=1, upstream_burst=1) as gw:
-        first, err = await collect(gw.stub.Classify(req, timeout=5))
+        _, err = await collect(gw.stub.Classify(req, timeout=5))
         assert err is None
         started = time.monotonic()
         _, err = await collect(gw.stub.Classify(req, timeout=0.5))

