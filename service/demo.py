@@ -60,7 +60,7 @@ def print_page(page: pb.ClassifyResponse, names: dict[str, str], out: Any = prin
     out(f"{'video':<34} {'class':<11} {'score':>6} {'ratio':>6}  best clip")
     for video in page.data:
         label = names.get(video.video_id, video.video_id)
-        for i, cls in enumerate(video.classes):
+        for i, cls in enumerate(video.classes[:3]):  # the three best classes
             shown = label if i == 0 else ""
             out(
                 f"{shown[:34]:<34} {cls.name:<11} {cls.score:6.2f} "
@@ -111,12 +111,19 @@ def run_client(gateway_addr: str, emulator_url: str, api_key: str, page_limit: i
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="classify-gateway demo", description=__doc__)
-    parser.add_argument("--page-limit", type=int, default=5, help="videos per page (default 5)")
+    parser.add_argument("--page-limit", type=int, default=6, help="videos per page (default 6)")
+    parser.add_argument(
+        "--upstream-latency-ms",
+        type=int,
+        default=400,
+        help="latency the emulator adds to each page, to make the streaming visible (default 400)",
+    )
     ns = parser.parse_args(argv)
     from tools.stack import running_stack
 
     print("Starting the upstream emulator and the gateway on free loopback ports ...")
-    with running_stack() as stack:
+    latency = {"CLASSIFY_EMULATOR_LATENCY_MS": str(ns.upstream_latency_ms)}
+    with running_stack(emulator_env=latency) as stack:
         env = stack.env
         code = run_client(
             env["CLASSIFY_GATEWAY_ADDR"],

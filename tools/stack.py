@@ -70,13 +70,15 @@ class Stack:
 
 @contextlib.contextmanager
 def running_stack(
-    gateway_env: dict[str, str] | None = None, log_dir: Path | None = None
+    gateway_env: dict[str, str] | None = None,
+    log_dir: Path | None = None,
+    emulator_env: dict[str, str] | None = None,
 ) -> Iterator[Stack]:
     """Start an emulator and a gateway; yield their addresses; stop both."""
     exe = str(Path(sys.executable).parent / "classify-gateway")
     emu_port, grpc_port, metrics_port = free_port(), free_port(), free_port()
     base_env = dict(os.environ)
-    emu_env = {**base_env, "CLASSIFY_EMULATOR_API_KEYS": API_KEY}
+    emu_env = {**base_env, "CLASSIFY_EMULATOR_API_KEYS": API_KEY, **(emulator_env or {})}
     gw_env = {
         **base_env,
         "CLASSIFY_GATEWAY_UPSTREAM_URL": f"http://127.0.0.1:{emu_port}/v1.2",
@@ -124,7 +126,7 @@ def main() -> int:
     )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args()
-    cmd = [c for c in ns.command if c != "--"] if ns.command[:1] == ["--"] else ns.command
+    cmd = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     if not cmd:
         parser.error("give a command after --")
     with running_stack() as stack:
