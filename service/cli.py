@@ -47,7 +47,7 @@ def _serve(argv: list[str]) -> int:
 
 def _emulator(argv: list[str]) -> int:
     try:
-        from emulator.cli import main as emulator_main  # type: ignore[import-untyped]
+        from emulator.cli import main as emulator_main
     except ImportError as exc:  # the container installs the gateway only
         print(f"classify-gateway: the emulator is not installed ({exc})", file=sys.stderr)
         return 2

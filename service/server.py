@@ -24,7 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from service.config import Settings
 from service.observability import Metrics
 from service.servicer import ClassifyServicer, DrainState
-from service.tracing import setup_tracing
+from service.tracing import setup_tracing, shutdown_tracing
 from service.upstream import UpstreamClient
 
 log = logging.getLogger("classify_gateway.server")
@@ -61,8 +61,9 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.drain = DrainState()
-        self.upstream = UpstreamClient(settings, self.metrics)
+        # Tracing first: the httpx instrumentation wraps clients created after it.
         interceptors = setup_tracing(settings)
+        self.upstream = UpstreamClient(settings, self.metrics)
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
         self.servicer = ClassifyServicer(settings, self.upstream, self.metrics, self.drain)
         pb_grpc.add_ClassifyServiceServicer_to_server(self.servicer, self.server)
@@ -152,6 +153,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.upstream.aclose()
+        shutdown_tracing()
         if self._metrics_server is not None:
             server, thread = self._metrics_server
             server.shutdown()

@@ -96,22 +96,24 @@ async def test_prefetch_is_bounded_to_one_page(emulator: Any) -> None:
     """
     req = classify_request(emulator, count=12, page_limit=1)
     options = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
-    async with gw_for(emulator) as gw:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{gw.gateway.port}", options=options) as ch:
-            call = pb_grpc.ClassifyServiceStub(ch).Classify(req)
-            first = await call.read()
-            assert first.page_number == 1
-            await asyncio.sleep(0.5)  # a slow caller
-            # Page 2 is being written (held by flow control) and page 3 is prefetched: no more.
-            gets = journal(emulator, "GET", "/classify/")
-            assert len(gets) <= 2, f"fetched {len(gets)} pages ahead of a slow caller"
-            second = await call.read()
-            assert second.page_number == 2
-            await asyncio.sleep(0.3)
-            assert len(journal(emulator, "GET", "/classify/")) <= 3
-            rest = []
-            while (msg := await call.read()) is not grpc.aio.EOF:
-                rest.append(msg)
+    async with (
+        gw_for(emulator) as gw,
+        grpc.aio.insecure_channel(f"127.0.0.1:{gw.gateway.port}", options=options) as ch,
+    ):
+        call = pb_grpc.ClassifyServiceStub(ch).Classify(req)
+        first = await call.read()
+        assert first.page_number == 1
+        await asyncio.sleep(0.5)  # a slow caller
+        # Page 2 is being written (held by flow control) and page 3 is prefetched: no more.
+        gets = journal(emulator, "GET", "/classify/")
+        assert len(gets) <= 2, f"fetched {len(gets)} pages ahead of a slow caller"
+        second = await call.read()
+        assert second.page_number == 2
+        await asyncio.sleep(0.3)
+        assert len(journal(emulator, "GET", "/classify/")) <= 3
+        rest = []
+        while (msg := await call.read()) is not grpc.aio.EOF:
+            rest.append(msg)
     assert [p.page_number for p in rest] == list(range(3, 13))
 
 

@@ -1,0 +1,67 @@
+"""Tracing on a real process: W3C context from gRPC metadata to the upstream call, spans exported."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from classify.v1 import classify_service_pb2_grpc as pb_grpc
+
+from tests.integration.test_fidelity import docs_pages, request
+from tests.support.scripted_upstream import ScriptedUpstream, free_port, serve
+from tools.stack import stop, wait_for_port
+
+EXE = str(Path(sys.executable).parent / "classify-gateway")
+KEY = "tlk_TRACE_CANARY_0123456789"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+PARENT = "b7ad6b7169203331"
+
+
+def test_trace_context_flows_to_upstream_and_spans_are_exported() -> None:
+    upstream = ScriptedUpstream(docs_pages()[:2])
+    port = free_port()
+    with serve(upstream) as url:
+        env = {
+            **os.environ,
+            "CLASSIFY_GATEWAY_UPSTREAM_URL": url,
+            "CLASSIFY_GATEWAY_API_KEY": KEY,
+            "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
+            "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
+            "CLASSIFY_GATEWAY_TRACING_EXPORTER": "console",
+        }
+        proc = subprocess.Popen(
+            [EXE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        try:
+            wait_for_port(port, proc)
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.ClassifyServiceStub(channel)
+                md = (("traceparent", f"00-{TRACE_ID}-{PARENT}-01"),)
+                pages = list(stub.Classify(request(), metadata=md, timeout=10))
+            assert [p.page_number for p in pages] == [1, 2]
+            proc.send_signal(signal.SIGTERM)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            stop(proc)
+    assert proc.returncode == 0
+    # The upstream calls continue the caller's trace, each as a new child span.
+    sent = [h["traceparent"] for h in upstream.headers]
+    assert len(sent) == 2
+    for tp in sent:
+        _, trace_id, span_id, _ = tp.split("-")
+        assert trace_id == TRACE_ID
+        assert span_id != PARENT
+    # Spans were exported: the RPC span and one client span per upstream request.
+    text = out.decode()
+    spans = [json.loads(m) for m in re.findall(r"^\{\n.*?^\}$", text, re.S | re.M)]
+    ours = [s for s in spans if s["context"]["trace_id"] == "0x" + TRACE_ID]
+    kinds = sorted(s["kind"] for s in ours)
+    assert kinds.count("SpanKind.CLIENT") == 2, kinds
+    assert kinds.count("SpanKind.SERVER") == 1, kinds
+    assert KEY not in text and KEY not in err.decode()
