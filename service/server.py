@@ -107,23 +107,38 @@ class Gateway:
             await self.health.set(name, status)
 
     async def _watch_upstream(self) -> None:
-        """NOT_SERVING while the upstream has failed every call for unhealthy_after."""
+        """Readiness follows the upstream; liveness ("") does not.
+
+        The service name goes NOT_SERVING once the upstream has failed every call for
+        UNHEALTHY_AFTER, so that the mesh routes around pods that cannot help. An
+        unready pod gets no traffic, so it probes the upstream itself (a cheap
+        `GET /indexes`) to find out when it is back. "" stays SERVING until the drain:
+        restarting the process (liveness) would not bring the upstream back.
+        """
         serving = True
+        last_probe = 0.0
         while not self.drain.draining:
             down = self.metrics.upstream_down_for() >= self.settings.unhealthy_after
+            if down and time.monotonic() - last_probe >= self.probe_interval:
+                last_probe = time.monotonic()
+                await self.upstream.probe(self.settings.api_key)
+                down = self.metrics.upstream_down_for() >= self.settings.unhealthy_after
             if down == serving:
                 serving = not down
                 self.metrics.upstream_healthy.set(1 if serving else 0)
-                await self._set_health(
+                await self.health.set(
+                    SERVICE_NAME,
                     health_pb2.HealthCheckResponse.SERVING
                     if serving
-                    else health_pb2.HealthCheckResponse.NOT_SERVING
+                    else health_pb2.HealthCheckResponse.NOT_SERVING,
                 )
-                log.warning(
-                    "upstream health changed",
-                    extra={"event": "health", "serving": serving},
-                )
+                log.warning("upstream health changed", extra={"event": "health", "serving": serving})
             await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+
+    @property
+    def probe_interval(self) -> float:
+        """How often an unready gateway probes the upstream (a fraction of UNHEALTHY_AFTER)."""
+        return min(5.0, max(0.5, self.settings.unhealthy_after / 6))
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: NOT_SERVING, refuse new calls, let streams finish, then cut the rest."""

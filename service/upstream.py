@@ -188,6 +188,25 @@ class UpstreamClient:
     async def aclose(self) -> None:
         await self._client.aclose()
 
+    async def probe(self, api_key: str) -> bool:
+        """One cheap request (`GET /indexes?page_limit=1`, not the classify quota) that
+        tells whether the upstream answers at all; any answer below 500 counts as alive."""
+        started = time.monotonic()
+        try:
+            response = await self._client.get(
+                "/indexes",
+                params={"page_limit": 1},
+                headers={"x-api-key": api_key} if api_key else None,
+                timeout=min(5.0, self._settings.upstream_timeout),
+            )
+            alive = response.status_code < 500
+            status = str(response.status_code)
+        except httpx.HTTPError as exc:
+            alive, status = False, type(exc).__name__
+        self._hooks.request_done("GET", "GET /indexes (health probe)", status, time.monotonic() - started)
+        self._hooks.outcome(alive)
+        return alive
+
     async def post(
         self,
         path: str,

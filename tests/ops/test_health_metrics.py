@@ -79,7 +79,8 @@ async def test_not_serving_while_upstream_fails_then_recovers(emulator: Any) -> 
                 break
             await asyncio.sleep(0.1)
         assert await health_of(gw.channel, SERVICE_NAME) == NOT_SERVING
-        assert await health_of(gw.channel) == NOT_SERVING
+        # Liveness ("") does not follow the upstream: a restart would not help.
+        assert await health_of(gw.channel) == SERVING
         emulator.admin.clear_faults()
         pages, err = await collect(gw.stub.Classify(req))
         assert err is None and pages
