@@ -132,7 +132,9 @@ class Gateway:
                     if serving
                     else health_pb2.HealthCheckResponse.NOT_SERVING,
                 )
-                log.warning("upstream health changed", extra={"event": "health", "serving": serving})
+                log.warning(
+                    "upstream health changed", extra={"event": "health", "serving": serving}
+                )
             await asyncio.sleep(HEALTH_CHECK_INTERVAL)
 
     @property

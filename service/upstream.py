@@ -203,7 +203,9 @@ class UpstreamClient:
             status = str(response.status_code)
         except httpx.HTTPError as exc:
             alive, status = False, type(exc).__name__
-        self._hooks.request_done("GET", "GET /indexes (health probe)", status, time.monotonic() - started)
+        self._hooks.request_done(
+            "GET", "GET /indexes (health probe)", status, time.monotonic() - started
+        )
         self._hooks.outcome(alive)
         return alive
 
