@@ -107,6 +107,10 @@ class GatewayError(Exception):
     violations: Sequence[tuple[str, str]] = ()
     retry_delay: float | None = None
     resource: tuple[str, str] | None = None  # (type, name) for ResourceInfo
+    # True once the gateway has spent its own retries on this failure: the status then
+    # carries `grpc-retry-pushback-ms: -1` so that clients' retry policies (gRFC A6) do
+    # not multiply the upstream calls, and the quota they spend, by their own attempts.
+    pushback: bool = False
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -224,5 +228,18 @@ def to_status_proto(err: GatewayError, resume_token: str | None = None) -> statu
     return status
 
 
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+
+
 def to_grpc_status(err: GatewayError, resume_token: str | None = None) -> grpc.Status:
-    return rpc_status.to_status(to_status_proto(err, resume_token))
+    status = rpc_status.to_status(to_status_proto(err, resume_token))
+    if not err.pushback:
+        return status
+    return _Status(status.code, status.details, (*status.trailing_metadata, (PUSHBACK_KEY, "-1")))
+
+
+@dataclass(frozen=True)
+class _Status(grpc.Status):  # type: ignore[misc]
+    code: grpc.StatusCode
+    details: str
+    trailing_metadata: tuple[tuple[str, str | bytes], ...]

@@ -274,7 +274,12 @@ class UpstreamClient:
             if failure.reason != "DEADLINE_EXCEEDED":
                 # An answer in the 4xx range still proves the upstream is alive.
                 self._hooks.outcome(failure.code not in _UPSTREAM_DOWN_CODES)
-            if not retryable or attempt >= self._policy.max_attempts:
+            if not retryable:
+                raise failure
+            # From here on the gateway retries this failure itself; if it still reaches
+            # the caller, the caller's own retry policy must not start over.
+            failure.pushback = True
+            if attempt >= self._policy.max_attempts:
                 raise failure
             delay = max(self._policy.backoff(attempt), hint or 0.0)
             if time.monotonic() + delay >= deadline - DEADLINE_MARGIN:

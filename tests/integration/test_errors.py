@@ -6,11 +6,13 @@ import asyncio
 import io
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from classify.v1 import classify_service_pb2 as pb
+from classify.v1 import classify_service_pb2_grpc as pb_grpc
 
 from service.errors import DOMAIN
 from service.observability import JsonFormatter
@@ -328,3 +330,29 @@ async def test_the_key_is_absent_from_logs(emulator: Any) -> None:
     assert '"event": "rpc"' in text and '"event": "upstream_retry"' in text
     assert '"event": "startup"' in text
     assert emulator.api_key not in text
+
+
+SERVICE_CONFIG = (Path(__file__).resolve().parents[2] / "deploy" / "service-config.json").read_text()
+
+
+async def test_client_retry_policy_and_gateway_pushback(emulator: Any) -> None:
+    """The shipped service config retries a transient UNAVAILABLE before the first message,
+    but not one the gateway already retried upstream (grpc-retry-pushback-ms: -1)."""
+    req = classify_request(emulator, page_limit=50)
+    options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+    async with gw_for(emulator, retry_max_attempts=3) as gw:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.gateway.port}", options=options)
+        stub = pb_grpc.ClassifyServiceStub(channel)
+        # A single 500: the gateway does not retry it, the client's policy does.
+        emulator.admin.add_fault({"match": {"method": "POST"}, "times": 1, "action": {"type": "status", "status": 500}})
+        pages, err = await collect(stub.Classify(req, timeout=10))
+        assert err is None and len(pages) == 1
+        assert [r["status"] for r in journal(emulator, "POST")] == [500, 200]
+        # A persistent 503: the gateway retries 3 times, then pushes back; no client retry.
+        emulator.admin.reset()
+        emulator.admin.add_fault({"match": {"method": "POST"}, "times": -1, "action": {"type": "status", "status": 503}})
+        _, err = await collect(stub.Classify(req, timeout=10))
+        assert err is not None and err.code() == C.UNAVAILABLE
+        assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "-1"
+        assert len(journal(emulator, "POST")) == 3
+        await channel.close()

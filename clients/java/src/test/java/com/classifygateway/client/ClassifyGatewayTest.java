@@ -1,0 +1,597 @@
+package com.classifygateway.client;
+
+import static com.classifygateway.client.Stack.action;
+import static com.classifygateway.client.Stack.fault;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assertions.fail;
+
+import com.classifygateway.classify.v1.ClassDefinition;
+import com.classifygateway.classify.v1.ClassResult;
+import com.classifygateway.classify.v1.ClassifyRequest;
+import com.classifygateway.classify.v1.ClassifyResponse;
+import com.classifygateway.classify.v1.ClassifyServiceGrpc;
+import com.classifygateway.classify.v1.GetClassifyPageRequest;
+import com.classifygateway.classify.v1.GetClassifyPageResponse;
+import com.classifygateway.classify.v1.SearchOption;
+import com.classifygateway.classify.v1.Threshold;
+import com.classifygateway.classify.v1.VideoClassification;
+import com.google.gson.JsonArray;
+import com.google.gson.JsonObject;
+import com.google.protobuf.InvalidProtocolBufferException;
+import com.google.protobuf.util.JsonFormat;
+import com.google.rpc.BadRequest;
+import com.google.rpc.ErrorInfo;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ClientStreamTracer;
+import io.grpc.Context;
+import io.grpc.Grpc;
+import io.grpc.InsecureChannelCredentials;
+import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.MethodDescriptor;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashSet;
+import java.util.Iterator;
+import java.util.List;
+import java.util.Optional;
+import java.util.Set;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicInteger;
+import java.util.stream.Collectors;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInstance;
+import org.junit.jupiter.api.Timeout;
+
+/**
+ * The gateway's contract, checked through the generated Java stubs against the real gateway
+ * and the upstream emulator started by tools/stack.py. Each test starts from a reset emulator
+ * (no faults, empty journal); the emulator's own JSON answers are the oracle.
+ */
+@TestInstance(TestInstance.Lifecycle.PER_CLASS)
+@Timeout(value = 60, unit = TimeUnit.SECONDS)
+class ClassifyGatewayTest {
+
+  /** Videos per page; with VIDEO_COUNT videos this gives several pages. */
+  private static final int PAGE_LIMIT = 2;
+  private static final int VIDEO_COUNT = 7;
+  private static final Duration DEADLINE = Duration.ofSeconds(30);
+  /** The gateway's upstream attempts per RPC (service/config.py retry_max_attempts). */
+  private static final int GATEWAY_ATTEMPTS =
+      Integer.parseInt(envOr("CLASSIFY_GATEWAY_RETRY_MAX_ATTEMPTS", "4"));
+
+  private Stack stack;
+  private ManagedChannel channel;
+  private ClassifyClient client;
+  private ClassifyServiceGrpc.ClassifyServiceBlockingStub stub;
+  private List<String> videos;
+
+  @BeforeAll
+  void connect() {
+    stack = Stack.fromEnv();
+    // The channel every Java caller should build: shipped service config + retries.
+    channel = ClassifyClient.channelBuilder(stack.gatewayAddr).build();
+    client = ClassifyClient.of(channel);
+    stub = ClassifyServiceGrpc.newBlockingStub(channel);
+    stack.reset();
+    videos = pickVideos();
+  }
+
+  @AfterAll
+  void disconnect() throws InterruptedException {
+    if (channel != null) {
+      channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+  }
+
+  @BeforeEach
+  void resetEmulator() {
+    stack.reset();
+  }
+
+  @AfterEach
+  void clearFaults() {
+    stack.clearFaults();
+  }
+
+  // ---- the request under test, in both shapes ----------------------------------------
+
+  private List<String> pickVideos() {
+    List<String> indexes = stack.indexIds();
+    assertTrue(indexes.size() >= 1, "the emulator's demo corpus has no index");
+    List<String> out = new ArrayList<>();
+    for (String index : indexes) {
+      for (String v : stack.videoIds(index)) {
+        if (out.size() < VIDEO_COUNT && !out.contains(v)) {
+          out.add(v);
+        }
+      }
+    }
+    assertTrue(out.size() >= 5, "the emulator's demo corpus has too few videos: " + out);
+    return out;
+  }
+
+  private ClassifyRequest.Builder request() {
+    return ClassifyRequest.newBuilder()
+        .addAllVideoIds(videos)
+        .addOptions(SearchOption.SEARCH_OPTION_VISUAL)
+        .addOptions(SearchOption.SEARCH_OPTION_CONVERSATION)
+        .addClasses(
+            ClassDefinition.newBuilder()
+                .setName("Dance")
+                .addPrompts("dance tutorial")
+                .addPrompts("dance group"))
+        .addClasses(ClassDefinition.newBuilder().setName("Cooking").addPrompts("cooking tutorial"))
+        .addClasses(ClassDefinition.newBuilder().setName("Sports").addPrompts("sports match"))
+        .addClasses(ClassDefinition.newBuilder().setName("News").addPrompts("news report"))
+        .setPageLimit(PAGE_LIMIT)
+        .setIncludeClips(true)
+        .setShowDetailedScore(true)
+        .setThreshold(
+            Threshold.newBuilder()
+                .setMinVideoScore(0)
+                .setMinClipScore(0)
+                .setMinDurationRatio(0.01));
+  }
+
+  /** The same request as upstream JSON, written by hand (not by the gateway's translator). */
+  private JsonObject upstreamBody() {
+    JsonObject body = new JsonObject();
+    JsonArray ids = new JsonArray();
+    videos.forEach(ids::add);
+    body.add("video_ids", ids);
+    JsonArray options = new JsonArray();
+    options.add("visual");
+    options.add("conversation");
+    body.add("options", options);
+    JsonArray classes = new JsonArray();
+    classes.add(upstreamClass("Dance", "dance tutorial", "dance group"));
+    classes.add(upstreamClass("Cooking", "cooking tutorial"));
+    classes.add(upstreamClass("Sports", "sports match"));
+    classes.add(upstreamClass("News", "news report"));
+    body.add("classes", classes);
+    body.addProperty("page_limit", PAGE_LIMIT);
+    body.addProperty("include_clips", true);
+    body.addProperty("show_detailed_score", true);
+    JsonObject threshold = new JsonObject();
+    threshold.addProperty("min_video_score", 0);
+    threshold.addProperty("min_clip_score", 0);
+    threshold.addProperty("min_duration_ratio", 0.01);
+    body.add("threshold", threshold);
+    return body;
+  }
+
+  private static JsonObject upstreamClass(String name, String... prompts) {
+    JsonObject c = new JsonObject();
+    c.addProperty("name", name);
+    JsonArray p = new JsonArray();
+    for (String s : prompts) {
+      p.add(s);
+    }
+    c.add("prompts", p);
+    return c;
+  }
+
+  /** Every page of the classification, straight from the emulator, parsed with JsonFormat. */
+  private List<GetClassifyPageResponse> upstreamPages() {
+    List<GetClassifyPageResponse> pages = new ArrayList<>();
+    GetClassifyPageResponse page = parsePage(stack.classifyUpstream(upstreamBody()).expectOk().body());
+    pages.add(page);
+    while (!page.getPageInfo().getNextPageToken().isEmpty()) {
+      assertTrue(pages.size() < 100, "the emulator's page chain does not end");
+      page = parsePage(stack.pageUpstream(page.getPageInfo().getNextPageToken()).expectOk().body());
+      pages.add(page);
+    }
+    return pages;
+  }
+
+  private static GetClassifyPageResponse parsePage(String json) {
+    GetClassifyPageResponse.Builder b = GetClassifyPageResponse.newBuilder();
+    try {
+      // Field names of the proto are the upstream's JSON names; fields the contract does not
+      // carry are ignored here, as the gateway ignores them.
+      JsonFormat.parser().ignoringUnknownFields().merge(json, b);
+    } catch (InvalidProtocolBufferException e) {
+      throw new AssertionError("emulator page does not parse as GetClassifyPageResponse: " + json, e);
+    }
+    return b.build();
+  }
+
+  private List<ClassifyResponse> stream(ClassifyRequest request) {
+    List<ClassifyResponse> pages = new ArrayList<>();
+    client.streamAll(request, DEADLINE, pages::add);
+    return pages;
+  }
+
+  private static List<VideoClassification> data(List<ClassifyResponse> pages) {
+    return pages.stream().flatMap(p -> p.getDataList().stream()).collect(Collectors.toList());
+  }
+
+  private static List<String> videoIdsOf(List<VideoClassification> data) {
+    return data.stream().map(VideoClassification::getVideoId).collect(Collectors.toList());
+  }
+
+  private List<JsonObject> journal(String method, String pathPart) {
+    return stack.journal().stream()
+        .filter(r -> method.equals(r.get("method").getAsString()))
+        .filter(r -> r.get("path").getAsString().contains(pathPart))
+        .collect(Collectors.toList());
+  }
+
+  /** Page requests (GET /classify/{token}) in the journal. */
+  private List<JsonObject> pageGets() {
+    return journal("GET", "/classify/");
+  }
+
+  /** Classification starts (POST /classify) in the journal. */
+  private List<JsonObject> classifyPosts() {
+    return stack.journal().stream()
+        .filter(r -> "POST".equals(r.get("method").getAsString()))
+        .filter(r -> r.get("path").getAsString().endsWith("/classify"))
+        .collect(Collectors.toList());
+  }
+
+  private static ErrorInfo errorInfoOf(StatusRuntimeException e) {
+    ErrorInfo info =
+        ClassifyClient.errorInfo(e)
+            .orElseThrow(() -> new AssertionError("error without ErrorInfo: " + e.getStatus()));
+    assertEquals(ClassifyClient.ERROR_DOMAIN, info.getDomain(), "ErrorInfo domain");
+    assertTrue(info.getReason().matches("[A-Z][A-Z0-9_]{0,62}"), "reason is UPPER_SNAKE: " + info);
+    return info;
+  }
+
+  private static String envOr(String name, String fallback) {
+    String v = System.getenv(name);
+    return v == null || v.isEmpty() ? fallback : v;
+  }
+
+  // ---- the tests -------------------------------------------------------------------------
+
+  @Test
+  void everyPageArrivesInOrderWithEveryField() {
+    List<ClassifyResponse> got = stream(request().build());
+    List<GetClassifyPageResponse> want = upstreamPages();
+
+    assertTrue(want.size() >= 3, "precondition: a multi-page result, got " + want.size() + " pages");
+    assertEquals(want.size(), got.size(), "one message per upstream page");
+    for (int i = 0; i < got.size(); i++) {
+      ClassifyResponse page = got.get(i);
+      GetClassifyPageResponse upstream = want.get(i);
+      String where = "page " + (i + 1);
+      assertEquals(i + 1, page.getPageNumber(), where + ": page_number");
+      assertEquals(upstream.getDataList(), page.getDataList(), where + ": data");
+      assertEquals(upstream.getPageInfo().getLimitPerPage(), page.getPageInfo().getLimitPerPage(),
+          where + ": limit_per_page");
+      assertEquals(upstream.getPageInfo().getTotalResults(), page.getPageInfo().getTotalResults(),
+          where + ": total_results");
+      boolean last = i == got.size() - 1;
+      assertEquals(last, page.getPageInfo().getNextPageToken().isEmpty(),
+          where + ": next_page_token is empty exactly on the last page");
+      assertEquals(i == 0, page.getPageInfo().getPrevPageToken().isEmpty(),
+          where + ": prev_page_token is empty exactly on the first page");
+      assertTrue(page.getPageInfo().hasPageExpiredAt(), where + ": page_expired_at");
+      assertTrue(page.getPageInfo().getPageExpiredAt().getSeconds()
+              > System.currentTimeMillis() / 1000, where + ": page_expired_at is in the future");
+    }
+    List<VideoClassification> all = data(got);
+    assertEquals(got.get(0).getPageInfo().getTotalResults(), all.size(), "total_results videos in all");
+    assertEquals(all.size(), new HashSet<>(videoIdsOf(all)).size(), "no video twice");
+    // include_clips and show_detailed_score reached the upstream and came back.
+    List<ClassResult> results =
+        all.stream().flatMap(v -> v.getClassesList().stream()).collect(Collectors.toList());
+    assertFalse(results.isEmpty(), "some class results");
+    assertTrue(results.stream().anyMatch(c -> c.getClipsCount() > 0), "clips are carried");
+    assertTrue(results.stream().allMatch(ClassResult::hasDetailedScores), "detailed_scores are carried");
+    assertTrue(results.stream().flatMap(c -> c.getClipsList().stream())
+        .allMatch(c -> !c.getOption().isEmpty() && c.getEnd() >= c.getStart()), "clip fields");
+  }
+
+  @Test
+  void maxPagesCapsTheStreamAndFetchesNothingBeyondIt() {
+    List<ClassifyResponse> got = stream(request().setMaxPages(2).build());
+
+    assertEquals(2, got.size(), "max_pages=2 gives two messages");
+    assertEquals(List.of(1, 2), got.stream().map(ClassifyResponse::getPageNumber).toList());
+    assertFalse(got.get(1).getPageInfo().getNextPageToken().isEmpty(),
+        "the last message's next_page_token says where to resume");
+    assertEquals(1, classifyPosts().size(), "one classification started");
+    assertEquals(1, pageGets().size(), "no page fetched beyond the cap: " + stack.journal());
+  }
+
+  @Test
+  void resumesFromAPageToken() {
+    List<ClassifyResponse> full = stream(request().build());
+    assertTrue(full.size() >= 3, "precondition: a multi-page result");
+
+    List<ClassifyResponse> first = new ArrayList<>();
+    String token = client.streamAll(request().setMaxPages(1).build(), DEADLINE, first::add);
+    assertEquals(1, first.size());
+    assertEquals(first.get(0).getPageInfo().getNextPageToken(), token, "streamAll returns the last token");
+    assertFalse(token.isEmpty());
+
+    List<ClassifyResponse> rest = stream(ClassifyRequest.newBuilder().setPageToken(token).build());
+    assertEquals(full.size() - 1, rest.size(), "the rest of the pages");
+    for (int i = 0; i < rest.size(); i++) {
+      assertEquals(i + 1, rest.get(i).getPageNumber(), "page_number counts within this stream");
+    }
+    List<ClassifyResponse> joined = new ArrayList<>(first);
+    joined.addAll(rest);
+    assertEquals(data(full), data(joined), "first page + resumed pages = the whole result");
+    assertTrue(rest.get(rest.size() - 1).getPageInfo().getNextPageToken().isEmpty());
+  }
+
+  @Test
+  void getClassifyPageReturnsOnePage() {
+    List<ClassifyResponse> full = stream(request().build());
+    assertTrue(full.size() >= 3, "precondition: a multi-page result");
+
+    List<ClassifyResponse> first = stream(request().setMaxPages(1).build());
+    GetClassifyPageResponse second = client.getPage(first.get(0).getPageInfo().getNextPageToken());
+    assertEquals(full.get(1).getDataList(), second.getDataList(), "page 2");
+    assertEquals(full.get(1).getPageInfo().getTotalResults(), second.getPageInfo().getTotalResults());
+    assertEquals(PAGE_LIMIT, second.getPageInfo().getLimitPerPage());
+    assertFalse(second.getPageInfo().getNextPageToken().isEmpty());
+    assertFalse(second.getPageInfo().getPrevPageToken().isEmpty(), "page 2 has a previous page");
+
+    GetClassifyPageResponse back = client.getPage(second.getPageInfo().getPrevPageToken());
+    assertEquals(full.get(0).getDataList(), back.getDataList(), "prev_page_token leads back to page 1");
+
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+        () -> stub.getClassifyPage(GetClassifyPageRequest.getDefaultInstance()));
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode());
+    BadRequest br = ClassifyClient.badRequest(e).orElseThrow();
+    assertEquals(List.of("page_token"),
+        br.getFieldViolationsList().stream().map(BadRequest.FieldViolation::getField).toList());
+  }
+
+  @Test
+  void slowUpstreamEndsWithDeadlineExceeded() throws Exception {
+    int latencyMs = 2000;
+    stack.addFault(fault("POST", "/classify", 0, -1, action("latency", "ms", latencyMs)));
+    long started = System.nanoTime();
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+        () -> client.streamAll(request().build(), Duration.ofMillis(800), page -> fail("no page expected")));
+    long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
+    assertEquals(Status.Code.DEADLINE_EXCEEDED, e.getStatus().getCode(), e.getStatus().toString());
+    assertTrue(ms < latencyMs, "the call ends at its deadline, not after the upstream: " + ms + " ms");
+
+    // The deadline reached the gateway: it gave up its upstream request instead of waiting
+    // for it, and did not retry after the deadline.
+    Thread.sleep(latencyMs + 500 - ms);
+    List<JsonObject> posts = classifyPosts();
+    assertEquals(1, posts.size(), "one upstream attempt: " + posts);
+    assertTrue(posts.get(0).get("disconnected").getAsBoolean(),
+        "the upstream request was abandoned at the deadline: " + posts.get(0));
+  }
+
+  @Test
+  void classifiesAWholeIndex() {
+    String index = stack.indexIds().get(0);
+    List<ClassifyResponse> got =
+        stream(request().clearVideoIds().setIndexId(index).setIncludeClips(false).build());
+    assertEquals(1, journal("POST", "/classify/bulk").size(), "index_id goes to POST /classify/bulk");
+
+    JsonObject body = upstreamBody();
+    body.remove("video_ids");
+    body.addProperty("index_id", index);
+    body.remove("include_clips");
+    List<GetClassifyPageResponse> want = new ArrayList<>();
+    GetClassifyPageResponse page =
+        parsePage(stack.post(Stack.API + "/classify/bulk", body, true).expectOk().body());
+    want.add(page);
+    while (!page.getPageInfo().getNextPageToken().isEmpty()) {
+      page = parsePage(stack.pageUpstream(page.getPageInfo().getNextPageToken()).expectOk().body());
+      want.add(page);
+    }
+    assertEquals(want.size(), got.size(), "one message per upstream page");
+    for (int i = 0; i < got.size(); i++) {
+      assertEquals(i + 1, got.get(i).getPageNumber());
+      assertEquals(want.get(i).getDataList(), got.get(i).getDataList(), "page " + (i + 1));
+    }
+    assertTrue(data(got).stream().flatMap(v -> v.getClassesList().stream())
+        .allMatch(c -> c.getClipsCount() == 0), "no clips without include_clips");
+  }
+
+  @Test
+  void unknownPageTokenIsTheUpstreamsInvalidArgument() {
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+        () -> client.getPage("0123456789abcdef0123456789abcdef"));
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode(), e.getStatus().toString());
+    assertEquals(Optional.of(400), ClassifyClient.upstreamHttpStatus(e));
+    errorInfoOf(e);
+  }
+
+  @Test
+  void cancellingMidStreamStopsTheUpstreamWork() throws Exception {
+    // Page requests are slow, so the gateway's prefetch of page 2 is in flight when we cancel.
+    int latencyMs = 2000;
+    stack.addFault(fault("GET", "/classify/", 0, -1, action("latency", "ms", latencyMs)));
+
+    Context.CancellableContext ctx = Context.current().withCancellation();
+    Context previous = ctx.attach();
+    try {
+      Iterator<ClassifyResponse> it =
+          stub.withDeadlineAfter(DEADLINE.toMillis(), TimeUnit.MILLISECONDS).classify(request().build());
+      ClassifyResponse first = it.next();
+      assertEquals(1, first.getPageNumber());
+      assertFalse(first.getPageInfo().getNextPageToken().isEmpty(), "precondition: more pages");
+      ctx.cancel(null);
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> {
+        while (it.hasNext()) {
+          it.next();
+        }
+      });
+      assertEquals(Status.Code.CANCELLED, e.getStatus().getCode());
+    } finally {
+      ctx.detach(previous);
+    }
+
+    // Past the injected latency, the in-flight page request must show up as abandoned by the
+    // gateway (disconnected), and no later page may have been requested.
+    Thread.sleep(latencyMs + 1000);
+    List<JsonObject> gets = pageGets();
+    assertTrue(gets.size() <= 1, "at most the one prefetched page was requested: " + gets);
+    for (JsonObject r : gets) {
+      assertTrue(r.has("disconnected") && r.get("disconnected").getAsBoolean(),
+          "the in-flight page request was abandoned when the caller cancelled: " + r);
+    }
+  }
+
+  @Test
+  void invalidRequestNamesEveryBadField() {
+    ClassifyRequest bad =
+        ClassifyRequest.newBuilder()
+            .addOptions(SearchOption.SEARCH_OPTION_VISUAL)
+            .addClasses(ClassDefinition.newBuilder().setName("Dance")) // no prompts
+            .setPageLimit(500) // above 50
+            .build(); // neither video_ids nor index_id
+    StatusRuntimeException e =
+        assertThrows(StatusRuntimeException.class, () -> client.streamAll(bad, DEADLINE, p -> { }));
+
+    assertEquals(Status.Code.INVALID_ARGUMENT, e.getStatus().getCode());
+    com.google.rpc.Status status = ClassifyClient.rpcStatus(e).orElseThrow();
+    assertEquals(Status.Code.INVALID_ARGUMENT.value(), status.getCode());
+    BadRequest badRequest = ClassifyClient.badRequest(e)
+        .orElseThrow(() -> new AssertionError("no BadRequest detail: " + status));
+    Set<String> fields = badRequest.getFieldViolationsList().stream()
+        .map(BadRequest.FieldViolation::getField).collect(Collectors.toSet());
+    assertTrue(fields.containsAll(Set.of("video_ids", "classes[0].prompts", "page_limit")),
+        "field violations: " + badRequest.getFieldViolationsList());
+    assertTrue(badRequest.getFieldViolationsList().stream().noneMatch(v -> v.getDescription().isEmpty()));
+    errorInfoOf(e);
+    assertTrue(stack.journal().stream().noneMatch(r -> r.get("path").getAsString().contains("/classify")),
+        "an invalid request never reaches the upstream");
+  }
+
+  @Test
+  void rateLimitedCallCarriesRetryInfo() {
+    stack.addFault(fault("POST", "/classify", 0, -1, action("rate_limit", "retry_after", 30)));
+    long started = System.nanoTime();
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+        () -> client.streamAll(request().build(), Duration.ofSeconds(5), p -> fail("no page expected")));
+    long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
+
+    assertEquals(Status.Code.RESOURCE_EXHAUSTED, e.getStatus().getCode(), e.getStatus().toString());
+    Duration delay = ClassifyClient.retryDelay(e)
+        .orElseThrow(() -> new AssertionError("no RetryInfo: " + ClassifyClient.rpcStatus(e)));
+    assertTrue(delay.compareTo(Duration.ofSeconds(25)) >= 0 && delay.compareTo(Duration.ofSeconds(31)) <= 0,
+        "RetryInfo.retry_delay is about the upstream's Retry-After (30 s): " + delay);
+    assertEquals("429", errorInfoOf(e).getMetadataOrDefault("http_status", ""));
+    assertTrue(ms < 4000, "answered at once, not at the deadline: " + ms + " ms");
+    assertEquals(1, classifyPosts().size(), "a wait longer than the deadline is not attempted");
+  }
+
+  @Test
+  void failureMidStreamGivesAResumeTokenThatLosesNoPage() {
+    List<ClassifyResponse> full = stream(request().build());
+    assertTrue(full.size() >= 3, "precondition: a multi-page result");
+    stack.reset();
+
+    // The first page request succeeds, every later one fails with HTTP 500.
+    stack.addFault(fault("GET", "/classify/", 1, -1, action("status", "status", 500)));
+    List<ClassifyResponse> received = new ArrayList<>();
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+        () -> client.streamAll(request().build(), DEADLINE, received::add));
+
+    assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode(), e.getStatus().toString());
+    assertEquals(2, received.size(), "page 1 (POST) and page 2 (first GET) arrived before the failure");
+    ErrorInfo info = errorInfoOf(e);
+    assertEquals("500", info.getMetadataOrDefault("http_status", ""), "upstream status: " + info);
+    String resume = ClassifyClient.resumeToken(e)
+        .orElseThrow(() -> new AssertionError("no resume_page_token: " + info));
+    assertEquals(received.get(received.size() - 1).getPageInfo().getNextPageToken(), resume,
+        "resume_page_token is the token of the first page not received");
+
+    stack.clearFaults();
+    List<ClassifyResponse> rest = stream(ClassifyRequest.newBuilder().setPageToken(resume).build());
+    List<ClassifyResponse> joined = new ArrayList<>(received);
+    joined.addAll(rest);
+    assertEquals(full.size(), joined.size(), "no page lost or repeated");
+    assertEquals(data(full), data(joined), "received + resumed = the whole result");
+    List<String> ids = videoIdsOf(data(joined));
+    assertEquals(ids.size(), new HashSet<>(ids).size(), "no video twice");
+  }
+
+  @Test
+  void transientUnavailableIsRetriedByTheServiceConfig() throws Exception {
+    // One upstream 500: the gateway does not retry a 500 itself (only 429/502/503/504 and
+    // connection errors), so that RPC ends UNAVAILABLE before its first message, without
+    // retry pushback; the next upstream attempt succeeds.
+    JsonObject unavailable = fault("POST", "/classify", 0, 1, action("status", "status", 500));
+
+    // Without the service config (no retries) the caller sees that UNAVAILABLE...
+    ManagedChannel plain = Grpc.newChannelBuilder(stack.gatewayAddr, InsecureChannelCredentials.create())
+        .disableRetry().build();
+    try {
+      stack.addFault(unavailable);
+      StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+          () -> ClassifyClient.streamAll(
+              ClassifyServiceGrpc.newBlockingStub(plain).withDeadlineAfter(30, TimeUnit.SECONDS),
+              request().build(), p -> { }));
+      assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode(), e.getStatus().toString());
+      assertEquals("500", errorInfoOf(e).getMetadataOrDefault("http_status", ""));
+      assertEquals(1, classifyPosts().size(), "the gateway does not retry a 500 itself");
+    } finally {
+      plain.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+
+    // ...with it, the client retries the RPC and the caller only sees the pages.
+    stack.reset();
+    stack.addFault(unavailable);
+    AtomicInteger attempts = new AtomicInteger();
+    ClientStreamTracer.Factory countAttempts = new ClientStreamTracer.Factory() {
+      @Override
+      public ClientStreamTracer newClientStreamTracer(ClientStreamTracer.StreamInfo info, Metadata headers) {
+        if (!info.isTransparentRetry()) {
+          attempts.incrementAndGet();
+        }
+        return new ClientStreamTracer() { };
+      }
+    };
+    ClientInterceptor tracing = new ClientInterceptor() {
+      @Override
+      public <Q, R> ClientCall<Q, R> interceptCall(MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
+        return next.newCall(method, options.withStreamTracerFactory(countAttempts));
+      }
+    };
+    List<ClassifyResponse> pages = new ArrayList<>();
+    ClassifyClient.streamAll(
+        stub.withInterceptors(tracing).withDeadlineAfter(30, TimeUnit.SECONDS), request().build(), pages::add);
+
+    assertTrue(pages.size() >= 3, "the whole result arrived: " + pages.size() + " pages");
+    for (int i = 0; i < pages.size(); i++) {
+      assertEquals(i + 1, pages.get(i).getPageNumber(), "pages in order");
+    }
+    assertTrue(attempts.get() >= 2, "the client made more than one attempt: " + attempts.get());
+    assertEquals(2, classifyPosts().size(),
+        "one failed RPC's worth of upstream attempts, then the successful one: " + stack.journal());
+    assertNotEquals(0, pages.get(0).getDataCount());
+  }
+
+  @Test
+  void gatewayRetriesAreNotMultipliedByTheClient() throws Exception {
+    // A persistent 503: the gateway retries it itself, then answers UNAVAILABLE with
+    // grpc-retry-pushback-ms: -1, so the service config's retry policy does not start over
+    // (each upstream POST starts a new classification and spends quota).
+    stack.addFault(fault("POST", "/classify", 0, -1, action("status", "status", 503)));
+    StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
+        () -> ClassifyClient.streamAll(stub.withDeadlineAfter(30, TimeUnit.SECONDS), request().build(), p -> { }));
+    assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode(), e.getStatus().toString());
+    assertEquals("503", errorInfoOf(e).getMetadataOrDefault("http_status", ""));
+    assertEquals(GATEWAY_ATTEMPTS, classifyPosts().size(),
+        "only the gateway's own attempts reached the upstream: " + stack.journal());
+  }
+}
