@@ -119,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         help="latency the emulator adds to each page, to make the streaming visible (default 400)",
     )
     ns = parser.parse_args(argv)
-    from tools.stack import running_stack
+    try:
+        from tools.stack import running_stack
+    except ImportError:
+        print("classify-gateway demo runs from a source checkout: use `make demo` there.")
+        return 2
 
     print("Starting the upstream emulator and the gateway on free loopback ports ...")
     latency = {"CLASSIFY_EMULATOR_LATENCY_MS": str(ns.upstream_latency_ms)}
