@@ -111,6 +111,8 @@ class GatewayError(Exception):
     # carries `grpc-retry-pushback-ms: -1` so that clients' retry policies (gRFC A6) do
     # not multiply the upstream calls, and the quota they spend, by their own attempts.
     pushback: bool = False
+    # The upstream refused a page token (expired or unknown): resuming from it cannot work.
+    token_refused: bool = False
 
     def __post_init__(self) -> None:
         super().__init__(self.message)

@@ -196,6 +196,8 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
         except GatewayError as exc:
             error = exc
             code = exc.code
+            if exc.token_refused:
+                resume = ""  # resuming from a refused token can only fail again
         except asyncio.CancelledError:
             code = grpc.StatusCode.CANCELLED
             raise

@@ -229,9 +229,23 @@ class UpstreamClient:
         api_key: str,
         extra_headers: Mapping[str, str] | None = None,
     ) -> Any:
-        return await self._call(
-            "GET", path, "GET /classify/{page_token}", None, deadline, api_key, extra_headers
-        )
+        try:
+            return await self._call(
+                "GET", path, "GET /classify/{page_token}", None, deadline, api_key, extra_headers
+            )
+        except GatewayError as err:
+            if err.metadata.get("http_status") == "400":
+                # The only input of a page request is its token: name it, and say why.
+                err.token_refused = True
+                err.violations = (
+                    (
+                        "page_token",
+                        "the upstream refused this page token: it expired (tokens live about "
+                        "5 minutes, see page_info.page_expired_at) or is unknown; start the "
+                        "classification again",
+                    ),
+                )
+            raise
 
     async def _call(
         self,
