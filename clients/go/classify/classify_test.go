@@ -41,6 +41,7 @@ func TestServiceConfigMatchesDeploy(t *testing.T) {
 		MethodConfig []struct {
 			Name []struct {
 				Service string `json:"service"`
+				Method  string `json:"method"`
 			} `json:"name"`
 			Timeout     string `json:"timeout"`
 			RetryPolicy struct {
@@ -52,14 +53,31 @@ func TestServiceConfigMatchesDeploy(t *testing.T) {
 	if err := json.Unmarshal(want, &cfg); err != nil {
 		t.Fatalf("service config is not JSON: %v", err)
 	}
-	if len(cfg.MethodConfig) != 1 || len(cfg.MethodConfig[0].Name) != 1 ||
-		cfg.MethodConfig[0].Name[0].Service != classifyv1.ClassifyService_ServiceDesc.ServiceName {
-		t.Fatalf("service config does not name %s: %s", classifyv1.ClassifyService_ServiceDesc.ServiceName, want)
+	// One entry per RPC of the service, each with a timeout; AIP-194: only
+	// UNAVAILABLE is retried automatically, at most 5 attempts.
+	methods := map[string]bool{}
+	for _, mc := range cfg.MethodConfig {
+		if len(mc.Name) != 1 || mc.Name[0].Service != classifyv1.ClassifyService_ServiceDesc.ServiceName {
+			t.Fatalf("service config entry does not name %s: %s", classifyv1.ClassifyService_ServiceDesc.ServiceName, want)
+		}
+		methods[mc.Name[0].Method] = true
+		if mc.Timeout == "" {
+			t.Errorf("no timeout for %s", mc.Name[0].Method)
+		}
+		rp := mc.RetryPolicy
+		if strings.Join(rp.RetryableStatusCodes, ",") != "UNAVAILABLE" || rp.MaxAttempts < 2 || rp.MaxAttempts > 5 {
+			t.Fatalf("unexpected retry policy %+v", rp)
+		}
 	}
-	// AIP-194: only UNAVAILABLE is retried automatically, at most 5 attempts.
-	rp := cfg.MethodConfig[0].RetryPolicy
-	if strings.Join(rp.RetryableStatusCodes, ",") != "UNAVAILABLE" || rp.MaxAttempts < 2 || rp.MaxAttempts > 5 {
-		t.Fatalf("unexpected retry policy %+v", rp)
+	for _, m := range classifyv1.ClassifyService_ServiceDesc.Methods {
+		if !methods[m.MethodName] {
+			t.Errorf("no service config entry for %s", m.MethodName)
+		}
+	}
+	for _, m := range classifyv1.ClassifyService_ServiceDesc.Streams {
+		if !methods[m.StreamName] {
+			t.Errorf("no service config entry for %s", m.StreamName)
+		}
 	}
 	// grpc-go validates the config when the client is built.
 	conn, err := classify.Dial("127.0.0.1:1")

@@ -9,8 +9,8 @@ import (
 
 // ServiceConfig is the gRPC service config of the gateway, a byte-for-byte
 // copy of deploy/service-config.json (a test keeps the two identical; `make
-// generate` refreshes the copy). It gives every ClassifyService method a 60 s
-// default deadline and retries UNAVAILABLE up to 5 attempts with exponential
+// generate` refreshes the copy). It gives Classify a 300 s and GetClassifyPage a
+// 30 s default deadline and retries UNAVAILABLE up to 5 attempts with exponential
 // backoff (0.1 s, doubling, at most 2 s). gRPC retries a streaming call only
 // until the first response message has arrived, so a retry never repeats a
 // page the caller has already seen.

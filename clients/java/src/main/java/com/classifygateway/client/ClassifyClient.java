@@ -39,7 +39,7 @@ import java.util.function.Consumer;
  *
  * <ul>
  *   <li>{@link #channelBuilder(String)}: a channel builder with the shipped service config
- *       ({@code deploy/service-config.json}: 60 s timeout, up to 5 attempts on UNAVAILABLE)
+ *       ({@code deploy/service-config.json}: 300 s for Classify, 30 s for GetClassifyPage, up to 5 attempts on UNAVAILABLE)
  *       and retries enabled.
  *   <li>{@link #streamAll(ClassifyRequest, Consumer)}: streams every page to a consumer and
  *       returns the last {@code next_page_token} (empty when the stream reached the last page).

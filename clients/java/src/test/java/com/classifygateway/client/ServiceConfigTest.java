@@ -38,14 +38,22 @@ class ServiceConfigTest {
   void retryPolicyRetriesOnlyUnavailableWithNumbersAsDoubles() {
     Map<String, ?> config = ClassifyClient.loadServiceConfig();
     List<?> methodConfig = (List<?>) config.get("methodConfig");
-    assertEquals(1, methodConfig.size());
-    Map<?, ?> mc = (Map<?, ?>) methodConfig.get(0);
-    assertEquals(List.of(Map.of("service", "classify.v1.ClassifyService")), mc.get("name"));
-    Map<?, ?> retry = (Map<?, ?>) mc.get("retryPolicy");
-    // grpc-java rejects Integer here: numbers must be Double.
-    assertInstanceOf(Double.class, retry.get("maxAttempts"));
-    assertTrue((Double) retry.get("maxAttempts") <= 5.0, "at most 5 attempts (gRFC A6 / AIP-194)");
-    assertEquals(List.of("UNAVAILABLE"), retry.get("retryableStatusCodes"));
+    // One entry per RPC, each with its own timeout.
+    assertEquals(2, methodConfig.size());
+    java.util.Set<Object> methods = new java.util.HashSet<>();
+    for (Object entry : methodConfig) {
+      Map<?, ?> mc = (Map<?, ?>) entry;
+      Map<?, ?> name = (Map<?, ?>) ((List<?>) mc.get("name")).get(0);
+      assertEquals("classify.v1.ClassifyService", name.get("service"));
+      methods.add(name.get("method"));
+      assertNotNull(mc.get("timeout"));
+      Map<?, ?> retry = (Map<?, ?>) mc.get("retryPolicy");
+      // grpc-java rejects Integer here: numbers must be Double.
+      assertInstanceOf(Double.class, retry.get("maxAttempts"));
+      assertTrue((Double) retry.get("maxAttempts") <= 5.0, "at most 5 attempts (gRFC A6 / AIP-194)");
+      assertEquals(List.of("UNAVAILABLE"), retry.get("retryableStatusCodes"));
+    }
+    assertEquals(java.util.Set.of("Classify", "GetClassifyPage"), methods);
   }
 
   @Test
