@@ -1,0 +1,70 @@
+"""`python -m emulator --listen HOST:PORT` as a process: serves, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from emulator.cli import main
+from emulator.server import parse_listen
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serves_and_stops_on_sigterm() -> None:
+    port = free_port()
+    env = {**os.environ, "CLASSIFY_EMULATOR_API_KEYS": "cli-key"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "emulator", "--listen", f"127.0.0.1:{port}"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            deadline = time.monotonic() + 15
+            while True:
+                try:
+                    if client.get("/_emulator/health").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+                assert time.monotonic() < deadline, "the emulator did not start"
+                time.sleep(0.05)
+            ok = client.get("/v1.2/indexes", headers={"x-api-key": "cli-key"})
+            assert ok.status_code == 200
+            bad = client.get("/v1.2/indexes", headers={"x-api-key": "other"})
+            assert bad.status_code == 401
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert time.monotonic() - start < 5
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+def test_parse_listen() -> None:
+    assert parse_listen("127.0.0.1:8800") == ("127.0.0.1", 8800)
+    assert parse_listen("[::1]:0") == ("::1", 0)
+    for bad in ("8800", "host:", ":80", "host:99999", "host:http"):
+        with pytest.raises(ValueError):
+            parse_listen(bad)
+
+
+def test_bad_arguments_exit_nonzero(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--listen", "nope"]) == 2
+    assert "HOST:PORT" in capsys.readouterr().err

@@ -1,0 +1,260 @@
+"""The classification model: meaningful, deterministic scores and the result rules."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import httpx
+import pytest
+
+from emulator.classifier import Classifier
+from emulator.classify_request import ClassifyRequest, ClassSpec, Threshold
+from emulator.corpus import Corpus
+from emulator.textsim import exact_score, features, stem
+
+from .conftest import COOK_CLASS, DANCE_CLASS, LOW_THRESHOLD, index_id, video_id
+
+BOTH = ("visual", "conversation")
+DANCE = ClassSpec("DanceTok", tuple(DANCE_CLASS["prompts"]), BOTH, "semantic")
+COOK = ClassSpec("CookTok", tuple(COOK_CLASS["prompts"]), BOTH, "semantic")
+LOW = Threshold(0, 0, 0.01)
+
+DANCE_VIDEOS = (
+    "street-dance-battle.mp4",
+    "hip-hop-dance-tutorial.mp4",
+    "ballet-rehearsal-backstage.mp4",
+    "salsa-dance-group-class.mp4",
+    "wedding-first-dance.mp4",
+)
+COOKING_VIDEOS = (
+    "pasta-recipe-tutorial.mp4",
+    "sourdough-bread-baking.mp4",
+    "backyard-bbq-grilling-tips.mp4",
+    "kitchen-utensils-review.mp4",
+)
+
+
+def scores(data: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    return {d["video_id"]: {c["name"]: c["score"] for c in d["classes"]} for d in data}
+
+
+@pytest.fixture(scope="module")
+def classifier(corpus: Corpus) -> Classifier:
+    return Classifier(corpus)
+
+
+def test_defaults_list_dance_videos_for_dance_and_not_cooking_videos(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    ids = tuple(video_id(corpus, f) for f in DANCE_VIDEOS + COOKING_VIDEOS)
+    data = classifier.classify(ClassifyRequest(ids, (DANCE,)))
+    listed = {d["video_id"] for d in data}
+    assert listed == {video_id(corpus, f) for f in DANCE_VIDEOS}
+    for d in data:
+        (cls,) = d["classes"]
+        assert cls["score"] >= 75 and cls["duration_ratio"] >= 0.5
+
+
+@pytest.mark.parametrize("filename", DANCE_VIDEOS)
+def test_dance_video_scores_higher_for_dance_than_cooking(
+    corpus: Corpus, classifier: Classifier, filename: str
+) -> None:
+    vid = video_id(corpus, filename)
+    (result,) = classifier.classify(ClassifyRequest((vid,), (DANCE, COOK), LOW))
+    s = scores([result])[vid]
+    assert s["DanceTok"] > s["CookTok"] + 30
+
+
+@pytest.mark.parametrize("filename", COOKING_VIDEOS)
+def test_cooking_video_scores_higher_for_cooking_than_dance(
+    corpus: Corpus, classifier: Classifier, filename: str
+) -> None:
+    vid = video_id(corpus, filename)
+    (result,) = classifier.classify(ClassifyRequest((vid,), (DANCE, COOK), LOW))
+    s = scores([result])[vid]
+    assert s["CookTok"] > s["DanceTok"] + 30
+
+
+def test_scores_vary_and_are_deterministic(corpus: Corpus) -> None:
+    request = ClassifyRequest(tuple(corpus.videos), (DANCE, COOK), LOW, 50)
+    first = Classifier(corpus).classify(request)
+    second = Classifier(corpus).classify(request)
+    assert first == second
+    values = [c["score"] for d in first for c in d["classes"]]
+    assert len(set(values)) > len(values) * 0.8  # not a handful of quantized values
+    assert min(values) < 20 and max(values) > 90
+
+
+@pytest.mark.parametrize(
+    ("prompt", "expected"),
+    [
+        ("Soccer match", "soccer-match-highlights-derby.mp4"),
+        ("Breaking news", "breaking-news-downtown-fire.mp4"),
+        ("Film and Animation", "animated-short-film-fox.mp4"),
+        ("Autos and Vehicles", "electric-suv-test-drive.mp4"),
+        ("Amusement and Theme Parks", "theme-park-rollercoaster-pov.mp4"),
+        ("Bars and Restaurants", "rooftop-bars-and-restaurants-guide.mp4"),
+        ("Primary Education", "primary-school-science-experiment.mp4"),
+        ("Wildlife documentary", "serengeti-lion-hunt-documentary.mp4"),
+        ("Guitar lesson", "guitar-lesson-beginner-chords.mp4"),
+    ],
+)
+def test_documented_taxonomy_prompts_find_their_videos(
+    corpus: Corpus, classifier: Classifier, prompt: str, expected: str
+) -> None:
+    """The guide's taxonomy examples and other topics rank the fitting video in the top 3."""
+    spec = ClassSpec(prompt, (prompt,), ("visual", "conversation", "text_in_video"), "semantic")
+    data = classifier.classify(ClassifyRequest(tuple(corpus.videos), (spec,), LOW, 50))
+    top = [d["video_id"] for d in data[:3]]
+    assert video_id(corpus, expected) in top
+
+
+def test_classes_and_videos_are_ordered_by_score(corpus: Corpus, classifier: Classifier) -> None:
+    data = classifier.classify(ClassifyRequest(tuple(corpus.videos), (DANCE, COOK), LOW, 50))
+    best = [d["classes"][0]["score"] for d in data]
+    assert best == sorted(best, reverse=True)
+    for d in data:
+        class_scores = [c["score"] for c in d["classes"]]
+        assert class_scores == sorted(class_scores, reverse=True)
+
+
+def test_thresholds_filter_classes_and_videos(corpus: Corpus, classifier: Classifier) -> None:
+    ids = tuple(corpus.videos)
+    for threshold in (Threshold(60, 50, 0.3), Threshold(90, 80, 0.6), Threshold(0, 70, 0.8)):
+        data = classifier.classify(
+            ClassifyRequest(ids, (DANCE, COOK), threshold, 50, include_clips=True)
+        )
+        for d in data:
+            assert d["classes"], "videos with no listed class are omitted"
+            for c in d["classes"]:
+                assert c["score"] >= threshold.min_video_score
+                assert c["duration_ratio"] >= threshold.min_duration_ratio
+                assert all(clip["score"] >= threshold.min_clip_score for clip in c["clips"])
+    strict = classifier.classify(ClassifyRequest(ids, (DANCE, COOK), Threshold(100, 100, 1), 50))
+    assert strict == []
+
+
+def test_duration_ratio_is_the_union_of_clips(corpus: Corpus, classifier: Classifier) -> None:
+    vid = video_id(corpus, "street-dance-battle.mp4")
+    (d,) = classifier.classify(ClassifyRequest((vid,), (DANCE,), include_clips=True))
+    (cls,) = d["classes"]
+    spans = sorted((c["start"], c["end"]) for c in cls["clips"])
+    covered, end = 0.0, -1.0
+    for s, e in spans:
+        if s > end:
+            covered += e - s
+            end = e
+        elif e > end:
+            covered += e - end
+            end = e
+    assert cls["duration_ratio"] == round(covered / corpus.videos[vid].duration, 2)
+
+
+def test_clips_and_detailed_scores_only_when_asked(corpus: Corpus, classifier: Classifier) -> None:
+    vid = video_id(corpus, "hip-hop-dance-tutorial.mp4")
+    for clips in (False, True):
+        for detailed in (False, True):
+            request = ClassifyRequest((vid,), (DANCE, COOK), LOW, 10, clips, detailed)
+            for cls in classifier.classify(request)[0]["classes"]:
+                assert ("clips" in cls) is clips
+                assert ("detailed_scores" in cls) is detailed
+
+
+def test_clip_fields(corpus: Corpus, classifier: Classifier) -> None:
+    vid = video_id(corpus, "street-dance-battle.mp4")
+    (d,) = classifier.classify(ClassifyRequest((vid,), (DANCE,), include_clips=True))
+    clips = d["classes"][0]["clips"]
+    assert [c["score"] for c in clips] == sorted((c["score"] for c in clips), reverse=True)
+    for clip in clips:
+        assert 0 <= clip["start"] < clip["end"] <= corpus.videos[vid].duration
+        assert clip["option"] in ("visual", "conversation")
+        assert clip["prompt"] in DANCE_CLASS["prompts"]
+        assert clip["score"] == round(clip["score"], 2)
+        assert clip["thumbnail_url"].startswith(
+            f"https://thumbnails.emulator.local/{vid}/{int(clip['start']) + 1}.jpeg?"
+        )
+        assert "X-Amz-Expires=604799" in clip["thumbnail_url"]
+
+
+def test_detailed_scores(corpus: Corpus, classifier: Classifier) -> None:
+    ids = tuple(video_id(corpus, f) for f in DANCE_VIDEOS + COOKING_VIDEOS)
+    data = classifier.classify(
+        ClassifyRequest(ids, (DANCE, COOK), LOW, 50, show_detailed_score=True)
+    )
+    for d in data:
+        total = sum(c["detailed_scores"]["normalized_score"] for c in d["classes"])
+        assert math.isclose(total, 100.0, abs_tol=1e-9)
+        for c in d["classes"]:
+            ds = c["detailed_scores"]
+            assert ds["avg_score"] <= ds["max_score"]
+            assert ds["avg_score"] <= c["score"] <= ds["max_score"]
+            assert ds["max_score"] == round(ds["max_score"], 2)
+            assert ds["avg_score"] == round(ds["avg_score"], 2)
+            assert c["score"] == round(c["score"], 2)
+            assert c["duration_ratio"] == round(c["duration_ratio"], 2)
+
+
+def test_per_class_options_override_the_request(corpus: Corpus, classifier: Classifier) -> None:
+    vid = video_id(corpus, "street-dance-battle.mp4")
+    only_text = ClassSpec("DanceText", DANCE.prompts, ("text_in_video",), "semantic")
+    (d,) = classifier.classify(ClassifyRequest((vid,), (DANCE, only_text), LOW, include_clips=True))
+    by_name = {c["name"]: c for c in d["classes"]}
+    assert {clip["option"] for clip in by_name["DanceText"]["clips"]} == {"text_in_video"}
+    assert {clip["option"] for clip in by_name["DanceTok"]["clips"]} <= set(BOTH)
+
+
+def test_exact_match_is_whole_phrase(corpus: Corpus, classifier: Classifier) -> None:
+    vid = video_id(corpus, "hip-hop-dance-tutorial.mp4")
+    lines = corpus.videos[vid].segments["conversation"]
+    phrase = " ".join(lines[0].text.replace(",", "").split()[1:4])
+    exact = ClassSpec("Exact", (phrase,), ("conversation",), "exact_match")
+    (d,) = classifier.classify(ClassifyRequest((vid,), (exact,), LOW, include_clips=True))
+    clips = d["classes"][0]["clips"]
+    expected = {seg.start for seg in lines if f" {phrase.lower()} " in seg.analysed.phrase}
+    assert {clip["start"] for clip in clips} == expected
+    assert all(clip["score"] >= 80 for clip in clips)
+    scrambled = " ".join(reversed(phrase.split()))
+    missing = ClassSpec("Exact", (scrambled,), ("conversation",), "exact_match")
+    assert classifier.classify(ClassifyRequest((vid,), (missing,), LOW)) == []
+    semantic = ClassSpec("Semantic", (scrambled,), ("conversation",), "semantic")
+    assert classifier.classify(ClassifyRequest((vid,), (semantic,), LOW)) != []
+    assert exact_score(corpus.weights.prompt(scrambled), lines[0].analysed) == 0.0
+
+
+def test_stemming_and_concepts() -> None:
+    assert {stem(w) for w in ("dance", "dancer", "dancers", "dancing", "danced")} == {"danc"}
+    assert stem("running") == stem("runner") == "run"
+    assert stem("tennis") == "tennis"
+    assert features("Dance group") == features("a crew of breakdancers")
+    assert "@urgent" in features("breaking news") and "@urgent" not in features("breaks down")
+
+
+def test_bulk_over_an_index_through_http(api: httpx.Client, corpus: Corpus) -> None:
+    social = index_id(corpus, "social-clips")
+    body = {
+        "index_id": social,
+        "options": ["visual", "conversation"],
+        "classes": [DANCE_CLASS, COOK_CLASS],
+        "threshold": LOW_THRESHOLD,
+        "page_limit": 50,
+    }
+    data = api.post("/classify/bulk", json=body).json()["data"]
+    assert {d["video_id"] for d in data} <= set(corpus.indexes[social].video_ids)
+    top = {d["video_id"]: d["classes"][0]["name"] for d in data}
+    assert top[video_id(corpus, "street-dance-battle.mp4")] == "DanceTok"
+    assert top[video_id(corpus, "pasta-recipe-tutorial.mp4")] == "CookTok"
+
+
+def test_bulk_numeric_threshold_is_min_video_score(api: httpx.Client, corpus: Corpus) -> None:
+    body = {
+        "index_id": index_id(corpus, "social-clips"),
+        "options": ["visual"],
+        "classes": [DANCE_CLASS],
+        "threshold": 95,
+        "show_detailed_score": True,
+    }
+    response = api.post("/classify/bulk", json=body)
+    assert response.status_code == 200
+    data = response.json()["data"]
+    assert data and all(c["score"] >= 95 for d in data for c in d["classes"])
