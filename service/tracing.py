@@ -28,7 +28,6 @@ def setup_tracing(settings: Settings, exporter: Any = None) -> list[Any]:
         return []
     from opentelemetry import trace
     from opentelemetry.instrumentation.grpc import aio_server_interceptor
-    from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import (
@@ -44,7 +43,6 @@ def setup_tracing(settings: Settings, exporter: Any = None) -> list[Any]:
         else:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)
-        HTTPXClientInstrumentor().instrument()
         _installed = True
     interceptor = aio_server_interceptor()  # type: ignore[no-untyped-call]
     interceptor.__class__ = _write_style_interceptor_class(type(interceptor))
@@ -67,6 +65,17 @@ def _write_style_interceptor_class(base: type) -> type:
             return self._intercept_aio_server_unary(behavior, handler_call_details)
 
     return WriteStyleStreamInterceptor
+
+
+def instrument_httpx_client(client: Any) -> None:
+    """Trace one httpx client (whatever its transport) once tracing is installed.
+
+    Per client rather than process-wide, so that only the upstream client is traced.
+    """
+    if _installed:
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
+        HTTPXClientInstrumentor.instrument_client(client)
 
 
 def shutdown_tracing() -> None:

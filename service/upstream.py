@@ -24,6 +24,8 @@ import orjson
 
 from service.config import Settings
 from service.errors import GatewayError, from_upstream, own_error, row_for_status
+from service.tracing import instrument_httpx_client
+from service.transport import AiohttpTransport
 
 log = logging.getLogger("classify_gateway.upstream")
 
@@ -166,20 +168,24 @@ class UpstreamClient:
         self._limiter = RateLimiter(
             settings.upstream_max_concurrency, settings.upstream_rps, settings.upstream_burst
         )
+        limits = httpx.Limits(
+            max_connections=settings.upstream_max_connections,
+            max_keepalive_connections=settings.upstream_max_keepalive,
+            keepalive_expiry=30.0,
+        )
+        if transport is None and settings.upstream_transport == "aiohttp":
+            transport = AiohttpTransport(limits)
         self._client = httpx.AsyncClient(
             base_url=settings.upstream_base,
             headers={"accept": "application/json", "user-agent": "classify-gateway/0.1"},
-            limits=httpx.Limits(
-                max_connections=settings.upstream_max_connections,
-                max_keepalive_connections=settings.upstream_max_keepalive,
-                keepalive_expiry=30.0,
-            ),
+            limits=limits,
             timeout=httpx.Timeout(
                 settings.upstream_timeout, connect=settings.upstream_connect_timeout
             ),
             transport=transport,
             follow_redirects=False,
         )
+        instrument_httpx_client(self._client)
 
     @property
     def limiter(self) -> RateLimiter:

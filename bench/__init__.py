@@ -1,0 +1,1 @@
+"""classify-gateway benchmark suite: `python -m bench [--quick]` (see docs/benchmarks.md)."""

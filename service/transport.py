@@ -1,0 +1,83 @@
+"""An httpx transport over aiohttp: httpx's client API, aiohttp's wire.
+
+Why: the gateway's CPU per page is dominated by the upstream HTTP client. On this
+project's 2-core machine, httpx's default transport (httpcore + h11 + anyio) costs
+about 1.5 ms of CPU per request; the same requests through this transport cost about
+0.3 ms (aiohttp's connection pool and C HTTP parser), see docs/benchmarks.md. httpx
+stays the client the rest of the code talks to (Request/Response, timeouts, the
+OpenTelemetry httpx instrumentation), so either transport can be chosen with
+CLASSIFY_GATEWAY_UPSTREAM_TRANSPORT.
+
+The exception mapping is the reason this is not the `httpx-aiohttp` package: there a
+connection dropped mid-body becomes a ConnectTimeout, which would read as "the
+upstream is slow" instead of "the connection broke". Here every aiohttp failure maps
+to the httpx exception that says what happened.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+import httpx
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """Sends httpx requests with one pooled aiohttp session (created in the running loop)."""
+
+    def __init__(self, limits: httpx.Limits) -> None:
+        self._limits = limits
+        self._session: aiohttp.ClientSession | None = None
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._limits.max_connections or 0,
+                limit_per_host=0,
+                keepalive_timeout=self._limits.keepalive_expiry or 15.0,
+            )
+            # httpx decodes content encodings itself; aiohttp must hand over raw bytes.
+            self._session = aiohttp.ClientSession(
+                connector=connector, auto_decompress=False, cookie_jar=aiohttp.DummyCookieJar()
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        session = self._get_session()
+        try:
+            async with session.request(
+                request.method,
+                str(request.url),
+                headers=request.headers.multi_items(),
+                data=request.content or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                ),
+            ) as response:
+                body = await response.read()
+                status = response.status
+                headers = list(response.raw_headers)
+        except aiohttp.ClientConnectorError as exc:
+            raise httpx.ConnectError(str(exc), request=request) from exc
+        except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+            raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise httpx.ReadError(f"body broken off: {exc}", request=request) from exc
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientResponseError) as exc:
+            raise httpx.RemoteProtocolError(str(exc), request=request) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise httpx.NetworkError(f"{type(exc).__name__}: {exc}", request=request) from exc
+        return httpx.Response(
+            status,
+            headers=headers,
+            stream=httpx.ByteStream(body),
+            request=request,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
