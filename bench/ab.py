@@ -1,18 +1,17 @@
-"""A/B of proposed service/ changes: `python -m bench.ab [--rounds N] [--seconds S]`.
+"""A/B of gateway variants: `python -m bench.ab [--rounds N] [--seconds S]`.
 
 Starts one gateway per variant (all against the same static upstream), then
 loads them in turn, interleaved over several rounds, with the same 16-caller
 closed loop as the overhead scenarios, and reports the gateway's CPU per page and
-pages/s for 1-page calls and 10-page streams. Variants:
+pages/s for 1-page calls and 10-page streams. Variants (settings only, the code is
+the same):
 
-* baseline        service/ as it is;
-* sniffio         + the `sniffio` package importable (httpcore imports it on every
-                  lock/event set-up; without it each failed import walks sys.path);
-* fast_translate  + bench/proposed/translate_fast_path.diff applied to a copy of service/;
-* both            sniffio + fast_translate;
-* log_warning     CLASSIFY_GATEWAY_LOG_LEVEL=WARNING (no per-RPC log line).
+* baseline      the shipped defaults (upstream wire: aiohttp under the httpx client);
+* httpcore      CLASSIFY_GATEWAY_UPSTREAM_TRANSPORT=httpcore (httpx's default wire);
+* log_warning   CLASSIFY_GATEWAY_LOG_LEVEL=WARNING (no per-RPC log line).
 
-Writes bench/results/ab.json. Nothing under service/ is modified.
+Writes bench/results/ab.json. It is how the choice of the upstream wire was measured
+(docs/benchmarks.md, docs/design.md).
 """
 
 from __future__ import annotations
@@ -20,10 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import shutil
 import statistics
-import subprocess
-import sys
 from typing import Any
 
 import psutil
@@ -31,67 +27,15 @@ import psutil
 from bench import load, procs
 from bench.scenarios import CpuMeter
 
-AB = procs.ROOT / "bench" / ".ab"
-
-
-def prepare() -> dict[str, dict[str, str]]:
-    deps = AB / "deps"
-    if not (deps / "sniffio").exists():
-        deps.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--target",
-                str(deps),
-                "sniffio==1.3.1",
-            ],
-            check=False,
-        )
-        if not (deps / "sniffio").exists():  # the venv may have no pip
-            subprocess.run(
-                [
-                    "python3",
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--target",
-                    str(deps),
-                    "sniffio==1.3.1",
-                ],
-                check=True,
-            )
-    overlay = AB / "overlay"
-    shutil.rmtree(overlay, ignore_errors=True)
-    overlay.mkdir(parents=True)
-    shutil.copytree(procs.ROOT / "service", overlay / "service")
-    subprocess.run(
-        [
-            "patch",
-            "-s",
-            "-p1",
-            "-d",
-            str(overlay),
-            "-i",
-            str(procs.ROOT / "bench" / "proposed" / "translate_fast_path.diff"),
-        ],
-        check=True,
-    )
-    return {
-        "baseline": {},
-        "sniffio": {"PYTHONPATH": str(deps)},
-        "fast_translate": {"PYTHONPATH": str(overlay)},
-        "both": {"PYTHONPATH": f"{overlay}:{deps}"},
-        "log_warning": {"CLASSIFY_GATEWAY_LOG_LEVEL": "WARNING"},
-    }
+VARIANTS: dict[str, dict[str, str]] = {
+    "baseline": {},
+    "httpcore": {"CLASSIFY_GATEWAY_UPSTREAM_TRANSPORT": "httpcore"},
+    "log_warning": {"CLASSIFY_GATEWAY_LOG_LEVEL": "WARNING"},
+}
 
 
 async def measure(rounds: int, seconds: float) -> dict[str, Any]:
-    variants = prepare()
+    variants = VARIANTS
     up = procs.start_static()
     gws = {}
     try:

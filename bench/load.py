@@ -145,9 +145,18 @@ class RunResult:
 
 
 async def closed_loop(
-    call: CallFn, concurrency: int, duration: float, max_calls: int, warmup_calls: int = 0
+    call: CallFn,
+    concurrency: int,
+    duration: float,
+    max_calls: int,
+    warmup_calls: int = 0,
+    pace: float = 0.0,
 ) -> RunResult:
-    """`concurrency` workers call back to back until `duration` s or `max_calls` calls."""
+    """`concurrency` workers call back to back until `duration` s or `max_calls` calls.
+
+    With `pace` > 0 each worker starts a call at most every `pace` seconds, so that the
+    offered load stays below what the path can serve and latency is not queueing.
+    """
     for i in range(warmup_calls):
         await call(i)
     counter = itertools.count()
@@ -156,6 +165,8 @@ async def closed_loop(
     res = RunResult(concurrency, 0.0)
 
     async def worker(w: int) -> None:
+        if pace:  # spread the workers' starts over one period: no synchronized bursts
+            await asyncio.sleep(pace * w / concurrency)
         while time.monotonic() < stop_at and next(counter) < max_calls:
             t0 = time.monotonic()
             try:
@@ -169,6 +180,8 @@ async def closed_loop(
             res.pages += len(times)
             res.call_latencies.append(times[-1] - t0)
             res.first_page.append(times[0] - t0)
+            if pace:
+                await asyncio.sleep(max(0.0, t0 + pace - time.monotonic()))
 
     await asyncio.wait_for(
         asyncio.gather(*(worker(w) for w in range(concurrency))), timeout=duration + 120

@@ -196,7 +196,10 @@ def write(res: dict[str, Any]) -> None:
         a("")
         a(
             f"Ratio gateway/direct: **{o['throughput_ratio']}**; added p50 per page: "
-            f"{o['added_p50_ms_per_page']} ms at {o['concurrency']} callers, "
+            f"{o['added_p50_ms_per_page']} ms at {o['concurrency']} callers paced at "
+            f"{o['paced_calls_per_s']} calls/s (neither path queues), "
+            f"{o['added_p50_ms_per_page_saturated']} ms at {o['concurrency']} callers back to back "
+            f"(saturated: mostly queueing), "
             f"{o['added_p50_ms_per_page_unloaded']} ms unloaded (one caller)."
         )
         a("")
