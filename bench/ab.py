@@ -6,12 +6,10 @@ closed loop as the overhead scenarios, and reports the gateway's CPU per page an
 pages/s for 1-page calls and 10-page streams. Variants (settings only, the code is
 the same):
 
-* baseline      the shipped defaults (upstream wire: aiohttp under the httpx client);
-* httpcore      CLASSIFY_GATEWAY_UPSTREAM_TRANSPORT=httpcore (httpx's default wire);
+* baseline      the shipped defaults;
 * log_warning   CLASSIFY_GATEWAY_LOG_LEVEL=WARNING (no per-RPC log line).
 
-Writes bench/results/ab.json. It is how the choice of the upstream wire was measured
-(docs/benchmarks.md, docs/design.md).
+Writes bench/results/ab.json. Add a variant (an environment) to measure a setting.
 """
 
 from __future__ import annotations
@@ -29,7 +27,6 @@ from bench.scenarios import CpuMeter
 
 VARIANTS: dict[str, dict[str, str]] = {
     "baseline": {},
-    "httpcore": {"CLASSIFY_GATEWAY_UPSTREAM_TRANSPORT": "httpcore"},
     "log_warning": {"CLASSIFY_GATEWAY_LOG_LEVEL": "WARNING"},
 }
 

@@ -50,8 +50,6 @@ class Settings:
     upstream_timeout: float = 30.0
     upstream_connect_timeout: float = 5.0
     upstream_max_connections: int = 100
-    upstream_max_keepalive: int = 50
-    upstream_transport: str = "aiohttp"  # aiohttp | httpcore (httpx's default)
     # Deadlines
     default_deadline: float = 300.0
     # Retries (AIP-194 style: exponential backoff with full jitter, bounded by the deadline)
@@ -103,12 +101,6 @@ class Settings:
             ("UPSTREAM_TIMEOUT", self.upstream_timeout > 0, "must be > 0"),
             ("UPSTREAM_CONNECT_TIMEOUT", self.upstream_connect_timeout > 0, "must be > 0"),
             ("UPSTREAM_MAX_CONNECTIONS", self.upstream_max_connections >= 1, "must be >= 1"),
-            ("UPSTREAM_MAX_KEEPALIVE", self.upstream_max_keepalive >= 0, "must be >= 0"),
-            (
-                "UPSTREAM_TRANSPORT",
-                self.upstream_transport in {"aiohttp", "httpcore"},
-                "must be aiohttp or httpcore",
-            ),
             ("DEFAULT_DEADLINE", self.default_deadline > 0, "must be > 0"),
             ("RETRY_MAX_ATTEMPTS", 1 <= self.retry_max_attempts <= 20, "must be 1..20"),
             ("RETRY_INITIAL_BACKOFF", self.retry_initial_backoff >= 0, "must be >= 0"),

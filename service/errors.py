@@ -81,6 +81,11 @@ REASONS: Mapping[str, tuple[grpc.StatusCode, str]] = {
         grpc.StatusCode.RESOURCE_EXHAUSTED,
         "the gateway is at its limit of concurrent streams",
     ),
+    "PAGE_TOO_LARGE": (
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "an upstream page is larger than the gateway may send "
+        "(CLASSIFY_GATEWAY_MAX_SEND_MESSAGE_BYTES); ask for a smaller page_limit",
+    ),
     "GATEWAY_SHUTTING_DOWN": (
         grpc.StatusCode.UNAVAILABLE,
         "the gateway is shutting down; retry on another instance",

@@ -50,6 +50,10 @@ def server_options(s: Settings) -> list[tuple[str, Any]]:
         ("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace * ms)),
         ("grpc.max_receive_message_length", s.max_receive_message_bytes),
         ("grpc.max_send_message_length", s.max_send_message_bytes),
+        # A burst of new calls waits in grpc core until the event loop takes it; past
+        # max_pending_requests (default 1000) core sheds calls as a bare CANCELLED before
+        # the servicer can refuse them with GATEWAY_OVERLOADED and RetryInfo.
+        ("grpc.server.max_pending_requests", 4 * s.max_concurrent_streams),
         ("grpc.so_reuseport", 0),
     ]
 

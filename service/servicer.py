@@ -181,6 +181,9 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
                         self._upstream.get_page(page_path(token), deadline, api_key, headers)
                     )
                 page = page_from_json(body, pb.ClassifyResponse)
+                if page.ByteSize() + 8 > self._settings.max_send_message_bytes:
+                    # grpc would end the call with a bare RESOURCE_EXHAUSTED (no details).
+                    raise own_error("PAGE_TOO_LARGE")
                 pages += 1
                 page.page_number = pages
                 await context.write(page)
@@ -230,6 +233,8 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
                 )
             )
             page = page_from_json(body, pb.GetClassifyPageResponse)
+            if page.ByteSize() > self._settings.max_send_message_bytes:
+                raise own_error("PAGE_TOO_LARGE")
         except GatewayError as err:
             self._finish("GetClassifyPage", err.code, started, 0, trace_id, err)
             status = to_grpc_status(err)

@@ -234,7 +234,7 @@ def _page_info(raw: Any, target: pb.PageInfo) -> None:
     if (v := p.get("page_expired_at")) is not None:
         try:
             target.page_expired_at.CopyFrom(parse_timestamp(_str(v, "page_expired_at")))
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: out of range once made UTC
             raise _Schema("page_expired_at", "an RFC 3339 timestamp") from None
     target.next_page_token = _opt_str(p.get("next_page_token"), "next_page_token")
     target.prev_page_token = _opt_str(p.get("prev_page_token"), "prev_page_token")

@@ -5,8 +5,10 @@ project's 2-core machine, httpx's default transport (httpcore + h11 + anyio) cos
 about 1.5 ms of CPU per request; the same requests through this transport cost about
 0.3 ms (aiohttp's connection pool and C HTTP parser), see docs/benchmarks.md. httpx
 stays the client the rest of the code talks to (Request/Response, timeouts, the
-OpenTelemetry httpx instrumentation), so either transport can be chosen with
-CLASSIFY_GATEWAY_UPSTREAM_TRANSPORT.
+OpenTelemetry httpx instrumentation). httpx's own wire is not offered as a fallback:
+httpcore's pool is not safe against task cancellation (encode/httpcore#1093, #1115), and
+the gateway cancels the upstream request of every cancelled call, so each cancel could
+leak a pool slot (tests/reliability/test_cancellation.py measured it: 11-16 per 1,000).
 
 The exception mapping is the reason this is not the `httpx-aiohttp` package: there a
 connection dropped mid-body becomes a ConnectTimeout, which would read as "the

@@ -33,6 +33,9 @@ def _check_token(token: str, field: str, out: Violations) -> None:
         out.append((field, f"must be at most {MAX_TOKEN_LENGTH} characters"))
     elif not token.isprintable() or any(c in token for c in "/?#% \\"):
         out.append((field, "is not a page token (it has characters no token has)"))
+    elif token in (".", ".."):
+        # A dot segment: the URL would resolve /classify/.. to the API root.
+        out.append((field, "is not a page token (a dot segment)"))
 
 
 def _check_text(value: str, field: str, what: str, out: Violations) -> None:

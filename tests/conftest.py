@@ -5,6 +5,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.emulators import reset_around
+
 
 @pytest.fixture(scope="session")
 def emulator_session() -> Iterator[Any]:
@@ -19,6 +21,4 @@ def emulator_session() -> Iterator[Any]:
 @pytest.fixture
 def emulator(emulator_session: Any) -> Iterator[Any]:
     """A running emulator with no faults, an empty journal and default config."""
-    emulator_session.admin.reset()
-    yield emulator_session
-    emulator_session.admin.reset()
+    yield from reset_around(emulator_session)

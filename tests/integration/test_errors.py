@@ -26,7 +26,6 @@ def gw_for(emu: Any, **kw: Any) -> Any:
     return running_gateway(emu.base_url + "/v1.2", emu.api_key, **kw)
 
 
-@pytest.mark.parametrize("transport", ["aiohttp", "httpcore"])
 @pytest.mark.parametrize(
     "action,code,reason,http_status,attempts",
     [
@@ -86,7 +85,6 @@ def gw_for(emu: Any, **kw: Any) -> Any:
     ],
 )
 async def test_error_table_row(
-    transport: str,
     emulator: Any,
     action: dict[str, Any],
     code: grpc.StatusCode,
@@ -96,7 +94,7 @@ async def test_error_table_row(
 ) -> None:
     req = classify_request(emulator)
     emulator.admin.add_fault({"match": {"method": "POST"}, "times": -1, "action": action})
-    async with gw_for(emulator, retry_max_attempts=3, upstream_transport=transport) as gw:
+    async with gw_for(emulator, retry_max_attempts=3) as gw:
         pages, err = await collect(gw.stub.Classify(req, timeout=10))
     assert pages == []
     assert err is not None

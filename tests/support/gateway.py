@@ -56,12 +56,8 @@ class Details:
     resource: error_details_pb2.ResourceInfo | None
 
 
-def error_details(err: grpc.aio.AioRpcError) -> Details:
-    """Decode grpc-status-details-bin the way a client would."""
-    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
-    assert raw is not None, "no grpc-status-details-bin trailer"
-    status = status_pb2.Status.FromString(raw)
-    assert status.code == err.code().value[0]
+def unpack_details(status: status_pb2.Status) -> Details:
+    """The standard detail types of a google.rpc.Status; each may appear at most once."""
     found: dict[str, Any] = {}
     for detail in status.details:
         for cls in (
@@ -73,6 +69,7 @@ def error_details(err: grpc.aio.AioRpcError) -> Details:
             if detail.Is(cls.DESCRIPTOR):
                 msg = cls()
                 detail.Unpack(msg)
+                assert cls.__name__ not in found, "each detail type at most once (AIP-193)"
                 found[cls.__name__] = msg
     return Details(
         found.get("ErrorInfo"),
@@ -80,6 +77,15 @@ def error_details(err: grpc.aio.AioRpcError) -> Details:
         found.get("RetryInfo"),
         found.get("ResourceInfo"),
     )
+
+
+def error_details(err: grpc.aio.AioRpcError) -> Details:
+    """Decode grpc-status-details-bin the way a client would."""
+    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw is not None, "no grpc-status-details-bin trailer"
+    status = status_pb2.Status.FromString(raw)
+    assert status.code == err.code().value[0]
+    return unpack_details(status)
 
 
 async def read_rest(call: Any) -> tuple[list[pb.ClassifyResponse], grpc.aio.AioRpcError | None]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 
 from service.errors import (
     DOMAIN,
@@ -15,25 +14,9 @@ from service.errors import (
     to_grpc_status,
     to_status_proto,
 )
+from tests.support.gateway import unpack_details
 
 C = grpc.StatusCode
-
-
-def details(status_proto):  # type: ignore[no-untyped-def]
-    out = {}
-    for any_msg in status_proto.details:
-        for cls in (
-            error_details_pb2.ErrorInfo,
-            error_details_pb2.BadRequest,
-            error_details_pb2.RetryInfo,
-            error_details_pb2.ResourceInfo,
-        ):
-            if any_msg.Is(cls.DESCRIPTOR):
-                msg = cls()
-                any_msg.Unpack(msg)
-                assert cls.__name__ not in out, "each detail type at most once"
-                out[cls.__name__] = msg
-    return out
 
 
 @pytest.mark.parametrize(
@@ -89,18 +72,21 @@ def test_upstream_rows(status: int, body: dict | None, code: grpc.StatusCode, re
     err = from_upstream(status, body, retry_delay=3.5 if status == 429 else None)
     assert err.code == code
     assert err.reason == reason
-    d = details(to_status_proto(err))
-    info = d["ErrorInfo"]
+    d = unpack_details(to_status_proto(err))
+    info = d.info
+    assert info is not None
     assert info.domain == DOMAIN
     assert info.reason == reason
     assert info.metadata["http_status"] == str(status)
     if status == 429:
-        assert d["RetryInfo"].retry_delay.ToNanoseconds() == 3_500_000_000
+        assert d.retry is not None
+        assert d.retry.retry_delay.ToNanoseconds() == 3_500_000_000
     if status in (401, 403):
         assert "gateway's credentials" in err.message
     if status == 404:
-        assert d["ResourceInfo"].resource_type == "videos"
-        assert d["ResourceInfo"].resource_name == "abc"
+        assert d.resource is not None
+        assert d.resource.resource_type == "videos"
+        assert d.resource.resource_name == "abc"
 
 
 def test_reason_is_upper_snake_and_bounded() -> None:
@@ -117,14 +103,16 @@ def test_own_reasons(reason: str) -> None:
     assert st.code == REASONS[reason][0]
     trailer = dict(st.trailing_metadata)
     assert "grpc-status-details-bin" in trailer
-    d = details(to_status_proto(err, "tok-1"))
-    assert d["ErrorInfo"].metadata["resume_page_token"] == "tok-1"
-    assert d["ErrorInfo"].reason == reason
+    d = unpack_details(to_status_proto(err, "tok-1"))
+    assert d.info is not None
+    assert d.info.metadata["resume_page_token"] == "tok-1"
+    assert d.info.reason == reason
 
 
 def test_bad_request_lists_every_violation() -> None:
     err = invalid_request([("a", "x"), ("b", "y"), ("c", "z"), ("d", "w")])
     assert "and 1 more" in err.message
-    d = details(to_status_proto(err))
-    assert [v.field for v in d["BadRequest"].field_violations] == ["a", "b", "c", "d"]
-    assert "resume_page_token" not in d["ErrorInfo"].metadata
+    d = unpack_details(to_status_proto(err))
+    assert d.bad_request is not None and d.info is not None
+    assert [v.field for v in d.bad_request.field_violations] == ["a", "b", "c", "d"]
+    assert "resume_page_token" not in d.info.metadata
