@@ -52,7 +52,7 @@ def image_command() -> list[str]:
     argv = [*exec_form(final.last("ENTRYPOINT") or "null"), *exec_form(final.last("CMD") or "")]
     executable = VENV_BIN / argv[0]
     if not executable.exists():
-        pytest.skip(f"{executable} is not installed (run `make venv`)")
+        pytest.fail(f"{executable} is not installed (run `make venv`)")
     return [str(executable), *argv[1:]]
 
 

@@ -255,7 +255,7 @@ def test_probes_are_grpc_health_checks_on_the_registered_names(
         assert set(probe) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}
         assert probe["grpc"]["port"] == grpc_port
         assert probe["grpc"].get("service", "") in HEALTH_NAMES
-        assert 1 <= probe["periodSeconds"] <= 30
+        assert probe["periodSeconds"] in range(1, 31)
         assert probe["timeoutSeconds"] < probe["periodSeconds"] or probe["periodSeconds"] <= 2
 
 
@@ -275,7 +275,7 @@ def test_termination_grace_covers_prestop_and_drain(
     drain = _deployed_settings(configmap, tmp_path).drain_grace
     assert drain == Settings().drain_grace
     prestop = _prestop_sleep_seconds(container)
-    assert 1 <= prestop <= 15
+    assert 15 >= prestop >= 1
     grace = pod["spec"]["terminationGracePeriodSeconds"]
     assert grace > prestop + drain, "SIGKILL would arrive before the drain ends"
     assert grace >= prestop + drain + 5, "leave a margin for the process to exit"
@@ -403,7 +403,7 @@ def test_hpa_pdb_and_replicas_are_consistent(
     if "minAvailable" in budget:
         assert spec["minReplicas"] >= int(budget["minAvailable"]) + 1, "no pod could be evicted"
     else:
-        assert 1 <= int(budget["maxUnavailable"]) < spec["minReplicas"] - 1
+        assert int(budget["maxUnavailable"]) in range(1, spec["minReplicas"] - 1)
     rolling = deployment["spec"]["strategy"]["rollingUpdate"]
     assert rolling["maxUnavailable"] == 0
 
@@ -447,7 +447,7 @@ def test_mesh_retries_only_unavailable(
     retries = _grpc_route(virtualservice, service)["retries"]
     tokens = {t.strip() for t in retries["retryOn"].split(",")}
     assert tokens == {"unavailable"}, "every replayed classify call spends quota"
-    assert 1 <= retries["attempts"] <= 2
+    assert retries["attempts"] in (1, 2)
     # The per-try timeout applies until the response starts: never shorter than the
     # gateway's own bound on a call, or it cancels calls that already spent quota.
     assert duration_seconds(retries["perTryTimeout"]) >= Settings().default_deadline

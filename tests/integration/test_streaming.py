@@ -177,7 +177,7 @@ async def test_gateway_deadline_bounds_retries(emulator: Any) -> None:
     assert err is not None
     assert err.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
     assert elapsed < 1.3
-    assert 1 < len(journal(emulator, "POST")) < 20
+    assert len(journal(emulator, "POST")) in range(2, 20)
 
 
 async def test_default_deadline_applies_when_caller_sets_none(emulator: Any) -> None:
