@@ -416,3 +416,8 @@ def write(res: dict[str, Any]) -> None:
 
 def _get_direct(res: dict[str, Any]) -> Any:
     return ((res.get("overhead_1page") or {}).get("direct") or {}).get("pages_per_s")
+
+
+if __name__ == "__main__":
+    # Re-render docs/benchmarks.md from bench/results/latest.json (after editing NOTES.md).
+    write(json.loads((RESULTS / "latest.json").read_text()))
