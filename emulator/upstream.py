@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from emulator import catalog, errors
@@ -115,8 +115,13 @@ class UpstreamApi:
         path = request.scope["path"]  # cheaper than request.url, which parses a URL
         entry = state.journal.open(method, path)
         # Read the whole body first: polling receive() for a disconnect during a
-        # delay would otherwise swallow body messages.
-        await request.body()
+        # delay would otherwise swallow body messages. A client that leaves while the
+        # body is read is journaled as such, like one that leaves during a delay.
+        try:
+            await request.body()
+        except ClientDisconnect:
+            entry.disconnected = True
+            return EmulatorResponse(0, b"", [], entry, mode="silent")
         version, _, tail = path.lstrip("/").partition("/")
         api_version = VERSIONS.get(version)
         route, params, path_known = (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from typing import Any
@@ -305,3 +306,25 @@ def test_rules_are_safe_under_concurrency(api: httpx.Client, emu: RunningEmulato
     assert statuses.count(503) == 20
     assert statuses.count(200) == 60
     assert len(emu.admin.requests()) == 80
+
+
+def test_client_leaving_while_its_body_is_read_is_journaled(emu: RunningEmulator) -> None:
+    """A client that sends half a body and leaves: journaled as disconnected, no crash."""
+    head = (
+        "POST /v1.2/classify HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+        f"x-api-key: {emu.api_key}\r\ncontent-length: 1000\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as sock:
+        sock.sendall(head + b'{"video_ids": [')
+        time.sleep(0.1)
+    deadline = time.monotonic() + 2
+    entry: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        entry = last_entry(emu)
+        if entry["disconnected"]:
+            break
+        time.sleep(0.02)
+    assert entry["path"] == "/v1.2/classify"
+    assert entry["disconnected"] is True and entry["completed"] is False
+    # The emulator keeps serving.
+    assert emu.admin.health()
