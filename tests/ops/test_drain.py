@@ -26,18 +26,29 @@ from tools.stack import stop, wait_for_port
 EXE = str(Path(sys.executable).parent / "classify-gateway")
 
 
-def start_gateway(emu: Any, port: int, grace: float) -> subprocess.Popen[bytes]:
-    env = {
+def serve_process(
+    upstream_url: str, api_key: str, port: int, **env: str
+) -> subprocess.Popen[bytes]:
+    """A real `classify-gateway serve` on 127.0.0.1:port, listening; extra settings in env."""
+    full = {
         **os.environ,
-        "CLASSIFY_GATEWAY_UPSTREAM_URL": emu.base_url + "/v1.2",
-        "CLASSIFY_GATEWAY_API_KEY": emu.api_key,
+        "CLASSIFY_GATEWAY_UPSTREAM_URL": upstream_url,
+        "CLASSIFY_GATEWAY_API_KEY": api_key,
         "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
         "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-        "CLASSIFY_GATEWAY_DRAIN_GRACE": str(grace),
+        **env,
     }
-    proc = subprocess.Popen([EXE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [EXE, "serve"], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     wait_for_port(port, proc)
     return proc
+
+
+def start_gateway(emu: Any, port: int, grace: float) -> subprocess.Popen[bytes]:
+    return serve_process(
+        emu.base_url + "/v1.2", emu.api_key, port, CLASSIFY_GATEWAY_DRAIN_GRACE=str(grace)
+    )
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

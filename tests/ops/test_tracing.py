@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +12,9 @@ import grpc
 from classify.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.integration.test_fidelity import docs_pages, request
+from tests.ops.test_drain import serve_process
 from tests.support.scripted_upstream import ScriptedUpstream, free_port, serve
-from tools.stack import stop, wait_for_port
+from tools.stack import stop
 
 EXE = str(Path(sys.executable).parent / "classify-gateway")
 KEY = "tlk_TRACE_CANARY_0123456789"
@@ -27,19 +26,8 @@ def test_trace_context_flows_to_upstream_and_spans_are_exported() -> None:
     upstream = ScriptedUpstream(docs_pages()[:2])
     port = free_port()
     with serve(upstream) as url:
-        env = {
-            **os.environ,
-            "CLASSIFY_GATEWAY_UPSTREAM_URL": url,
-            "CLASSIFY_GATEWAY_API_KEY": KEY,
-            "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-            "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-            "CLASSIFY_GATEWAY_TRACING_EXPORTER": "console",
-        }
-        proc = subprocess.Popen(
-            [EXE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        proc = serve_process(url, KEY, port, CLASSIFY_GATEWAY_TRACING_EXPORTER="console")
         try:
-            wait_for_port(port, proc)
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.ClassifyServiceStub(channel)
                 md = (("traceparent", f"00-{TRACE_ID}-{PARENT}-01"),)

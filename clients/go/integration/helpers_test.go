@@ -446,3 +446,14 @@ func describe(err error) string {
 	info, bad, retry := classify.ErrorDetails(err)
 	return fmt.Sprintf("%v (ErrorInfo %v, BadRequest %v, RetryInfo %v)", err, info, bad, retry)
 }
+
+// assertAbandoned fails for every upstream request the emulator finished
+// answering: each must have been abandoned (client gone) by the gateway.
+func assertAbandoned(t *testing.T, calls []journalEntry, why string) {
+	t.Helper()
+	for _, c := range calls {
+		if c.Completed || !c.Disconnected {
+			t.Errorf("%s: %+v", why, c)
+		}
+	}
+}
