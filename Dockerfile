@@ -43,10 +43,10 @@ RUN uv sync --frozen --no-dev --no-editable --no-install-project
 
 # Then the project: built as a wheel by its build backend and installed into the
 # environment (--no-editable), so /app/.venv is self-contained. The generated
-# protobuf code is installed as the package `classify`. The emulator/ directory is
+# protobuf code is installed as the package `classify_gateway_proto`. The classify_emulator/ directory is
 # deliberately not copied: the image ships the gateway only.
 COPY README.md ./
-COPY service/ ./service/
+COPY classify_gateway/ ./classify_gateway/
 COPY generated/ ./generated/
 RUN uv sync --frozen --no-dev --no-editable
 

@@ -21,7 +21,7 @@ help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
 	@echo "make generate  regenerate generated/ from proto/"
-	@echo "make lint      ruff, mypy (strict on service/), buf lint/format/breaking"
+	@echo "make lint      ruff, mypy (strict on classify_gateway/), buf lint/format/breaking"
 	@echo "make bench     benchmarks (BENCH_QUICK=1 for a one-minute run)"
 	@echo "make soak      long steady load with faults (SOAK_SECONDS, default 600)"
 
@@ -41,13 +41,13 @@ generate: venv
 	$(PY) tools/generate.py
 
 fmt: venv
-	$(VENV)/bin/ruff format service emulator tests tools bench
-	$(VENV)/bin/ruff check --fix service emulator tests tools bench
+	$(VENV)/bin/ruff format classify_gateway classify_emulator tests tools bench
+	$(VENV)/bin/ruff check --fix classify_gateway classify_emulator tests tools bench
 	$(BUF) format -w
 
 lint: venv
-	$(VENV)/bin/ruff check service emulator tests tools bench
-	$(VENV)/bin/ruff format --check service emulator tests tools bench
+	$(VENV)/bin/ruff check classify_gateway classify_emulator tests tools bench
+	$(VENV)/bin/ruff format --check classify_gateway classify_emulator tests tools bench
 	$(VENV)/bin/mypy
 	$(BUF) lint
 	$(BUF) format -d --exit-code

@@ -340,7 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-ghz", action="store_true")
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     ns = parser.parse_args(argv)
-    for name in ("static_upstream.log", "gateway.log", "emulator.log", "gateway_profiled.log"):
+    for name in (
+        "static_upstream.log",
+        "gateway.log",
+        "emulator.log",
+        "gateway_profiled.log",
+    ):
         with contextlib.suppress(OSError):
             (procs.RESULTS / name).unlink()
     res = asyncio.run(run(ns.quick, ns.upstream, ns.skip_ghz))

@@ -21,10 +21,10 @@ from typing import Any
 import grpc
 import httpx
 import orjson
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from service.translate import classify_path, request_to_json
+from classify_gateway.translate import classify_path, request_to_json
 
 # One call: returns the monotonic times at which each page reached the caller.
 CallFn = Callable[[int], Awaitable[list[float]]]

@@ -13,9 +13,9 @@ import sys
 
 from pyinstrument import Profiler
 
-from service.config import from_env
-from service.observability import setup_logging
-from service.server import Gateway
+from classify_gateway.config import from_env
+from classify_gateway.observability import setup_logging
+from classify_gateway.server import Gateway
 
 
 async def main(out: str) -> None:

@@ -21,11 +21,11 @@ from typing import Any
 
 import httpx
 import psutil
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from bench import load, procs
 from bench.load import DirectPath, GatewayPath, closed_loop, percentile
-from service.translate import request_to_json
+from classify_gateway.translate import request_to_json
 
 ROOT = procs.ROOT
 MS = 1000.0

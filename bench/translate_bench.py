@@ -1,4 +1,4 @@
-"""Goal 7: JSON -> proto for one page, hand-written (service.translate) vs json_format.ParseDict."""
+"""Goal 7: JSON -> proto for one page, hand-written (translate) vs json_format.ParseDict."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
 from bench.pages import make_page, translation_page
-from service.translate import page_from_json
+from classify_gateway.translate import page_from_json
 
 
 def parsedict(obj: Any) -> pb.ClassifyResponse:

@@ -10,8 +10,8 @@ from tests.support.emulators import reset_around
 
 @pytest.fixture(scope="session")
 def emulator_session() -> Iterator[Any]:
-    from emulator.config import EmulatorConfig
-    from emulator.testing import running_emulator
+    from classify_emulator.config import EmulatorConfig
+    from classify_emulator.testing import running_emulator
 
     # One accepted key, so that a wrong key really is refused (401).
     with running_emulator(EmulatorConfig(api_keys=("gateway-test-key",))) as emu:

@@ -20,6 +20,8 @@ from grpc_tools import protoc
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
 DEFAULT_OUT = ROOT / "generated"
+# The Python package the generated code is installed as (see _relocate).
+PYTHON_PACKAGE = "classify_gateway_proto"
 
 
 def proto_files() -> list[Path]:
@@ -44,7 +46,8 @@ def generate(out_dir: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    # Package markers so that `import classify.v1` works from the generated/ root
+    _relocate(out_dir)
+    # Package markers so that `import classify_gateway_proto.v1` works from the generated/ root
     # and mypy sees a package.
     for leaf in {p.parent for p in out_dir.rglob("*.py")}:
         for d in (leaf, *leaf.parents):
@@ -52,6 +55,30 @@ def generate(out_dir: Path) -> None:
                 break
             (d / "__init__.py").touch()
             (d / "py.typed").touch()
+
+
+def _relocate(out_dir: Path) -> None:
+    """Move the code of proto package `classify.v1` to the Python package `classify_gateway_proto`.
+
+    protoc names Python modules after the .proto path (`classify/v1/...`), which would install
+    a top-level package `classify`, a name already taken on PyPI. The descriptors keep their
+    proto file names (reflection and the wire are unchanged); only the Python import path moves,
+    and the one cross-module import that protoc writes is rewritten to match.
+    """
+    src = out_dir / "classify"
+    dst = out_dir / PYTHON_PACKAGE
+    dst.mkdir()
+    for item in src.iterdir():
+        shutil.move(str(item), dst / item.name)
+    src.rmdir()
+    for f in dst.rglob("*.py*"):
+        text = f.read_text()
+        fixed = text.replace("from classify.v1 import", f"from {PYTHON_PACKAGE}.v1 import")
+        fixed = fixed.replace(
+            "classify.v1.classify_service_pb2", f"{PYTHON_PACKAGE}.v1.classify_service_pb2"
+        )
+        if fixed != text:
+            f.write_text(fixed)
 
 
 def main() -> None:

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import descriptor, json_format
 
-from service.translate import request_to_json
+from classify_gateway.translate import request_to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "docs"

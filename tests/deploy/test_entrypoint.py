@@ -25,12 +25,12 @@ from pathlib import Path
 
 import grpc
 import pytest
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.server import SERVICE_NAME
+from classify_gateway.server import SERVICE_NAME
 from tests.deploy.support import PREFIX, ROOT, env_of, exec_form, parse_dockerfile
 
 VENV_BIN = ROOT / ".venv" / "bin"

@@ -1,7 +1,7 @@
 """The deployment files agree with the code: ports, health names, settings, drain timing.
 
 Pure checks (no cluster, no Docker): every manifest is parsed with yaml.safe_load_all
-and compared with service/config.py, service/server.py, pyproject.toml, uv.lock and
+and compared with classify_gateway/config.py, classify_gateway/server.py, pyproject.toml, uv.lock and
 the Makefile, so that a change on one side that the other does not follow fails here.
 """
 
@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 
-from service import cli
-from service.config import PREFIX, Settings, from_env
-from service.server import SERVICE_NAME
+from classify_gateway import cli
+from classify_gateway.config import PREFIX, Settings, from_env
+from classify_gateway.server import SERVICE_NAME
 from tests.deploy.support import (
     ISTIO,
     K8S,
@@ -44,7 +44,7 @@ DUMMY_KEY = "dummy-key-for-tests"
 # Settings whose deployed value deliberately differs from the code's default, with
 # the reason. Empty: the ConfigMap documents the defaults.
 DEPLOY_OVERRIDES: dict[str, Any] = {}
-# Health names service/server.py registers (Gateway._set_health): overall and service.
+# Health names classify_gateway/server.py registers (Gateway._set_health): overall and service.
 HEALTH_NAMES = {"", SERVICE_NAME}
 SETTING_FIELDS = {f.name for f in dataclasses.fields(Settings)}
 # A stream that runs as long as the gateway lets a call without a deadline run.
@@ -521,7 +521,7 @@ def test_dockerfile_command_is_the_console_script() -> None:
     command = exec_form(final.last("CMD") or "null")
     assert [*entrypoint, *command] == ["classify-gateway", "serve"]
     scripts = pyproject()["project"]["scripts"]
-    assert scripts[entrypoint[0]] == "service.cli:main"
+    assert scripts[entrypoint[0]] == "classify_gateway.cli:main"
     assert command[0] in cli.COMMANDS
 
 
@@ -559,13 +559,13 @@ def test_dockerfile_copies_only_what_the_wheel_needs() -> None:
     for args in parse_dockerfile().stages[0].all("COPY"):
         words = [w for w in args.split() if not w.startswith("--")]
         sources.update(w.rstrip("/") for w in words[:-1])
-    assert sources == {"pyproject.toml", "uv.lock", "README.md", "service", "generated"}
+    assert sources == {"pyproject.toml", "uv.lock", "README.md", "classify_gateway", "generated"}
     # Everything the wheel target builds from must be there (or be the emulator,
     # which the image leaves out on purpose).
     wheel = pyproject()["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
     for package in wheel:
         top = package.split("/")[0]
-        assert top in sources or top == "emulator", package
+        assert top in sources or top == "classify_emulator", package
 
 
 def test_runtime_packages_are_the_project_dependencies_only() -> None:
@@ -607,5 +607,5 @@ def test_dockerignore() -> None:
     for path in (".venv", ".git", ".tools", ".cache", "clients", "tests", "docs"):
         assert _ignored(patterns, path), f"{path} is sent to the build"
     assert _ignored(patterns, "bench/results/run.json")
-    for path in ("pyproject.toml", "uv.lock", "README.md", "service/cli.py", "generated"):
+    for path in ("pyproject.toml", "uv.lock", "README.md", "classify_gateway/cli.py", "generated"):
         assert not _ignored(patterns, path), f"the Dockerfile needs {path}"

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.corpus import Corpus
-from emulator.state import load_corpus
-from emulator.testing import RunningEmulator, running_emulator
+from classify_emulator.corpus import Corpus
+from classify_emulator.state import load_corpus
+from classify_emulator.testing import RunningEmulator, running_emulator
 
 DANCE_CLASS: dict[str, Any] = {
     "name": "DanceTok",

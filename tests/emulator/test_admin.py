@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from emulator.testing import RunningEmulator
+from classify_emulator.testing import RunningEmulator
 
 from .conftest import DANCE_CLASS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from emulator.corpus import Corpus
+from classify_emulator.corpus import Corpus
 
 from .conftest import index_id
 

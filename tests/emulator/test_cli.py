@@ -1,4 +1,4 @@
-"""`python -m emulator --listen HOST:PORT` as a process: serves, stops on SIGTERM."""
+"""`python -m classify_emulator --listen HOST:PORT` as a process: serves, stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import time
 import httpx
 import pytest
 
-from emulator.cli import main
-from emulator.server import parse_listen
+from classify_emulator.cli import main
+from classify_emulator.serving import parse_listen
 
 
 def free_port() -> int:
@@ -26,7 +26,7 @@ def test_serves_and_stops_on_sigterm() -> None:
     port = free_port()
     env = {**os.environ, "CLASSIFY_EMULATOR_API_KEYS": "cli-key"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "emulator", "--listen", f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "classify_emulator", "--listen", f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

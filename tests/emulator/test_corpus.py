@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import re
 
-from emulator import make_corpus
-from emulator.corpus import DEFAULT_CORPUS_DIR, SOURCES, Corpus
+from classify_emulator import make_corpus
+from classify_emulator.corpus import DEFAULT_CORPUS_DIR, SOURCES, Corpus
 
 
 def test_committed_data_matches_the_generator() -> None:
     for name, text in make_corpus.build().items():
         assert (DEFAULT_CORPUS_DIR / name).read_text() == text, (
-            f"emulator/data/{name} is stale: run python -m emulator.make_corpus"
+            f"classify_emulator/data/{name} is stale: run python -m classify_emulator.make_corpus"
         )
 
 

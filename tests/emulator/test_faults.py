@@ -11,8 +11,8 @@ import httpx
 import orjson
 import pytest
 
-from emulator.faults import FaultSpecError, parse_header, parse_rule
-from emulator.testing import RunningEmulator
+from classify_emulator.faults import FaultSpecError, parse_header, parse_rule
+from classify_emulator.testing import RunningEmulator
 
 from .conftest import DANCE_CLASS
 

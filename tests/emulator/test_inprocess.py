@@ -13,9 +13,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from emulator.app import create_app
-from emulator.config import EmulatorConfig
-from emulator.state import EmulatorState
+from classify_emulator.app import create_app
+from classify_emulator.config import EmulatorConfig
+from classify_emulator.state import EmulatorState
 
 from .conftest import DANCE_CLASS
 

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.corpus import Corpus
-from emulator.pages import PageStore
-from emulator.testing import RunningEmulator
+from classify_emulator.corpus import Corpus
+from classify_emulator.pages import PageStore
+from classify_emulator.testing import RunningEmulator
 
 from .conftest import COOK_CLASS, DANCE_CLASS, LOW_THRESHOLD
 

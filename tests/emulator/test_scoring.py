@@ -8,10 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.classifier import Classifier
-from emulator.classify_request import ClassifyRequest, ClassSpec, Threshold
-from emulator.corpus import Corpus
-from emulator.textsim import exact_score, features, stem
+from classify_emulator.classifier import Classifier
+from classify_emulator.corpus import Corpus
+from classify_emulator.jobs import ClassifyJob, ClassSpec, Threshold
+from classify_emulator.textsim import exact_score, features, stem
 
 from .conftest import COOK_CLASS, DANCE_CLASS, LOW_THRESHOLD, index_id, video_id
 
@@ -48,7 +48,7 @@ def test_defaults_list_dance_videos_for_dance_and_not_cooking_videos(
     corpus: Corpus, classifier: Classifier
 ) -> None:
     ids = tuple(video_id(corpus, f) for f in DANCE_VIDEOS + COOKING_VIDEOS)
-    data = classifier.classify(ClassifyRequest(ids, (DANCE,)))
+    data = classifier.classify(ClassifyJob(ids, (DANCE,)))
     listed = {d["video_id"] for d in data}
     assert listed == {video_id(corpus, f) for f in DANCE_VIDEOS}
     for d in data:
@@ -61,7 +61,7 @@ def test_dance_video_scores_higher_for_dance_than_cooking(
     corpus: Corpus, classifier: Classifier, filename: str
 ) -> None:
     vid = video_id(corpus, filename)
-    (result,) = classifier.classify(ClassifyRequest((vid,), (DANCE, COOK), LOW))
+    (result,) = classifier.classify(ClassifyJob((vid,), (DANCE, COOK), LOW))
     s = scores([result])[vid]
     assert s["DanceTok"] > s["CookTok"] + 30
 
@@ -71,13 +71,13 @@ def test_cooking_video_scores_higher_for_cooking_than_dance(
     corpus: Corpus, classifier: Classifier, filename: str
 ) -> None:
     vid = video_id(corpus, filename)
-    (result,) = classifier.classify(ClassifyRequest((vid,), (DANCE, COOK), LOW))
+    (result,) = classifier.classify(ClassifyJob((vid,), (DANCE, COOK), LOW))
     s = scores([result])[vid]
     assert s["CookTok"] > s["DanceTok"] + 30
 
 
 def test_scores_vary_and_are_deterministic(corpus: Corpus) -> None:
-    request = ClassifyRequest(tuple(corpus.videos), (DANCE, COOK), LOW, 50)
+    request = ClassifyJob(tuple(corpus.videos), (DANCE, COOK), LOW, 50)
     first = Classifier(corpus).classify(request)
     second = Classifier(corpus).classify(request)
     assert first == second
@@ -105,13 +105,13 @@ def test_documented_taxonomy_prompts_find_their_videos(
 ) -> None:
     """The guide's taxonomy examples and other topics rank the fitting video in the top 3."""
     spec = ClassSpec(prompt, (prompt,), ("visual", "conversation", "text_in_video"), "semantic")
-    data = classifier.classify(ClassifyRequest(tuple(corpus.videos), (spec,), LOW, 50))
+    data = classifier.classify(ClassifyJob(tuple(corpus.videos), (spec,), LOW, 50))
     top = [d["video_id"] for d in data[:3]]
     assert video_id(corpus, expected) in top
 
 
 def test_classes_and_videos_are_ordered_by_score(corpus: Corpus, classifier: Classifier) -> None:
-    data = classifier.classify(ClassifyRequest(tuple(corpus.videos), (DANCE, COOK), LOW, 50))
+    data = classifier.classify(ClassifyJob(tuple(corpus.videos), (DANCE, COOK), LOW, 50))
     best = [d["classes"][0]["score"] for d in data]
     assert best == sorted(best, reverse=True)
     for d in data:
@@ -123,7 +123,7 @@ def test_thresholds_filter_classes_and_videos(corpus: Corpus, classifier: Classi
     ids = tuple(corpus.videos)
     for threshold in (Threshold(60, 50, 0.3), Threshold(90, 80, 0.6), Threshold(0, 70, 0.8)):
         data = classifier.classify(
-            ClassifyRequest(ids, (DANCE, COOK), threshold, 50, include_clips=True)
+            ClassifyJob(ids, (DANCE, COOK), threshold, 50, include_clips=True)
         )
         for d in data:
             assert d["classes"], "videos with no listed class are omitted"
@@ -131,13 +131,13 @@ def test_thresholds_filter_classes_and_videos(corpus: Corpus, classifier: Classi
                 assert c["score"] >= threshold.min_video_score
                 assert c["duration_ratio"] >= threshold.min_duration_ratio
                 assert all(clip["score"] >= threshold.min_clip_score for clip in c["clips"])
-    strict = classifier.classify(ClassifyRequest(ids, (DANCE, COOK), Threshold(100, 100, 1), 50))
+    strict = classifier.classify(ClassifyJob(ids, (DANCE, COOK), Threshold(100, 100, 1), 50))
     assert strict == []
 
 
 def test_duration_ratio_is_the_union_of_clips(corpus: Corpus, classifier: Classifier) -> None:
     vid = video_id(corpus, "street-dance-battle.mp4")
-    (d,) = classifier.classify(ClassifyRequest((vid,), (DANCE,), include_clips=True))
+    (d,) = classifier.classify(ClassifyJob((vid,), (DANCE,), include_clips=True))
     (cls,) = d["classes"]
     spans = sorted((c["start"], c["end"]) for c in cls["clips"])
     covered, end = 0.0, -1.0
@@ -155,7 +155,7 @@ def test_clips_and_detailed_scores_only_when_asked(corpus: Corpus, classifier: C
     vid = video_id(corpus, "hip-hop-dance-tutorial.mp4")
     for clips in (False, True):
         for detailed in (False, True):
-            request = ClassifyRequest((vid,), (DANCE, COOK), LOW, 10, clips, detailed)
+            request = ClassifyJob((vid,), (DANCE, COOK), LOW, 10, clips, detailed)
             for cls in classifier.classify(request)[0]["classes"]:
                 assert ("clips" in cls) is clips
                 assert ("detailed_scores" in cls) is detailed
@@ -163,7 +163,7 @@ def test_clips_and_detailed_scores_only_when_asked(corpus: Corpus, classifier: C
 
 def test_clip_fields(corpus: Corpus, classifier: Classifier) -> None:
     vid = video_id(corpus, "street-dance-battle.mp4")
-    (d,) = classifier.classify(ClassifyRequest((vid,), (DANCE,), include_clips=True))
+    (d,) = classifier.classify(ClassifyJob((vid,), (DANCE,), include_clips=True))
     clips = d["classes"][0]["clips"]
     assert [c["score"] for c in clips] == sorted((c["score"] for c in clips), reverse=True)
     for clip in clips:
@@ -179,9 +179,7 @@ def test_clip_fields(corpus: Corpus, classifier: Classifier) -> None:
 
 def test_detailed_scores(corpus: Corpus, classifier: Classifier) -> None:
     ids = tuple(video_id(corpus, f) for f in DANCE_VIDEOS + COOKING_VIDEOS)
-    data = classifier.classify(
-        ClassifyRequest(ids, (DANCE, COOK), LOW, 50, show_detailed_score=True)
-    )
+    data = classifier.classify(ClassifyJob(ids, (DANCE, COOK), LOW, 50, show_detailed_score=True))
     for d in data:
         total = sum(c["detailed_scores"]["normalized_score"] for c in d["classes"])
         assert math.isclose(total, 100.0, abs_tol=1e-9)
@@ -198,7 +196,7 @@ def test_detailed_scores(corpus: Corpus, classifier: Classifier) -> None:
 def test_per_class_options_override_the_request(corpus: Corpus, classifier: Classifier) -> None:
     vid = video_id(corpus, "street-dance-battle.mp4")
     only_text = ClassSpec("DanceText", DANCE.prompts, ("text_in_video",), "semantic")
-    (d,) = classifier.classify(ClassifyRequest((vid,), (DANCE, only_text), LOW, include_clips=True))
+    (d,) = classifier.classify(ClassifyJob((vid,), (DANCE, only_text), LOW, include_clips=True))
     by_name = {c["name"]: c for c in d["classes"]}
     assert {clip["option"] for clip in by_name["DanceText"]["clips"]} == {"text_in_video"}
     assert {clip["option"] for clip in by_name["DanceTok"]["clips"]} <= set(BOTH)
@@ -209,16 +207,16 @@ def test_exact_match_is_whole_phrase(corpus: Corpus, classifier: Classifier) -> 
     lines = corpus.videos[vid].segments["conversation"]
     phrase = " ".join(lines[0].text.replace(",", "").split()[1:4])
     exact = ClassSpec("Exact", (phrase,), ("conversation",), "exact_match")
-    (d,) = classifier.classify(ClassifyRequest((vid,), (exact,), LOW, include_clips=True))
+    (d,) = classifier.classify(ClassifyJob((vid,), (exact,), LOW, include_clips=True))
     clips = d["classes"][0]["clips"]
     expected = {seg.start for seg in lines if f" {phrase.lower()} " in seg.analysed.phrase}
     assert {clip["start"] for clip in clips} == expected
     assert all(clip["score"] >= 80 for clip in clips)
     scrambled = " ".join(reversed(phrase.split()))
     missing = ClassSpec("Exact", (scrambled,), ("conversation",), "exact_match")
-    assert classifier.classify(ClassifyRequest((vid,), (missing,), LOW)) == []
+    assert classifier.classify(ClassifyJob((vid,), (missing,), LOW)) == []
     semantic = ClassSpec("Semantic", (scrambled,), ("conversation",), "semantic")
-    assert classifier.classify(ClassifyRequest((vid,), (semantic,), LOW)) != []
+    assert classifier.classify(ClassifyJob((vid,), (semantic,), LOW)) != []
     assert exact_score(corpus.weights.prompt(scrambled), lines[0].analysed) == 0.0
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from emulator.testing import RunningEmulator
+from classify_emulator.testing import RunningEmulator
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the SDK trips Pydantic and SyntaxWarning deprecations

@@ -8,9 +8,9 @@ from typing import Any
 import httpx
 import pytest
 
-from emulator.config import EmulatorConfig
-from emulator.corpus import Corpus
-from emulator.testing import RunningEmulator, running_emulator
+from classify_emulator.config import EmulatorConfig
+from classify_emulator.corpus import Corpus
+from classify_emulator.testing import RunningEmulator, running_emulator
 
 from .conftest import DANCE_CLASS, index_id, video_id
 

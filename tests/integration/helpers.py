@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
 LOW = pb.Threshold(min_video_score=0, min_clip_score=0, min_duration_ratio=0.01)

@@ -11,11 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from service.errors import DOMAIN
-from service.observability import JsonFormatter
+from classify_gateway.errors import DOMAIN
+from classify_gateway.observability import JsonFormatter
 from tests.integration.helpers import classify_request, journal
 from tests.support.gateway import collect, error_details, running_gateway
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
 from tests.support.gateway import collect, running_gateway

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
-from service.config import PREFIX, Settings
-from service.observability import Metrics
+from classify_gateway.config import PREFIX, Settings
+from classify_gateway.observability import Metrics
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
 

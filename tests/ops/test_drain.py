@@ -13,11 +13,11 @@ from typing import Any
 
 import grpc
 import pytest
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.server import SERVICE_NAME
+from classify_gateway.server import SERVICE_NAME
 from tests.integration.helpers import classify_request
 from tests.support.gateway import collect, error_details, read_rest
 from tests.support.scripted_upstream import free_port

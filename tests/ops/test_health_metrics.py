@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.server import SERVICE_NAME
+from classify_gateway.server import SERVICE_NAME
 from tests.integration.helpers import classify_request
 from tests.support.gateway import collect, running_gateway
 from tests.support.scripted_upstream import free_port
@@ -64,7 +64,10 @@ async def test_reflection_can_be_turned_off(emulator: Any) -> None:
 async def test_not_serving_while_upstream_fails_then_recovers(emulator: Any) -> None:
     req = classify_request(emulator, page_limit=50)
     async with running_gateway(
-        emulator.base_url + "/v1.2", emulator.api_key, unhealthy_after=0.3, retry_max_attempts=1
+        emulator.base_url + "/v1.2",
+        emulator.api_key,
+        unhealthy_after=0.3,
+        retry_max_attempts=1,
     ) as gw:
         emulator.admin.add_fault(
             {"match": {}, "times": -1, "action": {"type": "status", "status": 503}}
@@ -114,7 +117,9 @@ async def test_metrics_endpoint(emulator: Any) -> None:
     req = classify_request(emulator, count=12, page_limit=4)
     port = free_port()
     async with running_gateway(
-        emulator.base_url + "/v1.2", emulator.api_key, metrics_listen=f"127.0.0.1:{port}"
+        emulator.base_url + "/v1.2",
+        emulator.api_key,
+        metrics_listen=f"127.0.0.1:{port}",
     ) as gw:
         await gw.gateway.start_metrics()
         pages, err = await collect(gw.stub.Classify(req))

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import grpc
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.integration.test_fidelity import docs_pages, request
 from tests.ops.test_drain import serve_process

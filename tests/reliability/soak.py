@@ -41,11 +41,11 @@ from typing import Any
 
 import grpc
 import psutil
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from emulator.testing import AdminClient
+from classify_emulator.testing import AdminClient
 from tests.integration.helpers import classify_request
 from tools.stack import ROOT, running_stack
 

@@ -21,9 +21,9 @@ from typing import IO, Any
 
 import grpc
 import psutil
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from emulator.testing import AdminClient
+from classify_emulator.testing import AdminClient
 from tests.support.gateway import error_details, running_gateway
 from tools.stack import free_port, stop, wait_for_port
 
@@ -33,7 +33,7 @@ PAGES = "/classify/"  # the path fragment of every page GET (never of a POST)
 
 @dataclass
 class EmulatorProcess:
-    """Same attributes as emulator.testing.RunningEmulator, plus the process."""
+    """Same attributes as classify_emulator.testing.RunningEmulator, plus the process."""
 
     base_url: str
     port: int

@@ -6,7 +6,7 @@ INVALID_ARGUMENT with a BadRequest whose field violations name real proto field 
 that request, and an invalid request never reaches the upstream. Never INTERNAL, UNKNOWN or
 a crash. A message over the configured receive limit is refused by grpc itself.
 
-Upstream bodies (hypothesis on service.translate.page_from_json, plus end to end through a
+Upstream bodies (hypothesis on classify_gateway.translate.page_from_json, plus end to end through a
 scripted upstream): extra fields are ignored; wrong types and missing fields are a clear
 DATA_LOSS (UPSTREAM_SCHEMA_MISMATCH, or UNAVAILABLE for a body that is not JSON), never a
 crash.
@@ -31,8 +31,8 @@ from typing import Any
 import grpc
 import orjson
 import pytest
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
@@ -40,12 +40,12 @@ from prometheus_client import CollectorRegistry
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from service.config import from_env
-from service.errors import GatewayError
-from service.observability import Metrics
-from service.server import Gateway
-from service.translate import page_from_json
-from service.validation import classify_violations
+from classify_gateway.config import from_env
+from classify_gateway.errors import GatewayError
+from classify_gateway.observability import Metrics
+from classify_gateway.server import Gateway
+from classify_gateway.translate import page_from_json
+from classify_gateway.validation import classify_violations
 from tests.support.gateway import FAST
 from tests.support.scripted_upstream import ScriptedUpstream, serve
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import grpc
 import pytest
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.integration.helpers import classify_request
 from tests.ops.test_drain import start_gateway

@@ -17,7 +17,7 @@ from typing import Any
 
 import grpc
 import pytest
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from tests.integration.helpers import classify_request
 from tests.reliability.support import (

@@ -17,7 +17,7 @@ from collections import Counter
 from typing import Any
 
 import grpc
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.integration.helpers import classify_request
 from tests.reliability.support import gateway_for, gauge, rss, settle

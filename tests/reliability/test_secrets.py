@@ -26,14 +26,14 @@ from typing import Any
 
 import grpc
 import pytest
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from google.rpc import status_pb2
 from prometheus_client import generate_latest
 
-from emulator.config import EmulatorConfig
-from emulator.testing import running_emulator
-from service.observability import JsonFormatter
+from classify_emulator.config import EmulatorConfig
+from classify_emulator.testing import running_emulator
+from classify_gateway.observability import JsonFormatter
 from tests.integration.helpers import classify_request
 from tests.reliability.support import drain_pipe, page_rule
 from tests.support.emulators import reset_around

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
-from classify.v1 import classify_service_pb2 as pb
-from classify.v1 import classify_service_pb2_grpc as pb_grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from google.rpc import error_details_pb2, status_pb2
 from prometheus_client import CollectorRegistry
 
-from service.config import Settings, from_env
-from service.observability import Metrics
-from service.server import Gateway
+from classify_gateway.config import Settings, from_env
+from classify_gateway.observability import Metrics
+from classify_gateway.server import Gateway
 
 FAST = {
     "retry_initial_backoff": 0.01,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.config import ConfigError, Settings, from_env
+from classify_gateway.config import ConfigError, Settings, from_env
 
 KEY = "tlk_SECRET_1234567890"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from service.errors import (
+from classify_gateway.errors import (
     DOMAIN,
     REASONS,
     from_upstream,

@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
-from service.errors import GatewayError
-from service.translate import (
+from classify_gateway.errors import GatewayError
+from classify_gateway.translate import (
     classify_path,
     next_token_of,
     page_from_json,

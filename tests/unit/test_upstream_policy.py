@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from service.errors import GatewayError
-from service.upstream import RateLimiter, RetryPolicy, retry_hint
+from classify_gateway.errors import GatewayError
+from classify_gateway.upstream import RateLimiter, RetryPolicy, retry_hint
 
 
 def test_backoff_full_jitter_bounds() -> None:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import pytest
-from classify.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from service.errors import GatewayError
-from service.validation import classify_violations, validate_classify, validate_page_request
+from classify_gateway.errors import GatewayError
+from classify_gateway.validation import (
+    classify_violations,
+    validate_classify,
+    validate_page_request,
+)
 
 
 def valid(**kw: object) -> pb.ClassifyRequest:

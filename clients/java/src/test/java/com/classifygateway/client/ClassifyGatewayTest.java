@@ -69,7 +69,7 @@ class ClassifyGatewayTest {
   private static final int PAGE_LIMIT = 2;
   private static final int VIDEO_COUNT = 7;
   private static final Duration DEADLINE = Duration.ofSeconds(30);
-  /** The gateway's upstream attempts per RPC (service/config.py retry_max_attempts). */
+  /** The gateway's upstream attempts per RPC (classify_gateway/config.py retry_max_attempts). */
   private static final int GATEWAY_ATTEMPTS =
       Integer.parseInt(envOr("CLASSIFY_GATEWAY_RETRY_MAX_ATTEMPTS", "4"));
 

@@ -1,0 +1,5 @@
+"""`python -m classify_emulator --listen HOST:PORT`."""
+
+from classify_emulator.cli import main
+
+raise SystemExit(main())

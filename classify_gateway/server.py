@@ -1,0 +1,207 @@
+"""Server lifecycle: start, health, reflection, metrics, graceful drain.
+
+`Gateway` owns everything that lives as long as the process: the gRPC server, the
+one upstream client, the metrics endpoint and the health watcher. Tests build one
+on port 0 and call it through the generated stubs; `classify-gateway serve` builds
+one from the environment and runs it until SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+import grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from classify_gateway.config import Settings
+from classify_gateway.observability import Metrics
+from classify_gateway.servicer import ClassifyServicer, DrainState
+from classify_gateway.tracing import setup_tracing, shutdown_tracing
+from classify_gateway.upstream import UpstreamClient
+
+log = logging.getLogger("classify_gateway.server")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifyService"].full_name
+HEALTH_CHECK_INTERVAL = 0.5
+
+
+def server_options(s: Settings) -> list[tuple[str, Any]]:
+    """Channel arguments for life behind a mesh; docs/operations.md gives each reason."""
+    ms = 1000
+    return [
+        # Ping idle connections so that dead peers (and silently dropped NAT/mesh
+        # entries) are found, and allow clients to ping us that often.
+        ("grpc.keepalive_time_ms", int(s.keepalive_time * ms)),
+        ("grpc.keepalive_timeout_ms", int(s.keepalive_timeout * ms)),
+        ("grpc.keepalive_permit_without_calls", int(s.keepalive_permit_without_calls)),
+        ("grpc.http2.min_ping_interval_without_data_ms", int(s.min_ping_interval * ms)),
+        ("grpc.http2.max_pings_without_data", 0),
+        # Close idle connections, and recycle old ones so that load spreads to new
+        # pods after a scale-up; the age grace is long so that no stream is cut.
+        ("grpc.max_connection_idle_ms", int(s.max_connection_idle * ms)),
+        ("grpc.max_connection_age_ms", int(s.max_connection_age * ms)),
+        ("grpc.max_connection_age_grace_ms", int(s.max_connection_age_grace * ms)),
+        ("grpc.max_receive_message_length", s.max_receive_message_bytes),
+        ("grpc.max_send_message_length", s.max_send_message_bytes),
+        # A burst of new calls waits in grpc core until the event loop takes it; past
+        # max_pending_requests (default 1000) core sheds calls as a bare CANCELLED before
+        # the servicer can refuse them with GATEWAY_OVERLOADED and RetryInfo.
+        ("grpc.server.max_pending_requests", 4 * s.max_concurrent_streams),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class Gateway:
+    """The running gateway: gRPC server, upstream client, metrics, health."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.drain = DrainState()
+        # Tracing first: the httpx instrumentation wraps clients created after it.
+        interceptors = setup_tracing(settings)
+        self.upstream = UpstreamClient(settings, self.metrics)
+        self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
+        self.servicer = ClassifyServicer(settings, self.upstream, self.metrics, self.drain)
+        pb_grpc.add_ClassifyServiceServicer_to_server(self.servicer, self.server)
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        if settings.reflection:
+            reflection.enable_server_reflection(
+                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            )
+        self.port = self.server.add_insecure_port(settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {settings.listen}")
+        self._metrics_server: Any = None
+        self._watcher: asyncio.Task[None] | None = None
+        self._stopped = asyncio.Event()
+
+    async def start(self, *, serve_metrics: bool = True) -> None:
+        if serve_metrics:
+            await self.start_metrics()
+        await self.server.start()
+        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        self._watcher = asyncio.create_task(self._watch_upstream())
+        log.info(
+            "gateway started",
+            extra={
+                "event": "startup",
+                "listen": self.settings.listen,
+                "port": self.port,
+                "metrics_listen": self.settings.metrics_listen if serve_metrics else None,
+                "settings": self.settings.redacted(),
+            },
+        )
+
+    async def start_metrics(self) -> None:
+        """Serve /metrics (a small thread of prometheus_client's own)."""
+        if self._metrics_server is None:
+            self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
+
+    async def _set_health(self, status: Any) -> None:
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _watch_upstream(self) -> None:
+        """Readiness follows the upstream; liveness ("") does not.
+
+        The service name goes NOT_SERVING once the upstream has failed every call for
+        UNHEALTHY_AFTER, so that the mesh routes around pods that cannot help. An
+        unready pod gets no traffic, so it probes the upstream itself (a cheap
+        `GET /indexes`) to find out when it is back. "" stays SERVING until the drain:
+        restarting the process (liveness) would not bring the upstream back.
+        """
+        serving = True
+        last_probe = 0.0
+        while not self.drain.draining:
+            down = self.metrics.upstream_down_for() >= self.settings.unhealthy_after
+            if down and time.monotonic() - last_probe >= self.probe_interval:
+                last_probe = time.monotonic()
+                await self.upstream.probe(self.settings.api_key)
+                down = self.metrics.upstream_down_for() >= self.settings.unhealthy_after
+            if down == serving:
+                serving = not down
+                self.metrics.upstream_healthy.set(1 if serving else 0)
+                await self.health.set(
+                    SERVICE_NAME,
+                    health_pb2.HealthCheckResponse.SERVING
+                    if serving
+                    else health_pb2.HealthCheckResponse.NOT_SERVING,
+                )
+                log.warning(
+                    "upstream health changed", extra={"event": "health", "serving": serving}
+                )
+            await asyncio.sleep(HEALTH_CHECK_INTERVAL)
+
+    @property
+    def probe_interval(self) -> float:
+        """How often an unready gateway probes the upstream (a fraction of UNHEALTHY_AFTER)."""
+        return min(5.0, max(0.5, self.settings.unhealthy_after / 6))
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: NOT_SERVING, refuse new calls, let streams finish, then cut the rest."""
+        if self.drain.draining:
+            await self._stopped.wait()
+            return
+        grace = self.settings.drain_grace if grace is None else grace
+        started = time.monotonic()
+        self.drain.draining = True
+        await self.health.enter_graceful_shutdown()
+        log.info(
+            "shutdown started",
+            extra={"event": "shutdown", "grace_s": grace, "open_streams": self.drain.streams},
+        )
+        stopping = asyncio.create_task(self.server.stop(grace))
+        # Leave a moment at the end of the grace to tell the remaining callers where
+        # to resume (UNAVAILABLE + resume_page_token) before the server cancels them.
+        margin = min(1.0, grace * 0.2)
+        cut = 0
+        try:
+            await asyncio.wait_for(asyncio.shield(stopping), timeout=max(0.0, grace - margin))
+        except TimeoutError:
+            cut = self.drain.cut_off()
+            await stopping
+        if self._watcher:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.upstream.aclose()
+        shutdown_tracing()
+        if self._metrics_server is not None:
+            server, thread = self._metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+        log.info(
+            "shutdown complete",
+            extra={
+                "event": "shutdown_complete",
+                "seconds": round(time.monotonic() - started, 3),
+                "interrupted_upstream_requests": cut,
+            },
+        )
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT, then drain; returns the exit code."""
+    gateway = Gateway(settings)
+    await gateway.start()
+    loop = asyncio.get_running_loop()
+    stop_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop_requested.set)
+    await stop_requested.wait()
+    await gateway.stop()
+    return 0

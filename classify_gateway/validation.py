@@ -1,0 +1,145 @@
+"""Request validation before any upstream call.
+
+An invalid request must never reach the upstream: every upstream call spends
+quota (20 to 1,200 classify calls a day). Each violation names the field by its
+proto path (`classes[0].prompts`), so that a Go or Java caller can point at it.
+"""
+
+from __future__ import annotations
+
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+
+from classify_gateway.errors import GatewayError, invalid_request
+
+MAX_PROMPTS = 100
+MAX_VIDEO_IDS = 1000
+MAX_ID_LENGTH = 256
+MAX_TEXT_LENGTH = 2000
+MAX_TOKEN_LENGTH = 4096
+PAGE_LIMIT_MAX = 50
+_SEARCH_OPTIONS = frozenset(pb.SearchOption.values()) - {pb.SEARCH_OPTION_UNSPECIFIED}
+_CONVERSATION_OPTIONS = frozenset(pb.ConversationOption.values())
+_THRESHOLD_RANGES = {
+    "min_video_score": (0.0, 100.0),
+    "min_clip_score": (0.0, 100.0),
+    "min_duration_ratio": (0.01, 1.0),
+}
+
+Violations = list[tuple[str, str]]
+
+
+def _check_token(token: str, field: str, out: Violations) -> None:
+    if len(token) > MAX_TOKEN_LENGTH:
+        out.append((field, f"must be at most {MAX_TOKEN_LENGTH} characters"))
+    elif not token.isprintable() or any(c in token for c in "/?#% \\"):
+        out.append((field, "is not a page token (it has characters no token has)"))
+    elif token in (".", ".."):
+        # A dot segment: the URL would resolve /classify/.. to the API root.
+        out.append((field, "is not a page token (a dot segment)"))
+
+
+def _check_text(value: str, field: str, what: str, out: Violations) -> None:
+    if not value.strip():
+        out.append((field, f"{what} must not be empty"))
+    elif len(value) > MAX_TEXT_LENGTH:
+        out.append((field, f"{what} must be at most {MAX_TEXT_LENGTH} characters"))
+
+
+def _check_options(options: list[int], field: str, out: Violations, *, required: bool) -> None:
+    if required and not options:
+        out.append((field, "at least one option is required (visual, conversation, text_in_video)"))
+    seen: set[int] = set()
+    for i, o in enumerate(options):
+        if o not in _SEARCH_OPTIONS:
+            out.append((f"{field}[{i}]", f"must be VISUAL, CONVERSATION or TEXT_IN_VIDEO, not {o}"))
+        elif o in seen:
+            out.append((f"{field}[{i}]", "is a duplicate"))
+        seen.add(o)
+
+
+def _check_conversation_option(value: int, field: str, out: Violations) -> None:
+    if value not in _CONVERSATION_OPTIONS:
+        out.append((field, f"must be SEMANTIC or EXACT_MATCH, not {value}"))
+
+
+def classify_violations(request: pb.ClassifyRequest, max_pages_cap: int = 10000) -> Violations:
+    """Every problem of a ClassifyRequest, as (field path, description) pairs."""
+    out: Violations = []
+    if request.max_pages < 0 or request.max_pages > max_pages_cap:
+        out.append(("max_pages", f"must be between 0 (no cap) and {max_pages_cap}"))
+    if request.page_token:
+        # Resuming: the token names the classification; the other fields are not sent.
+        _check_token(request.page_token, "page_token", out)
+        return out
+
+    has_videos = len(request.video_ids) > 0
+    has_index = bool(request.index_id)
+    if has_videos == has_index:
+        what = "both are set" if has_videos else "neither is set"
+        out.append(("video_ids", f"exactly one of video_ids and index_id must be set ({what})"))
+    if len(request.video_ids) > MAX_VIDEO_IDS:
+        out.append(("video_ids", f"must have at most {MAX_VIDEO_IDS} ids"))
+    else:
+        seen: set[str] = set()
+        for i, vid in enumerate(request.video_ids):
+            if not vid.strip() or len(vid) > MAX_ID_LENGTH or not vid.isprintable():
+                out.append((f"video_ids[{i}]", "must be a non-empty video id"))
+            elif vid in seen:
+                out.append((f"video_ids[{i}]", "is a duplicate"))
+            seen.add(vid)
+    if has_index and (len(request.index_id) > MAX_ID_LENGTH or not request.index_id.isprintable()):
+        out.append(("index_id", "must be an index id"))
+
+    _check_options(list(request.options), "options", out, required=True)
+    _check_conversation_option(request.conversation_option, "conversation_option", out)
+
+    if not request.classes:
+        out.append(("classes", "at least one class is required"))
+    total_prompts = 0
+    names: set[str] = set()
+    for i, c in enumerate(request.classes):
+        path = f"classes[{i}]"
+        _check_text(c.name, f"{path}.name", "the class name", out)
+        if c.name in names:
+            out.append((f"{path}.name", f"duplicates the name of another class ({c.name!r})"))
+        names.add(c.name)
+        if not c.prompts:
+            out.append((f"{path}.prompts", "at least one prompt is required"))
+        for j, prompt in enumerate(c.prompts):
+            _check_text(prompt, f"{path}.prompts[{j}]", "a prompt", out)
+        total_prompts += len(c.prompts)
+        _check_options(list(c.options), f"{path}.options", out, required=False)
+        _check_conversation_option(c.conversation_option, f"{path}.conversation_option", out)
+    if total_prompts > MAX_PROMPTS:
+        out.append(("classes", f"at most {MAX_PROMPTS} prompts in total ({total_prompts} given)"))
+
+    if request.page_limit != 0 and not 1 <= request.page_limit <= PAGE_LIMIT_MAX:
+        out.append(("page_limit", f"must be between 1 and {PAGE_LIMIT_MAX} (0: default 10)"))
+    if request.HasField("threshold"):
+        t = request.threshold
+        present = {f.name for f, _ in t.ListFields()}
+        for name, (low, high) in _THRESHOLD_RANGES.items():
+            value = getattr(t, name)
+            if name in present and not low <= value <= high:  # also rejects NaN
+                out.append((f"threshold.{name}", f"must be between {low:g} and {high:g}"))
+    return out
+
+
+def validate_classify(request: pb.ClassifyRequest, max_pages_cap: int = 10000) -> None:
+    """Raise INVALID_ARGUMENT with every violation, or return."""
+    violations = classify_violations(request, max_pages_cap)
+    if violations:
+        raise invalid_request(violations)
+
+
+def validate_page_request(request: pb.GetClassifyPageRequest) -> None:
+    out: Violations = []
+    if not request.page_token:
+        out.append(("page_token", "is required"))
+    else:
+        _check_token(request.page_token, "page_token", out)
+    if out:
+        raise invalid_request(out)
+
+
+__all__ = ["GatewayError", "classify_violations", "validate_classify", "validate_page_request"]

@@ -1,5 +1,0 @@
-"""`python -m emulator --listen HOST:PORT`."""
-
-from emulator.cli import main
-
-raise SystemExit(main())
