@@ -15,7 +15,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
 
-.PHONY: help venv generate lint fmt test test-python test-go test-java demo bench soak clean
+.PHONY: help venv redis-server generate lint fmt test test-python test-go test-java demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
@@ -37,6 +37,19 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 
 venv: $(VENV)/.synced
 
+# The tests start real redis-server processes on free loopback ports
+# (tests/support/redis_server.py). When it is missing: Debian's package as root (CI),
+# otherwise a message (README.md, "Redis for the tests", says how on a laptop).
+redis-server:
+	@if ! command -v redis-server >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing redis-server (Debian package) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else \
+	    echo "redis-server is not installed: see README.md, 'Redis for the tests'" >&2; exit 1; \
+	  fi; \
+	fi
+
 generate: venv
 	$(PY) tools/generate.py
 
@@ -53,7 +66,7 @@ lint: venv
 	$(BUF) format -d --exit-code
 	bash tools/buf-breaking.sh $(BUF)
 
-test-python: venv
+test-python: venv redis-server
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-go: venv
@@ -62,7 +75,7 @@ test-go: venv
 test-java: venv
 	$(PY) -m tools.stack -- $(MAKE) -C clients/java test
 
-test: lint test-python test-go test-java
+test: redis-server lint test-python test-go test-java
 
 demo: venv
 	$(VENV)/bin/classify-gateway demo

@@ -35,9 +35,10 @@ def _serve(argv: list[str]) -> int:
         print(f"classify-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     from classify_gateway.observability import setup_logging
+    from classify_gateway.redis_conn import secrets_of
     from classify_gateway.server import serve
 
-    setup_logging(settings.log_level, secrets=[settings.api_key])
+    setup_logging(settings.log_level, secrets=[settings.api_key, *secrets_of(settings)])
     try:
         return asyncio.run(serve(settings))
     except OSError as exc:

@@ -61,6 +61,15 @@ class Settings:
     upstream_max_concurrency: int = 64
     upstream_rps: float = 0.0  # 0 = no requests-per-second cap
     upstream_burst: int = 10
+    # Shared state across replicas and workers (docs/operations.md, "Shared quota")
+    redis_url: str = field(default="", repr=False)  # "" = in-process state only
+    redis_password: str = field(default="", repr=False)
+    redis_timeout_ms: int = 100
+    redis_key_prefix: str = "classify-gateway"
+    upstream_daily_quota: int = 0  # 0 = no daily budget
+    caller_identity: str = "none"  # none | xfcc | metadata:<key>
+    caller_weights: str = ""  # path of a JSON or YAML file {identity: weight}
+    workers: int = 1
     # Serving
     listen: str = "0.0.0.0:50051"
     metrics_listen: str = "0.0.0.0:9090"
@@ -113,6 +122,24 @@ class Settings:
             ("UPSTREAM_MAX_CONCURRENCY", self.upstream_max_concurrency >= 1, "must be >= 1"),
             ("UPSTREAM_RPS", self.upstream_rps >= 0, "must be >= 0 (0 = no cap)"),
             ("UPSTREAM_BURST", self.upstream_burst >= 1, "must be >= 1"),
+            (
+                "REDIS_URL",
+                not self.redis_url or self.redis_url.startswith(("redis://", "rediss://")),
+                "must start with redis:// or rediss://",
+            ),
+            ("REDIS_TIMEOUT_MS", 1 <= self.redis_timeout_ms <= 60000, "must be 1..60000"),
+            ("REDIS_KEY_PREFIX", bool(self.redis_key_prefix), "must not be empty"),
+            ("UPSTREAM_DAILY_QUOTA", self.upstream_daily_quota >= 0, "must be >= 0 (0 = none)"),
+            (
+                "CALLER_IDENTITY",
+                self.caller_identity in {"none", "xfcc"}
+                or (
+                    self.caller_identity.startswith("metadata:")
+                    and len(self.caller_identity) > len("metadata:")
+                ),
+                "must be none, xfcc or metadata:<key>",
+            ),
+            ("WORKERS", 1 <= self.workers <= 64, "must be 1..64"),
             ("MAX_CONCURRENT_STREAMS", self.max_concurrent_streams >= 1, "must be >= 1"),
             ("MAX_PAGES_CAP", self.max_pages_cap >= 1, "must be >= 1"),
             ("DRAIN_GRACE", self.drain_grace >= 0, "must be >= 0"),
@@ -153,7 +180,23 @@ class Settings:
         """The settings as a dict that is safe to log: the key is never included."""
         out = dataclasses.asdict(self)
         out["api_key"] = "<set>" if self.api_key else "<unset>"
+        out["redis_url"] = redact_url(self.redis_url)
+        out["redis_password"] = "<set>" if self.redis_password else "<unset>"
         return out
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced, fit for logs (`redis://:<redacted>@host:6379/0`)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    netloc, slash, path = rest.partition("/")
+    userinfo, at, hostport = netloc.rpartition("@")
+    if not at:
+        return url
+    user, colon, _ = userinfo.partition(":")
+    safe = f"{user}:<redacted>" if colon else "<redacted>"
+    return f"{scheme}://{safe}@{hostport}{slash}{path}"
 
 
 _PARSERS: dict[type, Callable[[str], Any]] = {
@@ -187,6 +230,14 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         except OSError as exc:
             raise ConfigError(
                 f"{PREFIX}API_KEY_FILE cannot be read: {exc.strerror or exc}"
+            ) from None
+    password_file = env.get(PREFIX + "REDIS_PASSWORD_FILE")
+    if password_file and "redis_password" not in values:
+        try:
+            values["redis_password"] = Path(password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"{PREFIX}REDIS_PASSWORD_FILE cannot be read: {exc.strerror or exc}"
             ) from None
     for key, var in (("listen", "LISTEN"), ("metrics_listen", "METRICS_LISTEN")):
         raw_listen = overrides.get(key, values.get(key))

@@ -22,3 +22,12 @@ def emulator_session() -> Iterator[Any]:
 def emulator(emulator_session: Any) -> Iterator[Any]:
     """A running emulator with no faults, an empty journal and default config."""
     yield from reset_around(emulator_session)
+
+
+@pytest.fixture
+def redis() -> Iterator[Any]:
+    """A real redis-server on a free loopback port (tests/support/redis_server.py)."""
+    from tests.support.redis_server import redis_server
+
+    with redis_server() as server:
+        yield server

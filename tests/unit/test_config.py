@@ -58,6 +58,16 @@ def test_overrides_win() -> None:
         ({"CLASSIFY_GATEWAY_TRACING_EXPORTER": "jaeger"}, "CLASSIFY_GATEWAY_TRACING_EXPORTER"),
         ({"CLASSIFY_GATEWAY_RETRY_MAX_BACKOFF": "0.01"}, "CLASSIFY_GATEWAY_RETRY_MAX_BACKOFF"),
         ({"CLASSIFY_GATEWAY_API_KEY_FILE": "/nonexistent/key"}, "CLASSIFY_GATEWAY_API_KEY_FILE"),
+        ({"CLASSIFY_GATEWAY_REDIS_URL": "http://r:6379"}, "CLASSIFY_GATEWAY_REDIS_URL"),
+        ({"CLASSIFY_GATEWAY_REDIS_TIMEOUT_MS": "0"}, "CLASSIFY_GATEWAY_REDIS_TIMEOUT_MS"),
+        (
+            {"CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE": "/nonexistent/pw"},
+            "CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE",
+        ),
+        ({"CLASSIFY_GATEWAY_CALLER_IDENTITY": "spiffe"}, "CLASSIFY_GATEWAY_CALLER_IDENTITY"),
+        ({"CLASSIFY_GATEWAY_CALLER_IDENTITY": "metadata:"}, "CLASSIFY_GATEWAY_CALLER_IDENTITY"),
+        ({"CLASSIFY_GATEWAY_WORKERS": "0"}, "CLASSIFY_GATEWAY_WORKERS"),
+        ({"CLASSIFY_GATEWAY_UPSTREAM_DAILY_QUOTA": "-1"}, "CLASSIFY_GATEWAY_UPSTREAM_DAILY_QUOTA"),
     ],
 )
 def test_bad_settings_name_the_variable(env: dict[str, str], var: str) -> None:
@@ -86,3 +96,14 @@ def test_caller_keys_make_config_key_optional() -> None:
     s = from_env({"CLASSIFY_GATEWAY_ALLOW_CALLER_API_KEY": "true"})
     assert s.api_key == ""
     assert isinstance(s, Settings)
+
+
+def test_redis_url_password_is_redacted() -> None:
+    s = from_env(
+        {
+            "CLASSIFY_GATEWAY_API_KEY": KEY,
+            "CLASSIFY_GATEWAY_REDIS_URL": "rediss://gw:pa55word@redis.example:6380/2",
+        }
+    )
+    assert s.redacted()["redis_url"] == "rediss://gw:<redacted>@redis.example:6380/2"
+    assert "pa55word" not in repr(s) and "pa55word" not in str(s.redacted())

@@ -1,0 +1,139 @@
+"""A real `redis-server` process on a free loopback port, for tests. Never a fake client.
+
+`make test` installs redis-server when it is missing (Makefile, target `redis-server`);
+on a laptop, install it with the system's package manager (README). No persistence:
+`--save '' --appendonly no`, so the server writes nothing to disk.
+
+    with redis_server() as r:          # r.url == "redis://127.0.0.1:PORT/0"
+        ...
+        r.kill()                       # SIGKILL, for failure tests
+        r.restart()                    # same port again
+
+A pytest fixture `redis` (function scope) is in tests/conftest.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+READY_TIMEOUT = 10.0
+
+
+def redis_server_path() -> str:
+    path = shutil.which("redis-server")
+    if path is None:
+        raise RuntimeError(
+            "redis-server is not installed: run `make test` (installs it as root on Debian) "
+            "or see README.md, 'Redis for the tests'"
+        )
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _ping(port: int, password: str = "", timeout: float = 0.2) -> bool:
+    """A raw RESP PING, so that readiness does not depend on the client under test."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout) as s:
+            if password:
+                s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
+                if not s.recv(64).startswith(b"+OK"):
+                    return False
+            s.sendall(b"*1\r\n$4\r\nPING\r\n")
+            return s.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
+class RedisServer:
+    """One redis-server child process; `url` is what CLASSIFY_GATEWAY_REDIS_URL takes."""
+
+    def __init__(self, port: int | None = None, password: str = "") -> None:
+        self.port = port or _free_port()
+        self.password = password
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._dir = tempfile.mkdtemp(prefix="redis-test-")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        args = [
+            redis_server_path(),
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            self._dir,
+        ]
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not _ping(self.port, self.password):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server did not answer PING on port {self.port}")
+            time.sleep(0.02)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: Redis vanishes mid-conversation, as in a crash."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+
+    def pause(self) -> None:
+        """SIGSTOP: Redis keeps its connections but answers nothing (slow, not gone)."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGCONT)
+
+    def restart(self) -> None:
+        self.kill()
+        self.start()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.resume()
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server(password: str = "") -> Iterator[RedisServer]:
+    server = RedisServer(password=password).start()
+    try:
+        yield server
+    finally:
+        server.stop()
