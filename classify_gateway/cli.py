@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from classify_gateway.config import ConfigError, from_env
+from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
 
 
 def _serve(argv: list[str]) -> int:
@@ -31,6 +31,8 @@ def _serve(argv: list[str]) -> int:
             upstream_url=ns.upstream_url,
             log_level=ns.log_level,
         )
+        check_listen("LISTEN", settings.listen)
+        check_listen("METRICS_LISTEN", settings.metrics_listen)
     except ConfigError as exc:
         print(f"classify-gateway: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -38,12 +40,17 @@ def _serve(argv: list[str]) -> int:
     from classify_gateway.redis_conn import secrets_of
     from classify_gateway.server import serve
 
-    setup_logging(settings.log_level, secrets=[settings.api_key, *secrets_of(settings)])
+    setup_logging(
+        settings.log_level,
+        secrets=[settings.api_key, url_secret(settings.upstream_url), *secrets_of(settings)],
+    )
     try:
         return asyncio.run(serve(settings))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
+        # The listen checks above catch the usual causes; this is the race after them
+        # (grpc says "Failed to bind" as a RuntimeError). One line, no traceback.
         print(f"classify-gateway: cannot start: {exc}", file=sys.stderr)
-        return 1
+        return 2
 
 
 def _emulator(argv: list[str]) -> int:

@@ -9,14 +9,29 @@ later, under load, in a way that is much harder to read.
 from __future__ import annotations
 
 import dataclasses
+import errno
+import math
 import os
+import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 PREFIX = "CLASSIFY_GATEWAY_"
 T = TypeVar("T")
+# gRPC takes its channel arguments as C ints (and durations as milliseconds in one), so
+# every number must fit: a setting that cannot is refused here, naming it, instead of
+# an OverflowError with a traceback when the server is built.
+INT_MAX = 2**31 - 1
+MAX_SECONDS = 2_000_000.0  # about 23 days; 2,000,000,000 ms still fits a C int
+MAX_CONCURRENT_STREAMS = 1_000_000  # x4 is grpc.server.max_pending_requests (a C int)
+# What an HTTP header value may hold for an API key: visible ASCII, no spaces. A key with
+# a newline, NUL or a non-ASCII character could never be sent (and must never be split
+# into two headers), so it is refused at start-up (configured) or per call (a caller's).
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
 
 
 class ConfigError(ValueError):
@@ -30,6 +45,59 @@ def _parse_bool(raw: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError("expected true or false")
+
+
+def _parse_int(raw: str) -> int:
+    value = int(raw.strip())
+    if not -INT_MAX <= value <= INT_MAX:
+        raise ValueError(f"out of range (at most {INT_MAX})")
+    return value
+
+
+def _parse_float(raw: str) -> float:
+    value = float(raw.strip())
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if abs(value) > MAX_SECONDS:
+        raise ValueError(f"out of range (at most {MAX_SECONDS:.0f})")
+    return value
+
+
+def valid_api_key(key: str) -> bool:
+    """True for a key that can be sent as one HTTP header value, unchanged."""
+    return _HEADER_TOKEN.fullmatch(key) is not None
+
+
+def url_secret(url: str) -> str:
+    """The password of a URL's user:password ('' when none; the whole user part when it has
+    no colon, as in https://TOKEN@host), so that logs can redact it wherever it shows."""
+    try:
+        netloc = urlsplit(url).netloc
+    except ValueError:
+        return ""
+    userinfo, at, _ = netloc.rpartition("@")
+    if not at:
+        return ""
+    user, colon, password = userinfo.partition(":")
+    return password if colon else user
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be the upstream base URL, or None."""
+    if not url.startswith(("http://", "https://")):
+        return "must start with http:// or https://"
+    if not url.isascii() or any(c.isspace() or not c.isprintable() for c in url):
+        return "must be ASCII without spaces or control characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a port that is not a number)
+    except ValueError as exc:
+        return f"is not a URL ({exc})"
+    if not parts.hostname:
+        return "has no host"
+    if parts.query or parts.fragment:
+        return "must not have a query or fragment (paths are appended to it)"
+    return None
 
 
 def _parse_listen(raw: str) -> str:
@@ -98,14 +166,20 @@ class Settings:
         checks: list[tuple[str, bool, str]] = [
             (
                 "UPSTREAM_URL",
-                self.upstream_url.startswith(("http://", "https://")),
-                "must start with http:// or https://",
+                (url_why := _url_problem(self.upstream_url)) is None,
+                str(url_why),
             ),
             (
                 "API_KEY",
                 bool(self.api_key) or self.allow_caller_api_key,
                 "is required (or CLASSIFY_GATEWAY_API_KEY_FILE, or allow callers' keys with "
                 "CLASSIFY_GATEWAY_ALLOW_CALLER_API_KEY=true)",
+            ),
+            (
+                "API_KEY",
+                not self.api_key or valid_api_key(self.api_key),
+                "is not valid in an HTTP header (visible ASCII only: no spaces, newlines, "
+                "control or non-ASCII characters)",
             ),
             ("UPSTREAM_TIMEOUT", self.upstream_timeout > 0, "must be > 0"),
             ("UPSTREAM_CONNECT_TIMEOUT", self.upstream_connect_timeout > 0, "must be > 0"),
@@ -140,7 +214,11 @@ class Settings:
                 "must be none, xfcc or metadata:<key>",
             ),
             ("WORKERS", 1 <= self.workers <= 64, "must be 1..64"),
-            ("MAX_CONCURRENT_STREAMS", self.max_concurrent_streams >= 1, "must be >= 1"),
+            (
+                "MAX_CONCURRENT_STREAMS",
+                1 <= self.max_concurrent_streams <= MAX_CONCURRENT_STREAMS,
+                f"must be 1..{MAX_CONCURRENT_STREAMS}",
+            ),
             ("MAX_PAGES_CAP", self.max_pages_cap >= 1, "must be >= 1"),
             ("DRAIN_GRACE", self.drain_grace >= 0, "must be >= 0"),
             ("UNHEALTHY_AFTER", self.unhealthy_after > 0, "must be > 0"),
@@ -167,6 +245,19 @@ class Settings:
                 "must be none or console",
             ),
         ]
+        # Whatever the parser let through (overrides skip it), no number may overflow.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                continue
+            if isinstance(value, int) and not -INT_MAX <= value <= INT_MAX:
+                checks.insert(0, (f.name.upper(), False, f"is out of range (at most {INT_MAX})"))
+            if isinstance(value, float) and not (
+                math.isfinite(value) and abs(value) <= MAX_SECONDS
+            ):
+                checks.insert(
+                    0, (f.name.upper(), False, f"must be finite, at most {MAX_SECONDS:.0f}")
+                )
         for name, ok, why in checks:
             if not ok:
                 raise ConfigError(f"{PREFIX}{name} {why}")
@@ -182,6 +273,7 @@ class Settings:
         out["api_key"] = "<set>" if self.api_key else "<unset>"
         out["redis_url"] = redact_url(self.redis_url)
         out["redis_password"] = "<set>" if self.redis_password else "<unset>"
+        out["upstream_url"] = redact_url(self.upstream_url)
         return out
 
 
@@ -201,8 +293,8 @@ def redact_url(url: str) -> str:
 
 _PARSERS: dict[type, Callable[[str], Any]] = {
     str: str,
-    int: int,
-    float: float,
+    int: _parse_int,
+    float: _parse_float,
     bool: _parse_bool,
 }
 
@@ -231,6 +323,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             raise ConfigError(
                 f"{PREFIX}API_KEY_FILE cannot be read: {exc.strerror or exc}"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{PREFIX}API_KEY_FILE is not UTF-8 text") from None
     password_file = env.get(PREFIX + "REDIS_PASSWORD_FILE")
     if password_file and "redis_password" not in values:
         try:
@@ -239,6 +333,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             raise ConfigError(
                 f"{PREFIX}REDIS_PASSWORD_FILE cannot be read: {exc.strerror or exc}"
             ) from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{PREFIX}REDIS_PASSWORD_FILE is not UTF-8 text") from None
     for key, var in (("listen", "LISTEN"), ("metrics_listen", "METRICS_LISTEN")):
         raw_listen = overrides.get(key, values.get(key))
         if raw_listen is not None:
@@ -250,3 +346,28 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     if "log_level" in values:
         values["log_level"] = str(values["log_level"]).upper()
     return Settings(**values).validate()
+
+
+def check_listen(var: str, listen: str) -> None:
+    """Refuse, naming the variable, a listen address that cannot be bound (host unknown,
+    port in use, no permission), before the server tries and fails with a traceback."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(
+            host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except (socket.gaierror, UnicodeError) as exc:
+        raise ConfigError(f"{PREFIX}{var} host {host!r} cannot be resolved ({exc})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as exc:
+            why = (
+                "is in use"
+                if exc.errno == errno.EADDRINUSE
+                else f"cannot be bound ({exc.strerror})"
+            )
+            raise ConfigError(f"{PREFIX}{var} {listen} {why}") from None
