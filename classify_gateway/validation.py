@@ -7,8 +7,14 @@ proto path (`classes[0].prompts`), so that a Go or Java caller can point at it.
 
 from __future__ import annotations
 
-from classify_gateway_proto.v1 import classify_service_pb2 as pb
+import re
+from collections.abc import Iterable, Sequence
 
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from classify_gateway.config import valid_api_key
 from classify_gateway.errors import GatewayError, invalid_request
 
 MAX_PROMPTS = 100
@@ -25,17 +31,110 @@ _THRESHOLD_RANGES = {
     "min_duration_ratio": (0.01, 1.0),
 }
 
+# What goes into one status must stay far below gRPC's 8 KiB metadata limit (the
+# trailer carries the details base64-encoded, and the message again): past it the caller
+# gets a bare RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT. errors.py enforces the hard
+# ceiling on every status; these caps keep BadRequest useful within it.
+MAX_VIOLATIONS = 20
+MAX_DESCRIPTION = 200
+API_KEY_HEADER = "x-api-key"
+# C0 and C1 controls, DEL, and the bidirectional overrides and isolates, which make text
+# display as something other than what it is (Trojan Source, CVE-2021-42574).
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
 Violations = list[tuple[str, str]]
 
 
-def _check_token(token: str, field: str, out: Violations) -> None:
+def token_problem(token: str) -> str | None:
+    """Why `token` is not a page token, or None.
+
+    The one rule for every page token, the caller's and the upstream's alike: a token
+    becomes one URL path segment (`/classify/{token}`), so it may hold nothing that
+    could name another path, add a query or a fragment, or be decoded into either.
+    """
+    if not token:
+        return "is empty"
     if len(token) > MAX_TOKEN_LENGTH:
-        out.append((field, f"must be at most {MAX_TOKEN_LENGTH} characters"))
-    elif not token.isprintable() or any(c in token for c in "/?#% \\"):
-        out.append((field, "is not a page token (it has characters no token has)"))
-    elif token in (".", ".."):
+        return f"must be at most {MAX_TOKEN_LENGTH} characters"
+    if not token.isprintable() or any(c in token for c in "/?#% \\"):
+        return "is not a page token (it has characters no token has)"
+    if token in (".", ".."):
         # A dot segment: the URL would resolve /classify/.. to the API root.
-        out.append((field, "is not a page token (a dot segment)"))
+        return "is not a page token (a dot segment)"
+    return None
+
+
+def _check_token(token: str, field: str, out: Violations) -> None:
+    why = token_problem(token)
+    if why is not None:
+        out.append((field, why))
+
+
+def _string_fields(msg: Message, prefix: str = "") -> Iterable[tuple[str, str]]:
+    """(proto field path, value) of every string in a request, at any depth.
+
+    Walks the descriptor rather than a list of fields, so that a string field added to
+    the proto later is checked without anyone remembering to.
+    """
+    for fd, value in msg.ListFields():
+        path = prefix + fd.name
+        repeated = fd.is_repeated
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            if repeated:
+                yield from ((f"{path}[{i}]", v) for i, v in enumerate(value))
+            else:
+                yield path, value
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            if repeated:
+                for i, m in enumerate(value):
+                    yield from _string_fields(m, f"{path}[{i}].")
+            else:
+                yield from _string_fields(value, path + ".")
+
+
+def _check_controls(request: Message, out: Violations) -> None:
+    for path, value in _string_fields(request):
+        if CONTROL.search(value):
+            out.append((path, "must not contain control or bidirectional-override characters"))
+
+
+def capped(violations: Sequence[tuple[str, str]]) -> Violations:
+    """The first MAX_VIOLATIONS violations (descriptions shortened), and a count of the rest.
+
+    1,000 copies of one video id make 999 violations; listing them all once made a
+    trailer of 1.8 MB that no client could receive.
+    """
+    out = [
+        (f[:MAX_DESCRIPTION], d if len(d) <= MAX_DESCRIPTION else d[: MAX_DESCRIPTION - 1] + "…")
+        for f, d in violations[:MAX_VIOLATIONS]
+    ]
+    if len(violations) > MAX_VIOLATIONS:
+        out.append(("", f"{len(violations) - MAX_VIOLATIONS} more violations not listed"))
+    return out
+
+
+def caller_api_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
+    """The caller's own API key from call metadata: None when it sent none.
+
+    Every `x-api-key` entry counts: two entries (one of them empty) used to skip the
+    refusal and fall back to the configured key. Raises INVALID_ARGUMENT naming
+    `x-api-key` for a repeated, empty or unsendable key (never echoing it).
+    """
+    values = [v for k, v in metadata if k.lower() == API_KEY_HEADER]
+    if not values:
+        return None
+    why = None
+    if len(values) > 1:
+        why = f"must be sent at most once ({len(values)} entries)"
+    elif not isinstance(values[0], str) or not values[0]:
+        why = "must not be empty"
+    elif not valid_api_key(values[0]):
+        why = "is not a valid API key (visible ASCII only, no spaces or control characters)"
+    if why is not None:
+        raise invalid_request([(f"metadata {API_KEY_HEADER}", why)])
+    value = values[0]
+    assert isinstance(value, str)
+    return value
 
 
 def _check_text(value: str, field: str, what: str, out: Violations) -> None:
@@ -65,6 +164,7 @@ def _check_conversation_option(value: int, field: str, out: Violations) -> None:
 def classify_violations(request: pb.ClassifyRequest, max_pages_cap: int = 10000) -> Violations:
     """Every problem of a ClassifyRequest, as (field path, description) pairs."""
     out: Violations = []
+    _check_controls(request, out)
     if request.max_pages < 0 or request.max_pages > max_pages_cap:
         out.append(("max_pages", f"must be between 0 (no cap) and {max_pages_cap}"))
     if request.page_token:
@@ -101,7 +201,7 @@ def classify_violations(request: pb.ClassifyRequest, max_pages_cap: int = 10000)
         path = f"classes[{i}]"
         _check_text(c.name, f"{path}.name", "the class name", out)
         if c.name in names:
-            out.append((f"{path}.name", f"duplicates the name of another class ({c.name!r})"))
+            out.append((f"{path}.name", "duplicates the name of another class"))
         names.add(c.name)
         if not c.prompts:
             out.append((f"{path}.prompts", "at least one prompt is required"))
@@ -129,17 +229,26 @@ def validate_classify(request: pb.ClassifyRequest, max_pages_cap: int = 10000) -
     """Raise INVALID_ARGUMENT with every violation, or return."""
     violations = classify_violations(request, max_pages_cap)
     if violations:
-        raise invalid_request(violations)
+        raise invalid_request(capped(violations))
 
 
 def validate_page_request(request: pb.GetClassifyPageRequest) -> None:
     out: Violations = []
+    _check_controls(request, out)
     if not request.page_token:
         out.append(("page_token", "is required"))
     else:
         _check_token(request.page_token, "page_token", out)
     if out:
-        raise invalid_request(out)
+        raise invalid_request(capped(out))
 
 
-__all__ = ["GatewayError", "classify_violations", "validate_classify", "validate_page_request"]
+__all__ = [
+    "GatewayError",
+    "caller_api_key",
+    "capped",
+    "classify_violations",
+    "token_problem",
+    "validate_classify",
+    "validate_page_request",
+]

@@ -160,7 +160,7 @@ class HostileUpstream:
                 except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                method, target, _ = (lines[0].split(" ", 2) + ["", ""])[:3]
+                method, target, _ = [*lines[0].split(" ", 2), "", ""][:3]
                 headers: dict[str, str] = {}
                 for line in lines[1:]:
                     if ":" in line:
