@@ -99,18 +99,13 @@ def _check_controls(request: Message, out: Violations) -> None:
 
 
 def capped(violations: Sequence[tuple[str, str]]) -> Violations:
-    """The first MAX_VIOLATIONS violations (descriptions shortened), and a count of the rest.
-
-    1,000 copies of one video id make 999 violations; listing them all once made a
-    trailer of 1.8 MB that no client could receive.
-    """
-    out = [
+    """The first MAX_VIOLATIONS violations, descriptions shortened (the count goes in the
+    message). 1,000 copies of one video id make 999 violations; listing them all made a
+    trailer of 1.8 MB that no client could receive."""
+    return [
         (f[:MAX_DESCRIPTION], d if len(d) <= MAX_DESCRIPTION else d[: MAX_DESCRIPTION - 1] + "…")
         for f, d in violations[:MAX_VIOLATIONS]
     ]
-    if len(violations) > MAX_VIOLATIONS:
-        out.append(("", f"{len(violations) - MAX_VIOLATIONS} more violations not listed"))
-    return out
 
 
 def caller_api_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:

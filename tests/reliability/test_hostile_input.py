@@ -71,13 +71,9 @@ async def test_any_number_of_violations_reaches_the_caller(
             assert trailer_size(err) < TRAILER_LIMIT
             details = error_details(err)
             assert details.bad_request is not None and details.info is not None
-            assert 1 <= len(details.bad_request.field_violations) <= 21
+            assert 1 <= len(details.bad_request.field_violations) <= 20
             assert len(err.details() or "") <= 1024
         assert up.requests == []
-    total = len(classify_violations(request_))
-    if total > 20:
-        last = details.bad_request.field_violations[-1]
-        assert f"{total - 20} more" in last.description
 
 
 def _inject(req: pb.ClassifyRequest, path: str, bad: str) -> pb.ClassifyRequest:
