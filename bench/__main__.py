@@ -2,7 +2,7 @@
 
 Processes: this driver (load generators for both paths, in one asyncio loop), the
 gateway (`classify-gateway serve`), and the upstream(s): the static upstream of
-bench/static_upstream.py and, when it starts, the emulator with a second gateway
+tests/support/upstream.py's fake and, when it starts, the emulator with a second gateway
 in front of it. Each is its own OS process, so psutil measures each one alone.
 """
 
@@ -22,10 +22,10 @@ import traceback
 from contextlib import ExitStack
 from typing import Any
 
-import httpx
 import psutil
 
 from bench import load, procs, report, scenarios, translate_bench
+from classify_emulator.stack import catalogue
 
 GOALS: dict[str, tuple[str, float]] = {
     "throughput_ratio_vs_direct": (">=", 0.9),
@@ -74,13 +74,7 @@ def git(*args: str) -> str:
 
 def emulator_request(url: str) -> Any:
     """A request over 10 corpus videos (page_limit 1 gives one page per video)."""
-    with httpx.Client(base_url=url + "/v1.2", headers={"x-api-key": procs.API_KEY}) as c:
-        ids: list[str] = []
-        for index in c.get("/indexes").raise_for_status().json()["data"]:
-            r = c.get(f"/indexes/{index['_id']}/videos", params={"page_limit": 50})
-            ids += [v["_id"] for v in r.raise_for_status().json()["data"]]
-            if len(ids) >= 10:
-                break
+    ids = list(catalogue(url, procs.API_KEY))
     if len(ids) < 10:
         raise RuntimeError(f"the emulator lists only {len(ids)} videos")
     return load.bench_request(video_ids=ids[:10], page_limit=1)
@@ -88,13 +82,13 @@ def emulator_request(url: str) -> Any:
 
 async def start_emulator(stack: ExitStack) -> tuple[Any, str]:
     try:
-        emu = stack.enter_context(procs.running(procs.start_emulator))
+        emu = stack.enter_context(procs.running(procs.start_emulator()))
         req = emulator_request(emu.url)
-        gw = stack.enter_context(procs.running(procs.start_gateway, emu.url))
+        gw = stack.enter_context(procs.running(procs.start_gateway(emu.url)))
 
         # Smoke test: one 10-page stream through the gateway.
         async def smoke() -> int:
-            path = load.GatewayPath(gw.url, req, channels=1)
+            path = load.GatewayPath(gw.address, req, channels=1)
             try:
                 await path.wait_ready()
                 return len(await path.call(0))
@@ -157,9 +151,9 @@ async def run(quick: bool, upstream: str, skip_ghz: bool) -> dict[str, Any]:
 
     res["translation"] = await step("translation", translate_bench.run, quick)
     with ExitStack() as stack:
-        static = stack.enter_context(procs.running(procs.start_static))
-        gateway = stack.enter_context(procs.running(procs.start_gateway, static.url))
-        res["gateway_settings"] = gateway.extra
+        static = stack.enter_context(procs.running(procs.start_static()))
+        gateway = stack.enter_context(procs.running(procs.start_gateway(static.url)))
+        res["gateway_settings"] = procs.shown_settings(gateway)
         env = scenarios.Env(quick, static, gateway, psutil.Process())
         emu = None
         if upstream == "emulator" or (upstream == "auto" and not quick):
@@ -172,7 +166,7 @@ async def run(quick: bool, upstream: str, skip_ghz: bool) -> dict[str, Any]:
         static_up = scenarios.LatencyUpstream("static", static, gateway)
         lat_up = emu or static_up
         procs.settle(0.5)
-        res["gateway_idle_rss_mib"] = round(gateway.ps.memory_info().rss / 2**20, 1)
+        res["gateway_idle_rss_mib"] = round(procs.ps(gateway).memory_info().rss / 2**20, 1)
         res["overhead_1page"] = await step("overhead 1-page", scenarios.overhead, env, 1)
         res["overhead_10page"] = await step("overhead 10-page", scenarios.overhead, env, 10)
         res["first_page"] = await step("time to first page", scenarios.first_page, env, emu)
@@ -202,7 +196,7 @@ async def run(quick: bool, upstream: str, skip_ghz: bool) -> dict[str, Any]:
                 "1page": await step("profile 1-page", scenarios.profile_gateway, env, 6.0, 1),
                 "10page": await step("profile 10-page", scenarios.profile_gateway, env, 6.0, 10),
             }
-        res["gateway_rss_mib_at_end"] = round(gateway.ps.memory_info().rss / 2**20, 1)
+        res["gateway_rss_mib_at_end"] = round(procs.ps(gateway).memory_info().rss / 2**20, 1)
 
     summarize(res)
     res["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -341,7 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     ns = parser.parse_args(argv)
     for name in (
-        "static_upstream.log",
+        "upstream.log",
         "gateway.log",
         "emulator.log",
         "gateway_profiled.log",

@@ -25,9 +25,9 @@ import psutil
 from bench import load, procs
 from bench.scenarios import CpuMeter
 
-VARIANTS: dict[str, dict[str, str]] = {
+VARIANTS: dict[str, dict[str, object]] = {
     "baseline": {},
-    "log_warning": {"CLASSIFY_GATEWAY_LOG_LEVEL": "WARNING"},
+    "log_warning": {"log_level": "WARNING"},
 }
 
 
@@ -43,13 +43,15 @@ async def measure(rounds: int, seconds: float) -> dict[str, Any]:
         for pages in (1, 10):
             procs.static_config(up.url, pages=pages, videos=2, classes=2, clips=2)
             samples: dict[str, list[tuple[float, float]]] = {n: [] for n in gws}
-            paths = {n: load.GatewayPath(g.url, load.bench_request(), 4) for n, g in gws.items()}
+            paths = {
+                n: load.GatewayPath(g.address, load.bench_request(), 4) for n, g in gws.items()
+            }
             for p in paths.values():
                 await p.wait_ready()
                 await load.closed_loop(p.call, 4, 0.5, 50)  # warm every variant
             for _ in range(rounds):
                 for name, g in gws.items():
-                    with CpuMeter({"gateway": g.ps, "driver": driver}) as m:
+                    with CpuMeter({"gateway": procs.ps(g), "driver": driver}) as m:
                         r = await load.closed_loop(paths[name].call, 16, seconds, 100_000)
                     samples[name].append(
                         (m.used["gateway"] / max(r.pages, 1) * 1000, r.pages_per_s)
@@ -71,8 +73,8 @@ async def measure(rounds: int, seconds: float) -> dict[str, Any]:
         return out
     finally:
         for g in gws.values():
-            procs.stop(g.popen, grace=5)
-        procs.stop(up.popen, grace=5)
+            g.stop(grace=5)
+        up.stop(grace=5)
 
 
 def main() -> None:

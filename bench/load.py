@@ -139,10 +139,6 @@ class RunResult:
     def pages_per_s(self) -> float:
         return self.pages / self.seconds if self.seconds else 0.0
 
-    @property
-    def calls_per_s(self) -> float:
-        return self.calls / self.seconds if self.seconds else 0.0
-
 
 async def closed_loop(
     call: CallFn,

@@ -1,120 +1,89 @@
-"""Start and stop the processes under test: static upstream, emulator, gateway.
+"""The processes under test: the fake upstream and the gateway, each pinned to its cores.
 
-Each runs as its own OS process (so psutil sees the gateway's CPU and RSS alone),
-on a free 127.0.0.1 port, with its output in bench/results/*.log.
+Each runs as its own OS process (so psutil sees the gateway's CPU and RSS alone), on a
+free 127.0.0.1 port, with its output in bench/results/*.log. Starting, waiting and
+stopping is classify_emulator/stack.py's (the tests and the demo use it too); the
+upstream is tests/support/upstream.py's fake, run as a process.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import psutil
 
-from tools.stack import free_port, stop, wait_for_port
+from classify_emulator.stack import (
+    API_VERSION,
+    EXE,
+    Process,
+    free_port,
+    gateway_settings,
+    running,
+    spawn,
+    stop,
+    wait_for_port,
+)
+from classify_emulator.stack import (
+    start_emulator as _start_emulator,
+)
+
+__all__ = ["Process", "free_port", "running", "stop", "wait_for_port"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 API_KEY = "bench-key"
 PY = sys.executable
-EXE = str(Path(sys.executable).parent / "classify-gateway")
 
 
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen[bytes]
-    port: int
-    url: str
-    extra: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def ps(self) -> psutil.Process:
-        return psutil.Process(self.popen.pid)
+def ps(proc: Process) -> psutil.Process:
+    return psutil.Process(proc.pid)
 
 
-def _spawn(name: str, cmd: list[str], env: dict[str, str], port: int, url: str) -> Proc:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    log = open(RESULTS / f"{name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-    popen = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    log.close()
-    try:
-        wait_for_port(port, popen, timeout=30)
-    except Exception:
-        stop(popen, grace=2)
-        raise
-    return Proc(name, popen, port, url)
-
-
-def start_static() -> Proc:
+def start_static() -> Process:
+    """The fake upstream (pre-serialized pages, admin API under /_fake)."""
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    cmd = [PY, "-m", "bench.static_upstream", "--listen", f"127.0.0.1:{port}"]
-    return _spawn("static_upstream", cmd, env, port, f"http://127.0.0.1:{port}")
+    cmd = [PY, "-m", "tests.support.upstream", "--listen", f"127.0.0.1:{port}"]
+    return spawn("upstream", cmd, port, output=RESULTS / "upstream.log", cwd=ROOT)
 
 
-def start_emulator(latency_ms: int = 0) -> Proc:
-    port = free_port()
-    env = {**os.environ, "CLASSIFY_EMULATOR_API_KEYS": API_KEY}
-    if latency_ms:
-        env["CLASSIFY_EMULATOR_LATENCY_MS"] = str(latency_ms)
-    cmd = [EXE, "emulator", "--listen", f"127.0.0.1:{port}"]
-    return _spawn("emulator", cmd, env, port, f"http://127.0.0.1:{port}")
+def start_emulator(latency_ms: int = 0) -> Process:
+    settings = {"latency_ms": latency_ms} if latency_ms else {}
+    return _start_emulator(API_KEY, RESULTS / "emulator.log", **settings)
 
 
 # Every open stream gets its own upstream request and connection (the shipped caps are
 # 64 concurrent upstream requests, 100 connections): the worst case for memory.
-UNCAPPED = {
-    "CLASSIFY_GATEWAY_UPSTREAM_MAX_CONCURRENCY": "2000",
-    "CLASSIFY_GATEWAY_UPSTREAM_MAX_CONNECTIONS": "2000",
-}
+UNCAPPED = {"upstream_max_concurrency": 2000, "upstream_max_connections": 2000}
 
 
-def start_gateway(upstream_url: str, extra_env: dict[str, str] | None = None) -> Proc:
-    """`classify-gateway serve` with the shipped defaults, plus `extra_env`."""
-    port, mport = free_port(), free_port()
-    env = {
-        **os.environ,
-        "CLASSIFY_GATEWAY_UPSTREAM_URL": upstream_url + "/v1.2",
-        "CLASSIFY_GATEWAY_API_KEY": API_KEY,
-        "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{mport}",
-        **(extra_env or {}),
-    }
-    p = _spawn("gateway", [EXE, "serve"], env, port, f"127.0.0.1:{port}")
-    p.extra = {k: v for k, v in env.items() if k.startswith("CLASSIFY_GATEWAY_")}
-    p.extra.pop("CLASSIFY_GATEWAY_API_KEY", None)
-    return p
+def start_gateway(
+    upstream_url: str,
+    settings: dict[str, object] | None = None,
+    cmd: list[str] | None = None,
+    log: str = "gateway.log",
+) -> Process:
+    """`classify-gateway serve` (or `cmd`) with the shipped defaults, plus `settings`."""
+    port = free_port()
+    env = gateway_settings(upstream_url + API_VERSION, API_KEY, port, **(settings or {}))
+    return spawn("gateway", cmd or [EXE, "serve"], port, env, RESULTS / log, cwd=ROOT)
 
 
-@contextlib.contextmanager
-def running(proc_factory: object, *args: object, **kw: object) -> Iterator[Proc]:
-    proc: Proc = proc_factory(*args, **kw)  # type: ignore[operator]
-    try:
-        yield proc
-    finally:
-        stop(proc.popen, grace=5)
+def shown_settings(gateway: Process) -> dict[str, str]:
+    """The gateway's settings as given, without the key."""
+    return {k: v for k, v in gateway.env.items() if not k.endswith("_API_KEY")}
 
 
 def static_config(url: str, **cfg: object) -> dict[str, object]:
-    r = httpx.put(url + "/_static/config", json=cfg, timeout=10)
+    r = httpx.put(url + "/_fake/config", json=cfg, timeout=10)
     r.raise_for_status()
     return dict(r.json())
 
 
 def static_stamps(url: str) -> list[float]:
-    r = httpx.get(url + "/_static/stamps", timeout=10)
+    r = httpx.get(url + "/_fake/stamps", timeout=10)
     r.raise_for_status()
     return list(r.json()["stamps"])
 

@@ -332,7 +332,7 @@ def write(res: dict[str, Any]) -> None:
         a(
             "In-process, best of 5 batches. `tests/unit/test_translate_bench_equivalence.py` "
             "checks that both give equal messages for the same page generator "
-            "(`bench.pages.translation_page`)."
+            "(`tests.support.pages.translation_page`)."
         )
         a("")
         a(

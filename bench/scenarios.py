@@ -1,5 +1,5 @@
 # The driver blocks between measurements on purpose (subprocess, file and HTTP admin calls).
-# ruff: noqa: ASYNC110, ASYNC220, ASYNC221, ASYNC230
+# ruff: noqa: ASYNC110, ASYNC221
 """The scenarios of the issue, each measured against a baseline taken in the same run.
 
 Every load generator here is bounded both in calls and in seconds, and stops by itself.
@@ -135,9 +135,9 @@ async def overhead(
         up_proc, gw_proc, kind = up.proc, up.gw, "emulator"
         shape_text = "1 video per page (page_limit 1), 2 classes, clips and detailed scores"
     direct = DirectPath(up_proc.url, procs.API_KEY, req)
-    gw = GatewayPath(gw_proc.url, req, channels=4)
+    gw = GatewayPath(gw_proc.address, req, channels=4)
     await gw.wait_ready()
-    named = {"driver": env.driver, "gateway": gw_proc.ps, "upstream": up_proc.ps}
+    named = {"driver": env.driver, "gateway": procs.ps(gw_proc), "upstream": procs.ps(up_proc)}
     agg: dict[str, dict[str, Any]] = {
         name: {
             "pages": 0,
@@ -274,7 +274,7 @@ async def first_page(env: Env, emu: LatencyUpstream | None) -> dict[str, Any]:
     up = LatencyUpstream("static", env.static, env.gateway)
     req = up.configure(200, 10, stamps=True)
     procs.static_stamps(env.static.url)  # clear
-    gw = GatewayPath(env.gateway.url, req, channels=1)
+    gw = GatewayPath(env.gateway.address, req, channels=1)
     direct = DirectPath(env.static.url, procs.API_KEY, req)
     await gw.wait_ready()
     over_gw: list[float] = []
@@ -323,7 +323,7 @@ async def first_page(env: Env, emu: LatencyUpstream | None) -> dict[str, Any]:
 async def _first_page_emulator(env: Env, emu: LatencyUpstream, n: int) -> dict[str, Any]:
     """Same on the emulator, approximated: gateway TTFP - direct TTFP (no upstream stamps)."""
     req = emu.configure(200, 10)
-    gw = GatewayPath(emu.gw.url, req, channels=1)
+    gw = GatewayPath(emu.gw.address, req, channels=1)
     direct = DirectPath(emu.proc.url, procs.API_KEY, req)
     await gw.wait_ready()
     tg: list[float] = []
@@ -362,7 +362,7 @@ async def prefetch(env: Env, up: LatencyUpstream) -> dict[str, Any]:
     async def consume(_page: object) -> None:
         await asyncio.sleep(0.2)
 
-    gw = GatewayPath(up.gw.url, req, channels=1)
+    gw = GatewayPath(up.gw.address, req, channels=1)
     direct = DirectPath(up.proc.url, procs.API_KEY, req)
     await gw.wait_ready()
 
@@ -414,7 +414,7 @@ async def concurrency(env: Env, up: LatencyUpstream) -> dict[str, Any]:
     levels = [1, 10, 100, 1000]
     seconds = 1.0 if q else 4.0
     rows: list[dict[str, Any]] = []
-    named = {"driver": env.driver, "gateway": gw_proc.ps, "upstream": up.proc.ps}
+    named = {"driver": env.driver, "gateway": procs.ps(gw_proc), "upstream": procs.ps(up.proc)}
     try:
         for conc in levels:
             row: dict[str, Any] = {"concurrency": conc}
@@ -422,12 +422,12 @@ async def concurrency(env: Env, up: LatencyUpstream) -> dict[str, Any]:
             for name in ("gateway", "direct"):
                 path: Any
                 if name == "gateway":
-                    path = GatewayPath(gw_proc.url, req, channels=min(16, max(1, conc // 64)))
+                    path = GatewayPath(gw_proc.address, req, channels=min(16, max(1, conc // 64)))
                     await path.wait_ready()
                 else:
                     path = DirectPath(up.proc.url, procs.API_KEY, req, clients=max(1, conc // 16))
                 try:
-                    with CpuMeter(named) as m, RssSampler(gw_proc.ps) as rss:
+                    with CpuMeter(named) as m, RssSampler(procs.ps(gw_proc)) as rss:
                         res = await closed_loop(path.call, conc, seconds, max_calls)
                 finally:
                     await path.aclose()
@@ -476,16 +476,16 @@ async def memory(env: Env) -> dict[str, Any]:
     # A gateway of its own with the upstream caps raised (procs.UNCAPPED), so that every
     # open stream holds an upstream request and connection: the worst case per stream.
     gw_proc = procs.start_gateway(env.static.url, procs.UNCAPPED)
-    gw = GatewayPath(gw_proc.url, req, channels=min(16, max(1, target // 64)))
+    gw = GatewayPath(gw_proc.address, req, channels=min(16, max(1, target // 64)))
     await gw.wait_ready()
     await closed_loop(gw.call, 4, 2.0, 40)  # warm, then make every page take 10 s
     procs.static_config(env.static.url, pages=2, latency_ms=10_000)
-    ps = gw_proc.ps
+    ps = procs.ps(gw_proc)
     calls: list[Any] = []
     points: list[dict[str, Any]] = []
 
     def upstream_requests() -> int:
-        return int(httpx.get(env.static.url + "/_static/stamps", timeout=5).json()["requests"])
+        return int(httpx.get(env.static.url + "/_fake/stamps", timeout=5).json()["requests"])
 
     try:
         await asyncio.sleep(0.5)
@@ -513,7 +513,7 @@ async def memory(env: Env) -> dict[str, Any]:
         for c in calls:
             c.cancel()
         await gw.aclose()
-        procs.stop(gw_proc.popen, grace=5)
+        gw_proc.stop(grace=5)
         procs.static_config(env.static.url, pages=1, latency_ms=0)
     top = points[-1]
     return {
@@ -607,9 +607,9 @@ def ghz_run(env: Env) -> dict[str, Any]:
         "20s",
         "-O",
         "json",
-        env.gateway.url,
+        env.gateway.address,
     ]
-    with CpuMeter({"gateway": env.gateway.ps}) as m:
+    with CpuMeter({"gateway": procs.ps(env.gateway)}) as m:
         p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=cap, check=False)
     if p.returncode != 0 and not p.stdout.strip():
         return {"skipped": f"ghz failed: {p.stderr[-500:]}", "version": GHZ_VERSION}
@@ -665,32 +665,20 @@ async def profile_gateway(env: Env, seconds: float, pages: int) -> dict[str, Any
     import signal as sig
 
     exe = Path(procs.PY).parent / "pyinstrument"
-    port, mport = procs.free_port(), procs.free_port()
     session = procs.RESULTS / f"profile_{pages}p.tmp"
-    genv = {
-        **os.environ,
-        "CLASSIFY_GATEWAY_UPSTREAM_URL": env.static.url + "/v1.2",
-        "CLASSIFY_GATEWAY_API_KEY": procs.API_KEY,
-        "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{mport}",
-        "PYTHONPATH": str(ROOT),
-    }
     cmd = [procs.PY, "-m", "bench.profile_server", str(session)]
-    log = open(procs.RESULTS / "gateway_profiled.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(cmd, env=genv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    log.close()
+    proc = procs.start_gateway(env.static.url, cmd=cmd, log="gateway_profiled.log")
     try:
-        procs.wait_for_port(port, proc)
         procs.static_config(env.static.url, pages=pages, videos=2, classes=2, clips=2)
-        gw = GatewayPath(f"127.0.0.1:{port}", load.bench_request(), channels=4)
+        gw = GatewayPath(proc.address, load.bench_request(), channels=4)
         await gw.wait_ready()
         try:
             await closed_loop(gw.call, 16, 1.0, 100_000, warmup_calls=5)
-            proc.send_signal(sig.SIGUSR1)
-            c0 = _cpu(psutil.Process(proc.pid))
+            proc.popen.send_signal(sig.SIGUSR1)
+            c0 = _cpu(procs.ps(proc))
             res = await closed_loop(gw.call, 16, seconds, 100_000)
-            cpu = _cpu(psutil.Process(proc.pid)) - c0
-            proc.send_signal(sig.SIGUSR2)
+            cpu = _cpu(procs.ps(proc)) - c0
+            proc.popen.send_signal(sig.SIGUSR2)
         finally:
             await gw.aclose()
         for _ in range(100):
@@ -699,7 +687,7 @@ async def profile_gateway(env: Env, seconds: float, pages: int) -> dict[str, Any
             await asyncio.sleep(0.1)
         total_pages = res.pages
     finally:
-        procs.stop(proc, grace=10)
+        proc.stop(grace=10)
     flat = subprocess.run(
         [str(exe), f"--load={session}", "-r", "text", "-p", "flat=true", "-p", "show_all=true"],
         capture_output=True,

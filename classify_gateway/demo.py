@@ -11,7 +11,6 @@ import time
 from typing import Any
 
 import grpc
-import httpx
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
@@ -25,25 +24,6 @@ TAXONOMY = [
     ("Nature", ["wildlife documentary", "forest and animals"]),
     ("Technology", ["gadget review", "smartphone unboxing", "software tutorial"]),
 ]
-
-
-def _catalogue(emulator_url: str, api_key: str) -> dict[str, str]:
-    """video id -> filename, discovered through the emulator's index endpoints."""
-    names: dict[str, str] = {}
-    with httpx.Client(base_url=emulator_url + "/v1.2", headers={"x-api-key": api_key}) as c:
-        for index in c.get("/indexes").json()["data"]:
-            page = 1
-            while True:
-                r = c.get(
-                    f"/indexes/{index['_id']}/videos", params={"page": page, "page_limit": 50}
-                )
-                body = r.json()
-                for v in body["data"]:
-                    names[v["_id"]] = v.get("metadata", {}).get("filename", v["_id"])
-                if page >= body.get("page_info", {}).get("total_page", 1):
-                    break
-                page += 1
-    return names
 
 
 def _fmt_clip(cls: pb.ClassResult) -> str:
@@ -68,8 +48,8 @@ def print_page(page: pb.ClassifyResponse, names: dict[str, str], out: Any = prin
             )
 
 
-def run_client(gateway_addr: str, emulator_url: str, api_key: str, page_limit: int) -> int:
-    names = _catalogue(emulator_url, api_key)
+def run_client(gateway_addr: str, names: dict[str, str], page_limit: int) -> int:
+    """Stream one classification of the first 24 videos of `names` (id -> filename)."""
     request = pb.ClassifyRequest(
         video_ids=sorted(names)[:24],
         options=[
@@ -120,21 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     )
     ns = parser.parse_args(argv)
     try:
-        from tools.stack import running_stack
-    except ImportError:
-        print("classify-gateway demo runs from a source checkout: use `make demo` there.")
+        # The emulator needs its extra (starlette, uvicorn); the process code needs nothing.
+        from classify_emulator import serving  # noqa: F401
+        from classify_emulator.stack import catalogue, running_stack
+    except ImportError:  # the container installs the gateway without the emulator
+        print("classify-gateway demo needs the emulator: install classify-gateway[emulator].")
         return 2
 
     print("Starting the upstream emulator and the gateway on free loopback ports ...")
-    latency = {"CLASSIFY_EMULATOR_LATENCY_MS": str(ns.upstream_latency_ms)}
-    with running_stack(emulator_env=latency) as stack:
+    latency = {"latency_ms": ns.upstream_latency_ms}
+    with running_stack(emulator_settings=latency) as stack:
         env = stack.env
-        code = run_client(
-            env["CLASSIFY_GATEWAY_ADDR"],
-            env["CLASSIFY_EMULATOR_URL"],
-            env["CLASSIFY_EMULATOR_API_KEY"],
-            ns.page_limit,
-        )
+        names = catalogue(env["CLASSIFY_EMULATOR_URL"], env["CLASSIFY_EMULATOR_API_KEY"])
+        code = run_client(env["CLASSIFY_GATEWAY_ADDR"], names, ns.page_limit)
         print("Stopping the gateway and the emulator ...")
     print("Stopped cleanly.")
     return code

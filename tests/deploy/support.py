@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -12,9 +13,11 @@ from typing import Any
 
 import yaml
 
+from classify_gateway.config import Settings, from_env
+from classify_gateway.server import SERVICE_NAME
+
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
 K8S = ROOT / "deploy" / "k8s"
 ISTIO = ROOT / "deploy" / "istio"
 PREFIX = "CLASSIFY_GATEWAY_"
@@ -173,3 +176,49 @@ def pyproject() -> dict[str, Any]:
 
 def port_of(listen: str) -> int:
     return int(listen.rpartition(":")[2])
+
+
+# -- what the manifests must agree on -----------------------------------------------------
+
+NAME = "classify-gateway"
+SELECTOR = {"app.kubernetes.io/name": NAME}
+DUMMY_KEY = "dummy-key-for-tests"
+# Settings whose deployed value deliberately differs from the code's default, with
+# the reason. Empty: the ConfigMap documents the defaults.
+DEPLOY_OVERRIDES: dict[str, Any] = {}
+# Health names classify_gateway/server.py registers (Gateway._set_health): overall and service.
+HEALTH_NAMES = {"", SERVICE_NAME}
+SETTING_FIELDS = {f.name for f in dataclasses.fields(Settings)}
+# Secrets come from files mounted from a Secret, never from the ConfigMap.
+SECRET_SETTINGS = {"api_key", "redis_password"}
+FILE_SETTINGS = {"api_key_file", "redis_password_file"}
+# A stream that runs as long as the gateway lets a call without a deadline run.
+LONG_STREAM_SECONDS = Settings().default_deadline
+
+
+def deployed_settings(configmap: dict[str, Any], tmp_path: Path) -> Settings:
+    """Settings exactly as the pod builds them: ConfigMap + Deployment env + key file."""
+    key_file = tmp_path / "api-key"
+    key_file.write_text(DUMMY_KEY + "\n", encoding="utf-8")
+    env = dict(configmap["data"])
+    env[PREFIX + "API_KEY_FILE"] = str(key_file)
+    return from_env(env)
+
+
+def container_port(container: dict[str, Any], name: str) -> int:
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    return int(ports[name])
+
+
+def prestop_sleep_seconds(container: dict[str, Any]) -> float:
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    match = re.search(r"sleep\(?\s*(\d+(?:\.\d+)?)", " ".join(command))
+    assert match, f"preStop does not sleep: {command}"
+    return float(match.group(1))
+
+
+def istio_proxy_config(pod: dict[str, Any]) -> dict[str, Any]:
+    raw = pod["metadata"]["annotations"]["proxy.istio.io/config"]
+    config = yaml.safe_load(raw)
+    assert isinstance(config, dict)
+    return config

@@ -11,12 +11,9 @@ and SIGTERM ends the process with exit code 0 well inside terminationGracePeriod
 from __future__ import annotations
 
 import contextlib
-import http.server
 import os
 import signal
-import socket
 import subprocess
-import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -32,18 +29,15 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from classify_gateway.server import SERVICE_NAME
 from tests.deploy.support import PREFIX, ROOT, env_of, exec_form, parse_dockerfile
+from tests.support.processes import Process, free_port, spawn
+from tests.support.processes import running as stopped_after
+from tests.support.upstream import FakeUpstream, serving
 
 VENV_BIN = ROOT / ".venv" / "bin"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 10.0
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def image_command() -> list[str]:
@@ -66,7 +60,7 @@ def image_env(**settings: str) -> dict[str, str]:
 
 @dataclass
 class Gateway:
-    proc: subprocess.Popen[bytes]
+    proc: Process
     grpc_port: int
     metrics_port: int
     stderr_path: Path
@@ -81,18 +75,6 @@ class Gateway:
             return int(reply.status)
 
 
-def wait_for_port(gw: Gateway, timeout: float = START_TIMEOUT) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if gw.proc.poll() is not None:
-            pytest.fail(f"the gateway exited with {gw.proc.returncode}:\n{gw.stderr()}")
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", gw.grpc_port), timeout=0.5).close()
-            return
-        time.sleep(0.05)
-    pytest.fail(f"port {gw.grpc_port} did not accept connections in {timeout} s:\n{gw.stderr()}")
-
-
 @contextlib.contextmanager
 def running(tmp_path: Path, **settings: str) -> Iterator[Gateway]:
     grpc_port, metrics_port = free_port(), free_port()
@@ -105,19 +87,22 @@ def running(tmp_path: Path, **settings: str) -> Iterator[Gateway]:
     }
     env = image_env(**{**defaults, **settings})
     stderr_path = tmp_path / "gateway.stderr"
-    with stderr_path.open("wb") as err:
-        # cwd is an empty directory: the command must not depend on the source tree.
-        proc = subprocess.Popen(
-            image_command(), env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=err
-        )
-    gw = Gateway(proc, grpc_port, metrics_port, stderr_path)
     try:
-        wait_for_port(gw)
-        yield gw
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+        # cwd is an empty directory: the command must not depend on the source tree.
+        proc = spawn(
+            "gateway",
+            image_command(),
+            grpc_port,
+            env,
+            output=stderr_path,
+            cwd=tmp_path,
+            timeout=START_TIMEOUT,
+            inherit_env=False,
+        )
+    except RuntimeError as exc:
+        pytest.fail(f"{exc}:\n{stderr_path.read_text(errors='replace')}")
+    with stopped_after(proc, grace=STOP_TIMEOUT):
+        yield Gateway(proc, grpc_port, metrics_port, stderr_path)
 
 
 def test_image_command_serves_health_reflection_metrics_and_drains(tmp_path: Path) -> None:
@@ -143,9 +128,9 @@ def test_image_command_serves_health_reflection_metrics_and_drains(tmp_path: Pat
             assert b"classify_gateway_" in resp.read()
 
         started = time.monotonic()
-        gw.proc.send_signal(signal.SIGTERM)
+        gw.proc.popen.send_signal(signal.SIGTERM)
         try:
-            code = gw.proc.wait(timeout=STOP_TIMEOUT)
+            code = gw.proc.popen.wait(timeout=STOP_TIMEOUT)
         except subprocess.TimeoutExpired:
             pytest.fail(f"no exit within {STOP_TIMEOUT} s of SIGTERM:\n{gw.stderr()}")
         assert code == 0, gw.stderr()
@@ -207,31 +192,10 @@ def test_liveness_status_does_not_follow_the_upstream(tmp_path: Path) -> None:
         assert gw.health("") == SERVING
 
 
-class _OkHandler(http.server.BaseHTTPRequestHandler):
-    def _ok(self) -> None:
-        body = b'{"data": [], "page_info": {}}'
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_HEAD = _ok
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 def test_readiness_recovers_without_traffic_when_the_upstream_is_back(tmp_path: Path) -> None:
     upstream_port = free_port()
     with running(tmp_path, upstream_url=f"http://127.0.0.1:{upstream_port}/v1.2", **DOWN) as gw:
         _fail_one_upstream_call(gw)
         assert _wait_status(gw, SERVICE_NAME, NOT_SERVING, timeout=5)
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", upstream_port), _OkHandler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
+        with serving(FakeUpstream(), port=upstream_port):
             assert _wait_status(gw, SERVICE_NAME, SERVING, timeout=8)
-        finally:
-            server.shutdown()
-            server.server_close()

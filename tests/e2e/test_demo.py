@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import re
 import subprocess
-import sys
-from pathlib import Path
 
-EXE = str(Path(sys.executable).parent / "classify-gateway")
+from tests.support.processes import EXE
 
 
 def test_demo_streams_every_page_and_stops_cleanly() -> None:

@@ -16,7 +16,7 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from classify_gateway.errors import DOMAIN
 from classify_gateway.observability import JsonFormatter
-from tests.integration.helpers import classify_request, journal
+from tests.support.classify import classify_request, journal
 from tests.support.gateway import collect, error_details, running_gateway
 
 C = grpc.StatusCode

@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
+from tests.support.classify import docs_request
 from tests.support.gateway import collect, running_gateway
-from tests.support.scripted_upstream import ScriptedUpstream, serve
+from tests.support.upstream import FIXTURES, FakeUpstream, docs_pages, serving
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docs"
 KEY = "tlk_FIDELITY_SECRET"
-
-
-def docs_pages() -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("response_*.json"))]
 
 
 def as_upstream_json(page: pb.ClassifyResponse) -> dict[str, Any]:
@@ -32,27 +27,11 @@ def without_empty_tokens(page: dict[str, Any]) -> dict[str, Any]:
     return {**page, "page_info": info}
 
 
-def request() -> pb.ClassifyRequest:
-    return pb.ClassifyRequest(
-        video_ids=["6656fa67d22b3a3c97befb0d", "6650712ad22b3a3c97bef51f"],
-        options=[pb.SEARCH_OPTION_VISUAL, pb.SEARCH_OPTION_CONVERSATION],
-        conversation_option=pb.CONVERSATION_OPTION_SEMANTIC,
-        classes=[
-            pb.ClassDefinition(name="DanceTok", prompts=["Dance tutorial", "Dance group"]),
-            pb.ClassDefinition(name="CookTok", prompts=["Cooking tutorial"]),
-        ],
-        page_limit=10,
-        include_clips=True,
-        show_detailed_score=True,
-        threshold=pb.Threshold(min_video_score=75, min_clip_score=65, min_duration_ratio=0.5),
-    )
-
-
 async def test_docs_payloads_survive_end_to_end() -> None:
-    upstream = ScriptedUpstream(docs_pages())
-    with serve(upstream) as url:
+    upstream = FakeUpstream(docs_pages())
+    with serving(upstream) as url:
         async with running_gateway(url, KEY) as gw:
-            pages, err = await collect(gw.stub.Classify(request()))
+            pages, err = await collect(gw.stub.Classify(docs_request()))
     assert err is None
     assert [p.page_number for p in pages] == [1, 2, 3, 4, 5]
     for got, want in zip(pages, upstream.pages, strict=True):
@@ -68,8 +47,8 @@ async def test_docs_payloads_survive_end_to_end() -> None:
 
 
 async def test_unary_page_is_the_upstream_page() -> None:
-    upstream = ScriptedUpstream(docs_pages())
-    with serve(upstream) as url:
+    upstream = FakeUpstream(docs_pages())
+    with serving(upstream) as url:
         async with running_gateway(url, KEY) as gw:
             page = await gw.stub.GetClassifyPage(pb.GetClassifyPageRequest(page_token="p3"))
             try:
@@ -82,12 +61,12 @@ async def test_unary_page_is_the_upstream_page() -> None:
 
 
 async def test_trace_context_is_forwarded_upstream() -> None:
-    upstream = ScriptedUpstream(docs_pages()[:1])
+    upstream = FakeUpstream(docs_pages()[:1])
     traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
-    with serve(upstream) as url:
+    with serving(upstream) as url:
         async with running_gateway(url, KEY) as gw:
             pages, err = await collect(
-                gw.stub.Classify(request(), metadata=(("traceparent", traceparent),))
+                gw.stub.Classify(docs_request(), metadata=(("traceparent", traceparent),))
             )
     assert err is None and len(pages) == 1
     assert upstream.headers[0]["traceparent"] == traceparent

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -18,37 +15,14 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from classify_gateway.server import SERVICE_NAME
-from tests.integration.helpers import classify_request
+from tests.support.classify import classify_request
 from tests.support.gateway import collect, error_details, read_rest
-from tests.support.scripted_upstream import free_port
-from tools.stack import stop, wait_for_port
-
-EXE = str(Path(sys.executable).parent / "classify-gateway")
-
-
-def serve_process(
-    upstream_url: str, api_key: str, port: int, **env: str
-) -> subprocess.Popen[bytes]:
-    """A real `classify-gateway serve` on 127.0.0.1:port, listening; extra settings in env."""
-    full = {
-        **os.environ,
-        "CLASSIFY_GATEWAY_UPSTREAM_URL": upstream_url,
-        "CLASSIFY_GATEWAY_API_KEY": api_key,
-        "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-        **env,
-    }
-    proc = subprocess.Popen(
-        [EXE, "serve"], env=full, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    wait_for_port(port, proc)
-    return proc
+from tests.support.processes import free_port, serve_process, stop
 
 
 def start_gateway(emu: Any, port: int, grace: float) -> subprocess.Popen[bytes]:
-    return serve_process(
-        emu.base_url + "/v1.2", emu.api_key, port, CLASSIFY_GATEWAY_DRAIN_GRACE=str(grace)
-    )
+    """A real `serve` in front of `emu`, draining for `grace` seconds on a signal."""
+    return serve_process(emu.base_url + "/v1.2", emu.api_key, port, drain_grace=grace).popen
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])

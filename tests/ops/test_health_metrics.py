@@ -12,9 +12,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from classify_gateway.server import SERVICE_NAME
-from tests.integration.helpers import classify_request
+from tests.support.classify import classify_request
 from tests.support.gateway import collect, running_gateway
-from tests.support.scripted_upstream import free_port
+from tests.support.processes import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

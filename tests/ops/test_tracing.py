@@ -5,33 +5,29 @@ from __future__ import annotations
 import json
 import re
 import signal
-import sys
-from pathlib import Path
 
 import grpc
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from tests.integration.test_fidelity import docs_pages, request
-from tests.ops.test_drain import serve_process
-from tests.support.scripted_upstream import ScriptedUpstream, free_port, serve
-from tools.stack import stop
+from tests.support.classify import docs_request
+from tests.support.processes import free_port, serve_process, stop
+from tests.support.upstream import FakeUpstream, docs_pages, serving
 
-EXE = str(Path(sys.executable).parent / "classify-gateway")
 KEY = "tlk_TRACE_CANARY_0123456789"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT = "b7ad6b7169203331"
 
 
 def test_trace_context_flows_to_upstream_and_spans_are_exported() -> None:
-    upstream = ScriptedUpstream(docs_pages()[:2])
+    upstream = FakeUpstream(docs_pages()[:2])
     port = free_port()
-    with serve(upstream) as url:
-        proc = serve_process(url, KEY, port, CLASSIFY_GATEWAY_TRACING_EXPORTER="console")
+    with serving(upstream) as url:
+        proc = serve_process(url, KEY, port, tracing_exporter="console").popen
         try:
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.ClassifyServiceStub(channel)
                 md = (("traceparent", f"00-{TRACE_ID}-{PARENT}-01"),)
-                pages = list(stub.Classify(request(), metadata=md, timeout=10))
+                pages = list(stub.Classify(docs_request(), metadata=md, timeout=10))
             assert [p.page_number for p in pages] == [1, 2]
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=20)

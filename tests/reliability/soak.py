@@ -3,7 +3,7 @@
     .venv/bin/python -m tests.reliability.soak --seconds 600      # make soak
     .venv/bin/python -m tests.reliability.soak --seconds 20       # a quick check
 
-tools/stack.running_stack starts `classify-gateway emulator` and `classify-gateway serve`
+classify_emulator/stack.py's running_stack starts `classify-gateway emulator` and `classify-gateway serve`
 as child processes. `--concurrency` clients (20) run logical requests back to back: each
 streams a whole classification; when a stream fails, the client resumes from the error's
 ErrorInfo `resume_page_token` (or, if the error has none, from the last page's
@@ -43,12 +43,13 @@ import grpc
 import psutil
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
-from google.rpc import error_details_pb2, status_pb2
 
+from classify_emulator.stack import running_stack
 from classify_emulator.testing import AdminClient
-from tests.integration.helpers import classify_request
-from tools.stack import ROOT, running_stack
+from tests.support.classify import classify_request
+from tests.support.gateway import error_info, page_key
 
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_OUT = ROOT / "bench" / "results" / "soak.json"
 # A leak of one 50 KB page per logical request would grow RSS by ~25 MB/min at the
 # quick-run rate (~500 requests/min); allocator noise on a steady gateway stays well
@@ -60,10 +61,6 @@ RSS_SLOPE_MIN_SECONDS = 120.0
 FD_GROWTH_LIMIT = 64
 MAX_ATTEMPTS = 40  # RPCs per logical request before it is abandoned
 PAGE_LIMITS = (1, 2, 3)  # 12 videos: 12, 6 and 4 pages
-
-
-def page_key(page: Any) -> bytes:
-    return b"".join(v.SerializeToString(deterministic=True) for v in page.data)
 
 
 def slope_per_minute(samples: list[tuple[float, float]]) -> float:
@@ -78,18 +75,6 @@ def slope_per_minute(samples: list[tuple[float, float]]) -> float:
         return 0.0
     cov = sum((t - mean_t) * (v - mean_v) for t, v in samples)
     return cov / var * 60.0
-
-
-def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
-    if raw is None:
-        return None
-    for detail in status_pb2.Status.FromString(raw).details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
 
 
 @dataclass
@@ -253,12 +238,9 @@ def analyse(samples: list[list[float]], seconds: float) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     tally = Tally()
-    gateway_env = {
-        "CLASSIFY_GATEWAY_RETRY_MAX_ATTEMPTS": "2",
-        "CLASSIFY_GATEWAY_LOG_LEVEL": "WARNING",
-    }
+    gateway_settings = {"retry_max_attempts": 2, "log_level": "WARNING"}
     log_dir = Path(args.log_dir) if args.log_dir else ROOT / ".cache" / "soak-logs"
-    with running_stack(gateway_env=gateway_env, log_dir=log_dir) as stack:
+    with running_stack(gateway_settings, log_dir) as stack:
         emu = SimpleNamespace(
             base_url=stack.env["CLASSIFY_EMULATOR_URL"],
             api_key=stack.env["CLASSIFY_EMULATOR_API_KEY"],
@@ -310,7 +292,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             for c in channels:
                 await c.close()
             admin.close()
-        gateway_exit = stack.gateway.poll()
+        gateway_exit = stack.gateway.popen.poll()
 
     report: dict[str, Any] = {
         "seconds_requested": args.seconds,

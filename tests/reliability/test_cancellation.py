@@ -26,17 +26,10 @@ from typing import Any
 
 import grpc
 
-from tests.integration.helpers import classify_request
-from tests.reliability.support import (
-    PAGES,
-    connections_to,
-    fd_kinds,
-    gateway_for,
-    gauge,
-    open_fds,
-    settle,
-)
-from tests.support.gateway import collect
+from tests.support.classify import classify_request
+from tests.support.emulators import PAGES
+from tests.support.gateway import collect, gateway_for
+from tests.support.resources import connections_to, fd_kinds, gauge, open_fds, settle
 
 SEED = 20_240_611
 STREAMS = 1000

@@ -19,12 +19,17 @@ import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from tests.integration.helpers import classify_request
-from tests.ops.test_drain import start_gateway
-from tests.reliability.support import PAGES, drain_pipe, gateway_for, page_keys, resume_request
-from tests.support.gateway import collect, error_details, read_rest
-from tests.support.scripted_upstream import free_port
-from tools.stack import stop
+from tests.support.classify import classify_request
+from tests.support.emulators import PAGES
+from tests.support.gateway import (
+    collect,
+    error_details,
+    gateway_for,
+    page_keys,
+    read_rest,
+    resume_request,
+)
+from tests.support.processes import drain_pipe, free_port, serve_process, stop
 
 GRACE = 3.0
 EXIT_MARGIN = 2.0
@@ -56,7 +61,7 @@ async def test_sigterm_during_200_streams(
     # Every stream keeps one page request upstream: let them all through at once.
     monkeypatch.setenv("CLASSIFY_GATEWAY_UPSTREAM_MAX_CONCURRENCY", str(LONG + SHORT))
     port = free_port()
-    proc = start_gateway(emu, port, GRACE)
+    proc = serve_process(emu.base_url + "/v1.2", emu.api_key, port, drain_grace=GRACE).popen
     out: list[bytes] = []
     err_lines: list[bytes] = []
     readers = [drain_pipe(proc.stdout, out), drain_pipe(proc.stderr, err_lines)]

@@ -19,18 +19,18 @@ import grpc
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from tests.integration.helpers import classify_request
-from tests.reliability.support import (
-    PAGES,
-    emulator_process,
+from tests.support.classify import classify_request
+from tests.support.emulators import PAGES, page_rule
+from tests.support.gateway import (
+    collect,
+    error_details,
     gateway_for,
     page_keys,
-    page_rule,
     resume_request,
     resume_token,
+    running_gateway,
 )
-from tests.support.gateway import collect, error_details, running_gateway
-from tools.stack import free_port
+from tests.support.processes import emulator_process, free_port
 
 C = grpc.StatusCode
 ATTEMPTS = 3  # retry_max_attempts for every gateway here
@@ -281,7 +281,7 @@ async def test_upstream_dies_mid_stream() -> None:
             call = gw.stub.Classify(req, timeout=8)
             first = await call.read()
             second = await call.read()
-            emu.proc.kill()  # page 3's GET is waiting upstream
+            emu.proc.popen.kill()  # page 3's GET is waiting upstream
             started = time.monotonic()
             rest: list[Any] = []
             err = None

@@ -19,9 +19,9 @@ from typing import Any
 import grpc
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from tests.integration.helpers import classify_request
-from tests.reliability.support import gateway_for, gauge, rss, settle
-from tests.support.gateway import error_details
+from tests.support.classify import classify_request
+from tests.support.gateway import error_details, gateway_for
+from tests.support.resources import gauge, rss, settle
 
 LIMIT = 500
 TOTAL = 2000

@@ -16,12 +16,8 @@ import asyncio
 import contextlib
 import io
 import logging
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -34,19 +30,16 @@ from prometheus_client import generate_latest
 from classify_emulator.config import EmulatorConfig
 from classify_emulator.testing import running_emulator
 from classify_gateway.observability import JsonFormatter
-from tests.integration.helpers import classify_request
-from tests.reliability.support import drain_pipe, page_rule
-from tests.support.emulators import reset_around
+from tests.support.classify import classify_request
+from tests.support.emulators import page_rule, reset_around
 from tests.support.gateway import collect, read_rest, running_gateway
-from tests.support.scripted_upstream import free_port
-from tools.stack import stop, wait_for_port
+from tests.support.processes import drain_pipe, free_port, serve_process
 
 CANARY = "tlk_SECRET_canary_5d1e9a7c3b20"  # the gateway's configured key
 CALLER_CANARY = "tlk_SECRET_caller_canary_88f2e1"  # a caller's own key (allowed)
 REFUSED_CANARY = "tlk_SECRET_refused_canary_41b0c9"  # a key the upstream refuses
 CANARIES = (CANARY, CALLER_CANARY, REFUSED_CANARY)
 TRACEPARENT = (("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),)
-EXE = str(Path(sys.executable).parent / "classify-gateway")
 
 
 @pytest.fixture(scope="module")
@@ -201,27 +194,21 @@ def test_no_key_in_traces(canary_emulator: Any) -> None:
     emu = canary_emulator
     emu.admin.reset()
     req = classify_request(emu, count=12, page_limit=4)
-    port = free_port()
-    env = {
-        **os.environ,
-        "CLASSIFY_GATEWAY_UPSTREAM_URL": emu.base_url + "/v1.2",
-        "CLASSIFY_GATEWAY_API_KEY": CANARY,
-        "CLASSIFY_GATEWAY_ALLOW_CALLER_API_KEY": "true",
-        "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-        "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-        "CLASSIFY_GATEWAY_TRACING_EXPORTER": "console",
-        "CLASSIFY_GATEWAY_RETRY_MAX_ATTEMPTS": "2",
-        "CLASSIFY_GATEWAY_RETRY_INITIAL_BACKOFF": "0.01",
-        "CLASSIFY_GATEWAY_LOG_LEVEL": "DEBUG",
-        "CLASSIFY_GATEWAY_DRAIN_GRACE": "1",
-    }
-    proc = subprocess.Popen([EXE, "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = serve_process(
+        emu.base_url + "/v1.2",
+        CANARY,
+        allow_caller_api_key="true",
+        tracing_exporter="console",
+        retry_max_attempts=2,
+        retry_initial_backoff=0.01,
+        log_level="DEBUG",
+        drain_grace=1,
+    )
     out: list[bytes] = []
     err_out: list[bytes] = []
     readers = [drain_pipe(proc.stdout, out), drain_pipe(proc.stderr, err_out)]
     try:
-        wait_for_port(port, proc)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with grpc.insecure_channel(proc.address) as channel:
             stub = pb_grpc.ClassifyServiceStub(channel)
             assert len(list(stub.Classify(req, timeout=10, metadata=TRACEPARENT))) == 3
             caller = (*TRACEPARENT, ("x-api-key", CALLER_CANARY))
@@ -232,10 +219,10 @@ def test_no_key_in_traces(canary_emulator: Any) -> None:
             with pytest.raises(grpc.RpcError):
                 list(stub.Classify(req, timeout=10, metadata=TRACEPARENT))
             emu.admin.clear_faults()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(15) == 0
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(15) == 0
     finally:
-        stop(proc)
+        proc.stop()
         for r in readers:
             r.join(5)
         emu.admin.reset()

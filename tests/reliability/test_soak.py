@@ -7,8 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.reliability.soak import slope_per_minute
-from tools.stack import ROOT
+from tests.reliability.soak import ROOT, slope_per_minute
 
 
 def test_quick_soak(tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 
+from tests.support.processes import free_port
+
 READY_TIMEOUT = 10.0
 
 
@@ -34,12 +36,6 @@ def redis_server_path() -> str:
             "or see README.md, 'Redis for the tests'"
         )
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ping(port: int, password: str = "", timeout: float = 0.2) -> bool:
@@ -60,7 +56,7 @@ class RedisServer:
     """One redis-server child process; `url` is what CLASSIFY_GATEWAY_REDIS_URL takes."""
 
     def __init__(self, port: int | None = None, password: str = "") -> None:
-        self.port = port or _free_port()
+        self.port = port or free_port()
         self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="redis-test-")

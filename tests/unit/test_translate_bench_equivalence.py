@@ -9,8 +9,8 @@ import copy
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
-from bench.pages import make_page, translation_page
 from classify_gateway.translate import page_from_json
+from tests.support.pages import make_page, translation_page
 
 
 def _parsedict(obj: object, message_type: type) -> object:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
+from typing import Any
 
 import pytest
 
@@ -36,28 +38,64 @@ def test_ratelimit_reset_only_counts_for_429() -> None:
     assert retry_hint({"x-ratelimit-reset": "1"}, 429, now) == 0.0
 
 
-async def test_rate_limiter_spaces_requests() -> None:
+class FakeClock:
+    """time.monotonic and asyncio.sleep for the limiter's module: a sleep moves the clock
+    at once, so that a test checks the waits the limiter asks for, not the machine's speed."""
+
+    def __init__(self) -> None:
+        self.now = 1_000.0
+        self.slept: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float, result: Any = None) -> Any:
+        self.slept.append(seconds)
+        self.now += max(0.0, seconds)
+        return result
+
+
+class _Patched:
+    """A module whose attributes are the real module's, but for the ones given."""
+
+    def __init__(self, real: Any, **override: Any) -> None:
+        self._real, self._override = real, override
+
+    def __getattr__(self, name: str) -> Any:
+        return self._override.get(name, getattr(self._real, name))
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    fake = FakeClock()
+    module = sys.modules[RateLimiter.__module__]
+    monkeypatch.setattr(module, "time", _Patched(time, monotonic=fake.monotonic))
+    monkeypatch.setattr(module, "asyncio", _Patched(asyncio, sleep=fake.sleep))
+    return fake
+
+
+async def test_rate_limiter_spaces_requests(clock: FakeClock) -> None:
     limiter = RateLimiter(max_concurrency=10, rps=20.0, burst=1)
-    start = time.monotonic()
+    start = clock.now
     for _ in range(5):
-        await limiter.acquire(time.monotonic() + 5)
+        await limiter.acquire(clock.now + 5)
         limiter.release()
-    elapsed = time.monotonic() - start
-    assert elapsed >= 4 * 0.05 * 0.9  # five requests at 20/s take at least four intervals
-    assert limiter.waits >= 3
+    # Five requests at 20/s: the first at once, each next one interval (50 ms) later.
+    assert clock.slept == pytest.approx([0.05] * 4)
+    assert clock.now - start == pytest.approx(0.2)
+    assert limiter.waits == 4
 
 
-async def test_rate_limiter_refuses_at_once_when_deadline_cannot_be_met() -> None:
+async def test_rate_limiter_refuses_at_once_when_deadline_cannot_be_met(clock: FakeClock) -> None:
     limiter = RateLimiter(max_concurrency=10, rps=1.0, burst=1)
-    await limiter.acquire(time.monotonic() + 5)
+    await limiter.acquire(clock.now + 5)
     limiter.release()
-    start = time.monotonic()
     with pytest.raises(GatewayError) as info:
-        await limiter.acquire(time.monotonic() + 0.2)
-    assert time.monotonic() - start < 0.1  # at once, not after the deadline
+        await limiter.acquire(clock.now + 0.2)
+    assert clock.slept == []  # at once, not after the deadline
     assert info.value.code.name == "RESOURCE_EXHAUSTED"
     assert info.value.reason == "GATEWAY_RATE_LIMITED"
-    assert info.value.retry_delay is not None and info.value.retry_delay > 0.5
+    assert info.value.retry_delay == pytest.approx(1.0)  # the next slot, one second on
 
 
 async def test_concurrency_cap_waits_then_refuses() -> None:

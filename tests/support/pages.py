@@ -22,7 +22,11 @@ def make_page(
     prev_token: str = "",
     detailed: bool = True,
     seed: int = 0,
+    signed_urls: bool = False,
 ) -> dict[str, Any]:
+    # The real API's thumbnail URLs are signed S3 URLs; `signed_urls` adds a signature
+    # of the same length, which is most of a page's bytes.
+    signature = "?X-Amz-Signature=" + "3a7eacdd" * 8 if signed_urls else ""
     data = []
     for v in range(videos):
         cls_list = []
@@ -41,7 +45,7 @@ def make_page(
                         "score": 60.0 + ((k + j) % 40) + 0.5,
                         "option": OPTIONS[(k + j) % 3],
                         "prompt": f"prompt {c}.{j}",
-                        "thumbnail_url": f"https://thumbs.example.com/v{v}/c{c}/{j}.jpg",
+                        "thumbnail_url": f"https://thumbs.example.com/v{v}/c{c}/{j}.jpg{signature}",
                     }
                     for j in range(clips)
                 ]
@@ -65,6 +69,48 @@ def make_page(
     }
 
 
+def large_page(seed: int = 0) -> dict[str, Any]:
+    """10 videos x 5 classes x 5 clips with detailed scores and signed URLs: about 60 KB."""
+    return make_page(10, 5, 5, seed=seed, signed_urls=True)
+
+
 def translation_page() -> dict[str, Any]:
     """The page of goal 7: 10 videos x 5 classes x 5 clips, with detailed scores."""
     return make_page(10, 5, 5, next_token="next-token", prev_token="prev-token")
+
+
+def small_video(i: int, clips: int = 1) -> dict[str, Any]:
+    """One video, one class, `clips` equal clips: a small, valid upstream video."""
+    return {
+        "video_id": f"v{i:05d}",
+        "classes": [
+            {
+                "name": "Dance",
+                "score": 81.25,
+                "duration_ratio": 0.5,
+                "clips": [
+                    {"start": 1.5, "end": 4.0, "score": 77.0, "option": "visual", "prompt": "dance"}
+                ]
+                * clips,
+                "detailed_scores": {
+                    "max_score": 80.0,
+                    "avg_score": 70.0,
+                    "normalized_score": 100.0,
+                },
+            }
+        ],
+    }
+
+
+def small_page(first: int, n: int = 2) -> dict[str, Any]:
+    return {
+        "data": [small_video(i) for i in range(first, first + n)],
+        "page_info": {
+            "limit_per_page": n,
+            "total_results": 6,
+            "page_expired_at": "2030-01-01T00:00:00Z",
+        },
+    }
+
+
+SMALL_PAGES = [small_page(0), small_page(2), small_page(4)]  # a 3-page stream, 2 videos a page

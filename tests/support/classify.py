@@ -1,4 +1,4 @@
-"""Requests and direct upstream calls shared by the integration tests."""
+"""Classification requests over the emulator's videos, and direct upstream calls to compare."""
 
 from __future__ import annotations
 
@@ -8,19 +8,14 @@ import httpx
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
+from classify_emulator.stack import catalogue
+
 LOW = pb.Threshold(min_video_score=0, min_clip_score=0, min_duration_ratio=0.01)
 
 
 def video_ids(emu: Any, count: int = 12) -> list[str]:
-    headers = {"x-api-key": emu.api_key}
-    with httpx.Client(base_url=emu.base_url + "/v1.2", headers=headers) as c:
-        indexes = c.get("/indexes").json()["data"]
-        ids: list[str] = []
-        for index in indexes:
-            videos = c.get(f"/indexes/{index['_id']}/videos", params={"page_limit": 50}).json()[
-                "data"
-            ]
-            ids.extend(v["_id"] for v in videos)
+    """The first `count` videos the emulator lists (classify_emulator.stack.catalogue)."""
+    ids = list(catalogue(emu.base_url, emu.api_key))
     assert len(ids) >= count
     return ids[:count]
 
@@ -81,3 +76,20 @@ def journal(emu: Any, method: str | None = None, contains: str = "") -> list[dic
         for r in emu.admin.requests()
         if (method is None or r["method"] == method) and contains in r["path"]
     ]
+
+
+def docs_request() -> pb.ClassifyRequest:
+    """The contract's example request (tests/fixtures/docs/request_contract.json)."""
+    return pb.ClassifyRequest(
+        video_ids=["6656fa67d22b3a3c97befb0d", "6650712ad22b3a3c97bef51f"],
+        options=[pb.SEARCH_OPTION_VISUAL, pb.SEARCH_OPTION_CONVERSATION],
+        conversation_option=pb.CONVERSATION_OPTION_SEMANTIC,
+        classes=[
+            pb.ClassDefinition(name="DanceTok", prompts=["Dance tutorial", "Dance group"]),
+            pb.ClassDefinition(name="CookTok", prompts=["Cooking tutorial"]),
+        ],
+        page_limit=10,
+        include_clips=True,
+        show_detailed_score=True,
+        threshold=pb.Threshold(min_video_score=75, min_clip_score=65, min_duration_ratio=0.5),
+    )
