@@ -14,7 +14,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -22,10 +21,8 @@ import pytest
 
 from classify_gateway.config import ConfigError, Settings, from_env, redact_url
 from classify_gateway.server import server_options
-from tests.support.scripted_upstream import free_port
-from tools.stack import stop, wait_for_port
+from tests.support.processes import EXE, free_port, serve_process
 
-EXE = str(Path(sys.executable).parent / "classify-gateway")
 KEY = "tlk_CONFIG_canary_0b7d"
 NUMERIC = [f.name for f in dataclasses.fields(Settings) if str(f.type) in {"int", "float"}]
 HOSTILE_NUMBERS = [
@@ -183,22 +180,13 @@ def test_serve_refuses_a_port_in_use(var: str) -> None:
 
 
 def test_serve_never_logs_the_url_password() -> None:
-    env = _base_env()
-    env["CLASSIFY_GATEWAY_UPSTREAM_URL"] = "http://bob:hunter2pass@127.0.0.1:9/v1.2"
-    port = int(env["CLASSIFY_GATEWAY_LISTEN"].rsplit(":", 1)[1])
-    proc = subprocess.Popen(
-        [EXE, "serve"],
-        env={**os.environ, **env},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = serve_process("http://bob:hunter2pass@127.0.0.1:9/v1.2", KEY)
     try:
-        wait_for_port(port, proc)
+        proc.popen.send_signal(signal.SIGTERM)
+        out, err = proc.popen.communicate(timeout=30)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=30)
-        stop(proc, grace=1)
-    text = out.decode()
+        proc.stop(grace=1)
+    text = out.decode() + err.decode()
     assert "gateway started" in text
     assert "127.0.0.1:9" in text
     assert "hunter2pass" not in text
