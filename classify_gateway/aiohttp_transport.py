@@ -13,7 +13,13 @@ leak a pool slot (tests/reliability/test_cancellation.py measured it: 11-16 per 
 The exception mapping is the reason this is not the `httpx-aiohttp` package: there a
 connection dropped mid-body becomes a ConnectTimeout, which would read as "the
 upstream is slow" instead of "the connection broke". Here every aiohttp failure maps
-to the httpx exception that says what happened.
+to the httpx exception that says what happened: a connect that timed out is
+ConnectTimeout, a read that timed out ReadTimeout, a body broken off ReadError.
+
+Timeouts: the transport honours httpx's `connect` and `read` timeouts (aiohttp's
+`sock_connect` and `sock_read`). aiohttp has no write timeout and no separate wait for
+a pooled connection, so `write` and `pool` must be None (ValueError otherwise): the
+gateway bounds each whole exchange with one asyncio timeout instead (upstream.py).
 """
 
 from __future__ import annotations
@@ -44,6 +50,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
+        if timeout.get("write") is not None or timeout.get("pool") is not None:
+            raise ValueError("AiohttpTransport honours only the connect and read timeouts")
         session = self._get_session()
         try:
             async with session.request(
@@ -63,6 +71,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers = list(response.raw_headers)
         except aiohttp.ClientConnectorError as exc:
             raise httpx.ConnectError(str(exc), request=request) from exc
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc) or "connect timed out", request=request) from exc
         except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
             raise httpx.ReadTimeout(str(exc) or "read timed out", request=request) from exc
         except aiohttp.ClientPayloadError as exc:

@@ -10,13 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-
-from classify_gateway.upstream import UpstreamHooks
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _STD_ATTRS = frozenset(
@@ -24,7 +21,7 @@ _STD_ATTRS = frozenset(
 )
 
 
-class Metrics(UpstreamHooks):
+class Metrics:
     """Every metric of the gateway, on a registry of its own (tests make many)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
@@ -91,34 +88,17 @@ class Metrics(UpstreamHooks):
             registry=r,
         )
         self.upstream_healthy.set(1)
-        self.last_upstream_ok = time.monotonic()
-        self.upstream_failing_since: float | None = None
 
-    # UpstreamHooks
-    def request_done(self, method: str, route: str, status: str, seconds: float) -> None:
+    def upstream_request_done(self, method: str, route: str, status: str, seconds: float) -> None:
         self.upstream_requests.labels(method, route, status).inc()
         self.upstream_seconds.labels(method, route).observe(seconds)
 
-    def retry(self, method: str, route: str, attempt: int, delay: float, why: str) -> None:
-        self.retries.labels(route, why).inc()
+    def upstream_retry(self, route: str, reason: str) -> None:
+        self.retries.labels(route, reason).inc()
 
     def rate_limit_wait(self, seconds: float) -> None:
         self.rate_limit_waits.inc()
         self.rate_limit_wait_seconds.observe(seconds)
-
-    def outcome(self, ok: bool) -> None:
-        now = time.monotonic()
-        if ok:
-            self.last_upstream_ok = now
-            self.upstream_failing_since = None
-        elif self.upstream_failing_since is None:
-            self.upstream_failing_since = now
-
-    def upstream_down_for(self) -> float:
-        """Seconds during which every upstream call has failed (0 when it answers)."""
-        if self.upstream_failing_since is None:
-            return 0.0
-        return time.monotonic() - self.upstream_failing_since
 
     def serve(self, listen: str) -> Any:
         host, _, port = listen.rpartition(":")

@@ -22,8 +22,12 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from classify_gateway.config import Settings
+from classify_gateway.drain import DrainState
+from classify_gateway.health import UpstreamHealth
+from classify_gateway.limits import make_limiter
 from classify_gateway.observability import Metrics
-from classify_gateway.servicer import ClassifyServicer, DrainState
+from classify_gateway.rpc import Rpcs
+from classify_gateway.servicer import ClassifyServicer
 from classify_gateway.tracing import setup_tracing, shutdown_tracing
 from classify_gateway.upstream import UpstreamClient
 
@@ -65,11 +69,14 @@ class Gateway:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.drain = DrainState()
+        self.upstream_health = UpstreamHealth()
         # Tracing first: the httpx instrumentation wraps clients created after it.
         interceptors = setup_tracing(settings)
-        self.upstream = UpstreamClient(settings, self.metrics)
+        self.upstream = UpstreamClient(
+            settings, self.metrics, self.upstream_health, make_limiter(settings), self.drain
+        )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
-        self.servicer = ClassifyServicer(settings, self.upstream, self.metrics, self.drain)
+        self.servicer = ClassifyServicer(Rpcs(settings, self.metrics, self.drain), self.upstream)
         pb_grpc.add_ClassifyServiceServicer_to_server(self.servicer, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -122,11 +129,11 @@ class Gateway:
         serving = True
         last_probe = 0.0
         while not self.drain.draining:
-            down = self.metrics.upstream_down_for() >= self.settings.unhealthy_after
+            down = self.upstream_health.down_for() >= self.settings.unhealthy_after
             if down and time.monotonic() - last_probe >= self.probe_interval:
                 last_probe = time.monotonic()
                 await self.upstream.probe(self.settings.api_key)
-                down = self.metrics.upstream_down_for() >= self.settings.unhealthy_after
+                down = self.upstream_health.down_for() >= self.settings.unhealthy_after
             if down == serving:
                 serving = not down
                 self.metrics.upstream_healthy.set(1 if serving else 0)
@@ -189,9 +196,6 @@ class Gateway:
             },
         )
         self._stopped.set()
-
-    async def wait(self) -> None:
-        await self.server.wait_for_termination()
 
 
 async def serve(settings: Settings) -> int:

@@ -1,31 +1,46 @@
-"""The one httpx client toward the upstream: pooling, retries, rate limits, deadlines.
+"""The one httpx client toward the upstream: paths, pages, retries, rate limits, deadlines.
 
 Everything here works against an absolute deadline (a `time.monotonic()` value)
 that comes from the caller's gRPC deadline, so that each attempt, each backoff and
 each wait for the rate limiter fits inside what the caller is still willing to
 wait, and nothing runs on after the caller has gone (cancelling the awaiting task
-aborts the in-flight HTTP request: httpx closes the connection).
+aborts the in-flight HTTP request: the transport closes the connection).
+
+`pages()` is the whole upstream side of one `Classify` stream (the URL paths, the
+page tokens, the prefetch of exactly one page); `page()` is one `GetClassifyPage`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import httpx
 import orjson
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_gateway.aiohttp_transport import AiohttpTransport
 from classify_gateway.config import Settings
-from classify_gateway.errors import GatewayError, from_upstream, own_error, row_for_status
+from classify_gateway.drain import DrainState
+from classify_gateway.errors import GatewayError, from_upstream, own_error
+from classify_gateway.health import UpstreamHealth
+from classify_gateway.limits import Limiter, make_limiter
+from classify_gateway.observability import Metrics
 from classify_gateway.tracing import instrument_httpx_client
+from classify_gateway.translate import (
+    classify_path,
+    next_token_of,
+    page_from_json,
+    page_path,
+    request_to_json,
+)
 
 log = logging.getLogger("classify_gateway.upstream")
 
@@ -34,7 +49,12 @@ log = logging.getLogger("classify_gateway.upstream")
 # it often did not under load (tests/reliability/test_fault_matrix.py).
 DEADLINE_MARGIN = 0.1
 RETRY_AFTER_CAP = 24 * 3600.0
-_UPSTREAM_DOWN_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
+PAGE_ROUTE = "GET /classify/{page_token}"
+REFUSED_TOKEN = (
+    "page_token",
+    "the upstream refused this page token: it expired (tokens live about 5 minutes, see "
+    "page_info.page_expired_at) or is unknown; start the classification again",
+)
 
 
 @dataclass(frozen=True)
@@ -79,96 +99,42 @@ def retry_hint(headers: Mapping[str, str], status: int, now_epoch: float) -> flo
     return None
 
 
-class RateLimiter:
-    """Process-wide cap on concurrent upstream requests and on requests per second.
+@dataclass(frozen=True)
+class UpstreamCall:
+    """What one RPC brings to its upstream requests: key, deadline, headers to forward."""
 
-    The per-second cap is a GCRA token bucket with reservations: a caller learns at
-    once how long it must wait for its slot, so one whose deadline cannot be met
-    gets RESOURCE_EXHAUSTED immediately instead of DEADLINE_EXCEEDED later.
-    """
+    api_key: str
+    deadline: float  # absolute, time.monotonic()
+    forward: Mapping[str, str]  # traceparent / tracestate of the caller
 
-    def __init__(self, max_concurrency: int, rps: float, burst: int) -> None:
-        self._sem = asyncio.Semaphore(max_concurrency)
-        self._interval = 1.0 / rps if rps > 0 else 0.0
-        self._tolerance = (burst - 1) * self._interval
-        self._tat = 0.0  # theoretical arrival time of the next request
-        self.waits = 0
-
-    async def acquire(
-        self, deadline: float, on_wait: Callable[[float], None] | None = None
-    ) -> None:
-        now = time.monotonic()
-        if self._interval:
-            tat = max(self._tat, now)
-            wait = tat - self._tolerance - now
-            if wait > 0 and now + wait > deadline:
-                raise own_error("GATEWAY_RATE_LIMITED", retry_delay=wait)
-            self._tat = tat + self._interval
-            if wait > 0:
-                self.waits += 1
-                if on_wait:
-                    on_wait(wait)
-                await asyncio.sleep(wait)
-        if self._sem.locked():
-            if on_wait:
-                on_wait(0.0)
-            try:
-                async with asyncio.timeout_at(_loop_time(deadline)):
-                    await self._sem.acquire()
-            except TimeoutError:
-                raise own_error(
-                    "GATEWAY_RATE_LIMITED",
-                    "the gateway's cap on concurrent upstream requests did not free a slot "
-                    "within the call's deadline",
-                ) from None
-        else:
-            await self._sem.acquire()
-
-    def release(self) -> None:
-        self._sem.release()
-
-
-def _loop_time(deadline: float) -> float:
-    """Convert a monotonic deadline to the running loop's clock."""
-    loop = asyncio.get_running_loop()
-    return loop.time() + (deadline - time.monotonic())
-
-
-class UpstreamHooks:
-    """Callbacks for observability; the default does nothing."""
-
-    def request_done(self, method: str, route: str, status: str, seconds: float) -> None:
-        return None
-
-    def retry(self, method: str, route: str, attempt: int, delay: float, why: str) -> None:
-        return None
-
-    def rate_limit_wait(self, seconds: float) -> None:
-        return None
-
-    def outcome(self, ok: bool) -> None:
-        return None
+    def headers(self, with_body: bool) -> dict[str, str]:
+        headers = {"x-api-key": self.api_key, **self.forward}
+        if with_body:
+            headers["content-type"] = "application/json"
+        return headers
 
 
 class UpstreamClient:
-    """Calls the upstream classify API; returns parsed JSON or raises GatewayError."""
+    """Calls the upstream classify API; returns pages or raises GatewayError."""
 
     def __init__(
         self,
         settings: Settings,
-        hooks: UpstreamHooks | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        metrics: Metrics | None = None,
+        health: UpstreamHealth | None = None,
+        limiter: Limiter | None = None,
+        drain: DrainState | None = None,
     ) -> None:
         self._settings = settings
-        self._hooks = hooks or UpstreamHooks()
+        self._metrics = metrics or Metrics()
+        self._health = health or UpstreamHealth()
+        self._limiter = limiter or make_limiter(settings)
+        self._drain = drain or DrainState()
         self._policy = RetryPolicy(
             settings.retry_max_attempts,
             settings.retry_initial_backoff,
             settings.retry_max_backoff,
             settings.retry_multiplier,
-        )
-        self._limiter = RateLimiter(
-            settings.upstream_max_concurrency, settings.upstream_rps, settings.upstream_burst
         )
         limits = httpx.Limits(
             max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
@@ -177,135 +143,162 @@ class UpstreamClient:
             base_url=settings.upstream_base,
             headers={"accept": "application/json", "user-agent": "classify-gateway/0.1"},
             limits=limits,
-            timeout=httpx.Timeout(
-                settings.upstream_timeout, connect=settings.upstream_connect_timeout
-            ),
-            transport=transport or AiohttpTransport(limits),
+            # One timeout per layer: the transport bounds the connect (a dead host fails
+            # fast and is retried); each attempt as a whole is bounded in `_attempt` by
+            # the per-attempt timeout or the caller's deadline, whichever ends first.
+            timeout=httpx.Timeout(None, connect=settings.upstream_connect_timeout),
+            transport=AiohttpTransport(limits),
             follow_redirects=False,
         )
         instrument_httpx_client(self._client)
 
-    @property
-    def limiter(self) -> RateLimiter:
-        return self._limiter
-
     async def aclose(self) -> None:
         await self._client.aclose()
+
+    # -- one classification --------------------------------------------------------
+
+    def pages(
+        self, request: pb.ClassifyRequest, call: UpstreamCall
+    ) -> contextlib.aclosing[AsyncGenerator[pb.ClassifyResponse, None]]:
+        """The pages of one (validated) classification, page_number counted from 1.
+
+        Use as `async with client.pages(...) as pages: async for page in pages:`;
+        leaving the block cancels the page being prefetched at once.
+        """
+        return contextlib.aclosing(self._pages(request, call))
+
+    async def _pages(
+        self, request: pb.ClassifyRequest, call: UpstreamCall
+    ) -> AsyncGenerator[pb.ClassifyResponse, None]:
+        # Page N+1 is requested as soon as page N's JSON is parsed, before page N is
+        # translated and handed out; page N+2 only once the consumer asks for N+1, i.e.
+        # after it has written N. A slow caller thus holds at most one page here.
+        drain = self._drain
+        cap = request.max_pages
+        if request.page_token:
+            first = self._get_page(request.page_token, call, first_page=True)
+        else:
+            first = self._call(
+                "POST", classify_path(request), orjson.dumps(request_to_json(request)), call, True
+            )
+        body = await drain.wait(drain.start(first))
+        number = 0
+        prefetch: asyncio.Task[Any] | None = None
+        try:
+            while True:
+                token = next_token_of(body)
+                if token and (cap == 0 or number + 1 < cap) and not drain.cutoff:
+                    prefetch = drain.start(self._get_page(token, call, first_page=False))
+                page = page_from_json(body, pb.ClassifyResponse)
+                number += 1
+                page.page_number = number
+                yield page
+                if prefetch is None:
+                    if token and drain.cutoff:
+                        raise own_error("GATEWAY_SHUTTING_DOWN")
+                    return
+                body = await drain.wait(prefetch)
+                prefetch = None
+        finally:
+            if prefetch is not None:
+                prefetch.cancel()
+
+    async def page(self, page_token: str, call: UpstreamCall) -> pb.GetClassifyPageResponse:
+        """One page by its token (GetClassifyPage)."""
+        task = self._drain.start(self._get_page(page_token, call, first_page=True))
+        return page_from_json(await self._drain.wait(task), pb.GetClassifyPageResponse)
+
+    async def _get_page(self, token: str, call: UpstreamCall, first_page: bool) -> Any:
+        try:
+            return await self._call("GET", page_path(token), None, call, first_page)
+        except GatewayError as err:
+            if err.http_status == 400:
+                # The only input of a page request is its token: name it, and say why.
+                raise err.replace(token_refused=True, violations=(REFUSED_TOKEN,)) from None
+            raise
+
+    # -- health ----------------------------------------------------------------------
 
     async def probe(self, api_key: str) -> bool:
         """One cheap request (`GET /indexes?page_limit=1`, not the classify quota) that
         tells whether the upstream answers at all; any answer below 500 counts as alive."""
         started = time.monotonic()
         try:
-            response = await self._client.get(
-                "/indexes",
-                params={"page_limit": 1},
-                headers={"x-api-key": api_key} if api_key else None,
-                timeout=min(5.0, self._settings.upstream_timeout),
-            )
+            async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
+                response = await self._client.get(
+                    "/indexes",
+                    params={"page_limit": 1},
+                    headers={"x-api-key": api_key} if api_key else None,
+                )
             alive = response.status_code < 500
             status = str(response.status_code)
+        except TimeoutError:
+            alive, status = False, "TimeoutError"
         except httpx.HTTPError as exc:
             alive, status = False, type(exc).__name__
-        self._hooks.request_done(
+        self._metrics.upstream_request_done(
             "GET", "GET /indexes (health probe)", status, time.monotonic() - started
         )
-        self._hooks.outcome(alive)
+        self._health.record(alive)
         return alive
 
-    async def post(
-        self,
-        path: str,
-        body: dict[str, Any],
-        deadline: float,
-        api_key: str,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        content = orjson.dumps(body)
-        return await self._call(
-            "POST", path, "POST " + path, content, deadline, api_key, extra_headers
-        )
-
-    async def get_page(
-        self,
-        path: str,
-        deadline: float,
-        api_key: str,
-        extra_headers: Mapping[str, str] | None = None,
-    ) -> Any:
-        try:
-            return await self._call(
-                "GET", path, "GET /classify/{page_token}", None, deadline, api_key, extra_headers
-            )
-        except GatewayError as err:
-            if err.metadata.get("http_status") == "400":
-                # The only input of a page request is its token: name it, and say why.
-                err.token_refused = True
-                err.violations = (
-                    (
-                        "page_token",
-                        "the upstream refused this page token: it expired (tokens live about "
-                        "5 minutes, see page_info.page_expired_at) or is unknown; start the "
-                        "classification again",
-                    ),
-                )
-            raise
+    # -- one request, with retries ---------------------------------------------------
 
     async def _call(
         self,
         method: str,
         path: str,
-        route: str,
         content: bytes | None,
-        deadline: float,
-        api_key: str,
-        extra_headers: Mapping[str, str] | None,
+        call: UpstreamCall,
+        first_page: bool,
     ) -> Any:
-        headers = {"x-api-key": api_key}
-        if content is not None:
-            headers["content-type"] = "application/json"
-        if extra_headers:
-            headers.update(extra_headers)
+        """Parsed JSON of a 2xx answer, after the retries the error table allows."""
+        route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
+        headers = call.headers(content is not None)
+        deadline = call.deadline
         attempt = 0
         while True:
             attempt += 1
-            remaining = deadline - time.monotonic() - DEADLINE_MARGIN
-            if remaining <= 0:
+            if deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
                 raise own_error("DEADLINE_EXCEEDED")
-            await self._limiter.acquire(deadline, self._hooks.rate_limit_wait)
+            waited = await self._limiter.acquire(deadline, first_page=first_page)
+            if waited > 0:
+                self._metrics.rate_limit_wait(waited)
             started = time.monotonic()
             try:
-                result, failure, hint = await self._attempt(
-                    method, path, route, content, headers, deadline
+                body = await self._attempt(method, path, content, headers, deadline)
+            except GatewayError as failure:
+                err = failure
+            else:
+                self._metrics.upstream_request_done(
+                    method, route, "200", time.monotonic() - started
                 )
+                self._health.record(True)
+                return body
             finally:
                 self._limiter.release()
-            elapsed = time.monotonic() - started
-            if failure is None:
-                self._hooks.request_done(method, route, "200", elapsed)
-                self._hooks.outcome(True)
-                return result
-            self._hooks.request_done(
-                method, route, failure.metadata.get("http_status", failure.reason), elapsed
+            self._metrics.upstream_request_done(
+                method,
+                route,
+                str(err.http_status) if err.http_status is not None else err.reason,
+                time.monotonic() - started,
             )
-            retryable = self._retryable(failure)
-            if failure.reason != "DEADLINE_EXCEEDED":
-                # An answer in the 4xx range still proves the upstream is alive.
-                self._hooks.outcome(failure.code not in _UPSTREAM_DOWN_CODES)
-            if not retryable:
-                raise failure
+            if err.reason != "DEADLINE_EXCEEDED":
+                self._health.record_failure(err.code)
+            if not err.retryable:
+                raise err
             # From here on the gateway retries this failure itself; if it still reaches
             # the caller, the caller's own retry policy must not start over.
-            failure.pushback = True
+            err = err.replace(pushback=True)
             if attempt >= self._policy.max_attempts:
-                raise failure
-            delay = max(self._policy.backoff(attempt), hint or 0.0)
+                raise err
+            delay = max(self._policy.backoff(attempt), err.retry_after or 0.0)
             if time.monotonic() + delay >= deadline - DEADLINE_MARGIN:
                 # Waiting would outlive the caller's deadline: answer now, and say when.
-                if failure.retry_delay is None and hint is not None:
-                    failure.retry_delay = hint
-                raise failure
-            self._hooks.retry(method, route, attempt, delay, failure.reason)
+                if err.retry_delay is None and err.retry_after is not None:
+                    err = err.replace(retry_delay=err.retry_after)
+                raise err
+            self._metrics.upstream_retry(route, err.reason)
             log.info(
                 "upstream retry",
                 extra={
@@ -314,57 +307,36 @@ class UpstreamClient:
                     "route": route,
                     "attempt": attempt,
                     "delay_s": round(delay, 3),
-                    "reason": failure.reason,
+                    "reason": err.reason,
                 },
             )
             await asyncio.sleep(delay)
-
-    @staticmethod
-    def _retryable(failure: GatewayError) -> bool:
-        status = failure.metadata.get("http_status")
-        if status is not None:
-            return row_for_status(int(status)).retryable
-        return failure.reason in {
-            "UPSTREAM_UNREACHABLE",
-            "UPSTREAM_TIMEOUT",
-            "UPSTREAM_MALFORMED_RESPONSE",
-        }
 
     async def _attempt(
         self,
         method: str,
         path: str,
-        route: str,
         content: bytes | None,
         headers: dict[str, str],
         deadline: float,
-    ) -> tuple[Any, GatewayError | None, float | None]:
-        """One HTTP exchange: (parsed body, None, None) or (None, failure, retry hint)."""
+    ) -> Any:
+        """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError."""
         budget = deadline - time.monotonic() - DEADLINE_MARGIN
         per_attempt = min(self._settings.upstream_timeout, budget)
-        caller_bound = per_attempt < self._settings.upstream_timeout
-        timeout = httpx.Timeout(
-            per_attempt, connect=min(per_attempt, self._settings.upstream_connect_timeout)
-        )
         try:
-            # A hard cap as well: httpx timeouts are per read, a trickled body is not.
+            # The one bound on the whole exchange (connect, send, a trickled body).
             async with asyncio.timeout(per_attempt):
                 response = await self._client.request(
-                    method, path, content=content, headers=headers, timeout=timeout
+                    method, path, content=content, headers=headers
                 )
-        except (TimeoutError, httpx.TimeoutException):
-            if caller_bound:
-                return None, own_error("DEADLINE_EXCEEDED"), None
-            return None, own_error("UPSTREAM_TIMEOUT"), None
-        except httpx.TransportError as exc:
-            return (
-                None,
-                own_error(
-                    "UPSTREAM_UNREACHABLE",
-                    f"the upstream could not be reached: {type(exc).__name__}",
-                ),
-                None,
-            )
+        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            if per_attempt < self._settings.upstream_timeout:
+                raise own_error("DEADLINE_EXCEEDED") from None
+            raise own_error("UPSTREAM_TIMEOUT") from None
+        except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
+            raise own_error(
+                "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"
+            ) from None
         status = response.status_code
         try:
             body = orjson.loads(response.content)
@@ -372,20 +344,14 @@ class UpstreamClient:
             body = None
         if 200 <= status < 300:
             if body is None:
-                return (
-                    None,
-                    own_error(
-                        "UPSTREAM_MALFORMED_RESPONSE",
-                        f"the upstream answered HTTP {status} with a body that is not valid JSON "
-                        f"({len(response.content)} bytes)",
-                    ),
-                    None,
+                raise own_error(
+                    "UPSTREAM_MALFORMED_RESPONSE",
+                    f"the upstream answered HTTP {status} with a body that is not valid JSON "
+                    f"({len(response.content)} bytes)",
                 )
-            return body, None, None
-        hint = retry_hint(response.headers, status, time.time())
-        err_body = body if isinstance(body, dict) else None
-        return (
-            None,
-            from_upstream(status, err_body, retry_delay=hint if status == 429 else None),
-            hint,
+            return body
+        raise from_upstream(
+            status,
+            body if isinstance(body, dict) else None,
+            retry_after=retry_hint(response.headers, status, time.time()),
         )

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+
 import grpc
 import pytest
 
 from classify_gateway.errors import (
+    BY_REASON,
     DOMAIN,
-    REASONS,
+    TABLE,
+    GatewayError,
     from_upstream,
     invalid_request,
     own_error,
+    row_for_status,
     to_grpc_status,
     to_status_proto,
 )
@@ -69,9 +76,11 @@ C = grpc.StatusCode
     ],
 )
 def test_upstream_rows(status: int, body: dict | None, code: grpc.StatusCode, reason: str) -> None:
-    err = from_upstream(status, body, retry_delay=3.5 if status == 429 else None)
+    err = from_upstream(status, body, retry_after=3.5)
     assert err.code == code
     assert err.reason == reason
+    assert err.http_status == status
+    assert err.retryable == (status in (429, 502, 503, 504))
     d = unpack_details(to_status_proto(err))
     info = d.info
     assert info is not None
@@ -81,6 +90,8 @@ def test_upstream_rows(status: int, body: dict | None, code: grpc.StatusCode, re
     if status == 429:
         assert d.retry is not None
         assert d.retry.retry_delay.ToNanoseconds() == 3_500_000_000
+    else:
+        assert d.retry is None  # Retry-After of other statuses only spaces the gateway's retries
     if status in (401, 403):
         assert "gateway's credentials" in err.message
     if status == 404:
@@ -96,14 +107,16 @@ def test_reason_is_upper_snake_and_bounded() -> None:
     assert from_upstream(400, {"code": "123"}).reason == "UPSTREAM_BAD_REQUEST"
 
 
-@pytest.mark.parametrize("reason", sorted(REASONS))
+@pytest.mark.parametrize("reason", sorted(row.reason for row in TABLE if not row.http_statuses))
 def test_own_reasons(reason: str) -> None:
-    err = own_error(reason)
-    st = to_grpc_status(err, "tok-1")
-    assert st.code == REASONS[reason][0]
+    err = own_error(reason).replace(resume_token="tok-1")
+    st = to_grpc_status(err)
+    assert st.code == BY_REASON[reason].code
+    assert err.retryable == BY_REASON[reason].retryable
     trailer = dict(st.trailing_metadata)
     assert "grpc-status-details-bin" in trailer
-    d = unpack_details(to_status_proto(err, "tok-1"))
+    assert "grpc-retry-pushback-ms" not in trailer
+    d = unpack_details(to_status_proto(err))
     assert d.info is not None
     assert d.info.metadata["resume_page_token"] == "tok-1"
     assert d.info.reason == reason
@@ -116,3 +129,37 @@ def test_bad_request_lists_every_violation() -> None:
     assert d.bad_request is not None and d.info is not None
     assert [v.field for v in d.bad_request.field_violations] == ["a", "b", "c", "d"]
     assert "resume_page_token" not in d.info.metadata
+
+
+def test_errors_are_frozen_and_replaced_with_context() -> None:
+    err = from_upstream(503, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        err.pushback = True  # type: ignore[misc]
+    spent = err.replace(pushback=True, resume_token="tok-2")
+    assert isinstance(spent, GatewayError)
+    assert not err.pushback and err.resume_token is None  # the original is unchanged
+    assert (spent.code, spent.reason, spent.http_status) == (err.code, err.reason, 503)
+    st = to_grpc_status(spent)
+    assert dict(st.trailing_metadata)["grpc-retry-pushback-ms"] == "-1"
+    d = unpack_details(to_status_proto(spent))
+    assert d.info is not None and d.info.metadata["resume_page_token"] == "tok-2"
+
+
+async def test_errors_pass_through_context_managers() -> None:
+    """contextlib sets __traceback__ on the way out, which a frozen exception must allow."""
+
+    @contextlib.asynccontextmanager
+    async def scope() -> AsyncIterator[None]:
+        yield
+
+    with pytest.raises(GatewayError) as info:
+        async with scope():
+            raise own_error("DEADLINE_EXCEEDED")
+    assert info.value.reason == "DEADLINE_EXCEEDED"
+
+
+def test_catch_all_rows_apply_only_without_an_exact_row() -> None:
+    assert row_for_status(418).reason == "UPSTREAM_REJECTED"
+    assert row_for_status(599).reason == "UPSTREAM_SERVER_ERROR"
+    assert row_for_status(404).reason == "RESOURCE_NOT_EXIST"
+    assert row_for_status(302).reason == "UPSTREAM_REJECTED"

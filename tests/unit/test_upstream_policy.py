@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
-from typing import Any
 
 import pytest
 
 from classify_gateway.errors import GatewayError
-from classify_gateway.upstream import RateLimiter, RetryPolicy, retry_hint
+from classify_gateway.limits import RateLimiter
+from classify_gateway.upstream import RetryPolicy, retry_hint
 
 
 def test_backoff_full_jitter_bounds() -> None:
@@ -38,74 +37,66 @@ def test_ratelimit_reset_only_counts_for_429() -> None:
     assert retry_hint({"x-ratelimit-reset": "1"}, 429, now) == 0.0
 
 
-class FakeClock:
-    """time.monotonic and asyncio.sleep for the limiter's module: a sleep moves the clock
-    at once, so that a test checks the waits the limiter asks for, not the machine's speed."""
+class FakeTime:
+    """A clock whose sleeps return at once and move it on."""
 
     def __init__(self) -> None:
-        self.now = 1_000.0
+        self.now = 1000.0
         self.slept: list[float] = []
 
-    def monotonic(self) -> float:
+    def clock(self) -> float:
         return self.now
 
-    async def sleep(self, seconds: float, result: Any = None) -> Any:
+    async def sleep(self, seconds: float) -> None:
         self.slept.append(seconds)
-        self.now += max(0.0, seconds)
-        return result
+        self.now += seconds
 
 
-class _Patched:
-    """A module whose attributes are the real module's, but for the ones given."""
-
-    def __init__(self, real: Any, **override: Any) -> None:
-        self._real, self._override = real, override
-
-    def __getattr__(self, name: str) -> Any:
-        return self._override.get(name, getattr(self._real, name))
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
-    fake = FakeClock()
-    module = sys.modules[RateLimiter.__module__]
-    monkeypatch.setattr(module, "time", _Patched(time, monotonic=fake.monotonic))
-    monkeypatch.setattr(module, "asyncio", _Patched(asyncio, sleep=fake.sleep))
-    return fake
-
-
-async def test_rate_limiter_spaces_requests(clock: FakeClock) -> None:
-    limiter = RateLimiter(max_concurrency=10, rps=20.0, burst=1)
-    start = clock.now
+async def test_rate_limiter_spaces_requests() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(max_concurrency=10, rps=20.0, burst=1, clock=t.clock, sleep=t.sleep)
+    waited = []
     for _ in range(5):
-        await limiter.acquire(clock.now + 5)
+        waited.append(await limiter.acquire(t.now + 5, first_page=True))
         limiter.release()
-    # Five requests at 20/s: the first at once, each next one interval (50 ms) later.
-    assert clock.slept == pytest.approx([0.05] * 4)
-    assert clock.now - start == pytest.approx(0.2)
+    # Five requests at 20/s: the first goes at once, each next one 50 ms after the last.
+    assert waited == pytest.approx([0.0, 0.05, 0.05, 0.05, 0.05])
+    assert t.now - 1000.0 == pytest.approx(0.2)
     assert limiter.waits == 4
 
 
-async def test_rate_limiter_refuses_at_once_when_deadline_cannot_be_met(clock: FakeClock) -> None:
-    limiter = RateLimiter(max_concurrency=10, rps=1.0, burst=1)
-    await limiter.acquire(clock.now + 5)
+async def test_rate_limiter_lets_a_burst_through() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(max_concurrency=10, rps=1.0, burst=3, clock=t.clock, sleep=t.sleep)
+    for _ in range(3):
+        assert await limiter.acquire(t.now + 5, first_page=True) == 0.0
+        limiter.release()
+    assert await limiter.acquire(t.now + 5, first_page=True) == pytest.approx(1.0)
+
+
+async def test_rate_limiter_refuses_at_once_when_deadline_cannot_be_met() -> None:
+    t = FakeTime()
+    limiter = RateLimiter(max_concurrency=10, rps=1.0, burst=1, clock=t.clock, sleep=t.sleep)
+    await limiter.acquire(t.now + 5, first_page=True)
     limiter.release()
     with pytest.raises(GatewayError) as info:
-        await limiter.acquire(clock.now + 0.2)
-    assert clock.slept == []  # at once, not after the deadline
+        await limiter.acquire(t.now + 0.2, first_page=False)
+    assert t.slept == []  # at once, not after the deadline
     assert info.value.code.name == "RESOURCE_EXHAUSTED"
     assert info.value.reason == "GATEWAY_RATE_LIMITED"
-    assert info.value.retry_delay == pytest.approx(1.0)  # the next slot, one second on
+    assert info.value.retry_delay == pytest.approx(1.0)
 
 
 async def test_concurrency_cap_waits_then_refuses() -> None:
     limiter = RateLimiter(max_concurrency=1, rps=0, burst=1)
     await limiter.acquire(time.monotonic() + 5)
-    waiter = asyncio.create_task(limiter.acquire(time.monotonic() + 5))
+    waiter = asyncio.create_task(limiter.acquire(time.monotonic() + 5, first_page=False))
     await asyncio.sleep(0.05)
     assert not waiter.done()  # queued, not failed
     limiter.release()
-    await asyncio.wait_for(waiter, 1)
+    assert await asyncio.wait_for(waiter, 1) > 0  # it waited, and says so
+    limiter.release()
+    await limiter.acquire(time.monotonic() + 5)
     with pytest.raises(GatewayError) as info:
         await limiter.acquire(time.monotonic() + 0.05)
     assert info.value.code.name == "RESOURCE_EXHAUSTED"

@@ -1,0 +1,101 @@
+"""Admission of upstream requests: the `Limiter` interface and the in-process limiter.
+
+Every upstream request acquires a slot from a `Limiter` before it is sent and
+releases it when its answer is in. `RateLimiter` is process-wide: with N replicas
+the upstream sees N times its rate. A backend shared by the replicas (Redis) plugs
+in behind the same interface; `make_limiter` is where settings choose one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from classify_gateway.config import Settings
+from classify_gateway.errors import own_error
+
+
+class Limiter(Protocol):
+    """What the upstream client needs from a rate limiter."""
+
+    async def acquire(self, deadline: float, *, first_page: bool) -> float:
+        """Wait for a slot for one upstream request; return the seconds waited.
+
+        `deadline` is absolute (`time.monotonic()`): a wait that cannot end before it
+        is not started, GATEWAY_RATE_LIMITED (with RetryInfo when the wait is known)
+        is raised at once instead. `first_page` is False for pages 2..N of a stream
+        the gateway has already admitted, which a limiter may serve first (a caller
+        half-way through its pages loses most if refused now).
+        """
+        ...
+
+    def release(self) -> None:
+        """The request that `acquire` admitted has its answer (or failed)."""
+        ...
+
+
+class RateLimiter:
+    """Process-wide cap on concurrent upstream requests and on requests per second.
+
+    The per-second cap is a GCRA token bucket with reservations: a caller learns at
+    once how long it must wait for its slot, so one whose deadline cannot be met
+    gets RESOURCE_EXHAUSTED immediately instead of DEADLINE_EXCEEDED later. It does
+    not (yet) prefer later pages over first pages.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        rps: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._interval = 1.0 / rps if rps > 0 else 0.0
+        self._tolerance = (burst - 1) * self._interval
+        self._tat = 0.0  # theoretical arrival time of the next request
+        self._clock = clock
+        self._sleep = sleep
+        self.waits = 0
+
+    async def acquire(self, deadline: float, *, first_page: bool = True) -> float:
+        now = self._clock()
+        waited = 0.0
+        if self._interval:
+            tat = max(self._tat, now)
+            wait = tat - self._tolerance - now
+            if wait > 0 and now + wait > deadline:
+                raise own_error("GATEWAY_RATE_LIMITED", retry_delay=wait)
+            self._tat = tat + self._interval
+            if wait > 0:
+                self.waits += 1
+                await self._sleep(wait)
+                waited = wait
+        if not self._sem.locked():
+            await self._sem.acquire()
+            return waited
+        queued = self._clock()
+        try:
+            async with asyncio.timeout(max(0.0, deadline - queued)):
+                await self._sem.acquire()
+        except TimeoutError:
+            raise own_error(
+                "GATEWAY_RATE_LIMITED",
+                "the gateway's cap on concurrent upstream requests did not free a slot "
+                "within the call's deadline",
+            ) from None
+        return waited + (self._clock() - queued)
+
+    def release(self) -> None:
+        self._sem.release()
+
+
+def make_limiter(settings: Settings) -> Limiter:
+    """The limiter the settings ask for (today always the in-process one)."""
+    return RateLimiter(
+        settings.upstream_max_concurrency, settings.upstream_rps, settings.upstream_burst
+    )

@@ -1,0 +1,115 @@
+"""UpstreamClient.pages and .page against a scripted upstream: paths, tokens, prefetch depth."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import grpc
+import pytest
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+
+from classify_gateway.config import from_env
+from classify_gateway.errors import GatewayError
+from classify_gateway.upstream import UpstreamCall, UpstreamClient
+from tests.support.upstream import FakeUpstream, serving
+
+PAGES = [{"data": [], "page_info": {"limit_per_page": 1, "total_results": 4}}] * 4
+
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[FakeUpstream, str]]:
+    scripted = FakeUpstream(PAGES)
+    with serving(scripted) as url:
+        yield scripted, url
+
+
+@pytest.fixture
+async def client(upstream: tuple[FakeUpstream, str]) -> AsyncIterator[UpstreamClient]:
+    settings = from_env({}, upstream_url=upstream[1], api_key="k", retry_max_attempts=1)
+    c = UpstreamClient(settings)
+    yield c
+    await c.aclose()
+
+
+def call(seconds: float = 10.0) -> UpstreamCall:
+    return UpstreamCall("k", time.monotonic() + seconds, {"traceparent": "00-x-y-01"})
+
+
+def request(**fields: object) -> pb.ClassifyRequest:
+    return pb.ClassifyRequest(
+        video_ids=["v1"],
+        options=[pb.SEARCH_OPTION_VISUAL],
+        classes=[pb.ClassDefinition(name="a", prompts=["b"])],
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+async def test_every_page_numbered_and_paths_from_the_tokens(
+    client: UpstreamClient, upstream: tuple[FakeUpstream, str]
+) -> None:
+    async with client.pages(request(), call()) as pages:
+        got = [(p.page_number, p.page_info.next_page_token) async for p in pages]
+    assert got == [(1, "p1"), (2, "p2"), (3, "p3"), (4, "")]
+    assert len(upstream[0].bodies) == 1  # one POST, then GETs of the tokens
+    assert all(h["x-api-key"] == "k" for h in upstream[0].headers)
+    assert all(h["traceparent"] == "00-x-y-01" for h in upstream[0].headers)
+
+
+async def test_max_pages_stops_without_fetching_further(
+    client: UpstreamClient, upstream: tuple[FakeUpstream, str]
+) -> None:
+    async with client.pages(request(max_pages=2), call()) as pages:
+        got = [p.page_number async for p in pages]
+    assert got == [1, 2]
+    assert len(upstream[0].headers) == 2
+
+
+async def test_prefetch_is_exactly_one_page_ahead(
+    client: UpstreamClient, upstream: tuple[FakeUpstream, str]
+) -> None:
+    async with client.pages(request(), call()) as pages:
+        first = await anext(pages)
+        assert first.page_number == 1
+        await asyncio.sleep(0.3)  # a slow caller: page 2 is fetched, page 3 is not
+        assert len(upstream[0].headers) == 2
+        second = await anext(pages)
+        await asyncio.sleep(0.3)
+        assert second.page_number == 2
+        assert len(upstream[0].headers) == 3
+
+
+async def test_a_resumed_stream_starts_at_its_token(
+    client: UpstreamClient, upstream: tuple[FakeUpstream, str]
+) -> None:
+    async with client.pages(pb.ClassifyRequest(page_token="p2"), call()) as pages:
+        got = [p.page_info.next_page_token async for p in pages]
+    assert got == ["p3", ""]
+    assert upstream[0].bodies == []
+
+
+async def test_a_refused_token_names_the_field_and_cannot_be_resumed(
+    client: UpstreamClient,
+) -> None:
+    with pytest.raises(GatewayError) as info:
+        await client.page("nope", call())
+    err = info.value
+    assert err.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.http_status == 400 and err.token_refused
+    assert [f for f, _ in err.violations] == ["page_token"]
+
+
+async def test_one_page_by_token(client: UpstreamClient) -> None:
+    page = await client.page("p3", call())
+    assert isinstance(page, pb.GetClassifyPageResponse)
+    assert page.page_info.prev_page_token == "p2"
+
+
+async def test_no_time_left_is_deadline_exceeded_without_a_request(
+    client: UpstreamClient, upstream: tuple[FakeUpstream, str]
+) -> None:
+    with pytest.raises(GatewayError) as info:
+        await client.page("p1", call(0.05))
+    assert info.value.reason == "DEADLINE_EXCEEDED"
+    assert upstream[0].headers == []
