@@ -20,7 +20,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
-	@echo "make generate  regenerate generated/ from proto/"
+	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
 	@echo "make lint      ruff, mypy (strict on classify_gateway/), buf lint/format/breaking"
 	@echo "make bench     benchmarks (BENCH_QUICK=1 for a one-minute run)"
 	@echo "make soak      long steady load with faults (SOAK_SECONDS, default 600)"
@@ -50,8 +50,13 @@ redis-server:
 	  fi; \
 	fi
 
+# Python stubs, plus the copies each client module keeps so that it builds outside this
+# repository (tests/contract/test_client_copies.py fails when one is stale). The Go stubs
+# need Go: `make -C clients/go generate`.
 generate: venv
 	$(PY) tools/generate.py
+	$(MAKE) -C clients/java generate
+	cp deploy/service-config.json clients/go/classify/service-config.json
 
 fmt: venv
 	$(VENV)/bin/ruff format classify_gateway classify_emulator tests tools bench

@@ -1,5 +1,7 @@
 module github.com/classify-gateway/classify-gateway/clients/go
 
+// The lowest Go this module can declare: google.golang.org/grpc v1.85.0 and
+// golang.org/x/net v0.60.0 themselves require go 1.26.0.
 go 1.26.0
 
 require (

@@ -26,42 +26,66 @@ const (
 // (from the grpc-status-details-bin trailer): its ErrorInfo, its BadRequest
 // (field violations of an INVALID_ARGUMENT) and its RetryInfo (how long to
 // wait after RESOURCE_EXHAUSTED). Any of them is nil when absent, and all
-// are nil when err is not a gRPC status error.
+// are nil when err is not a gRPC status error. DetailsOf also returns the
+// ResourceInfo.
 //
 // This package imports errdetails, which registers the detail types; a
 // program that calls status.FromError(err).Details() itself must import
 // google.golang.org/genproto/googleapis/rpc/errdetails too, or the details
 // come back as errors ("proto: not found").
 func ErrorDetails(err error) (*errdetails.ErrorInfo, *errdetails.BadRequest, *errdetails.RetryInfo) {
+	d := DetailsOf(err)
+	return d.ErrorInfo, d.BadRequest, d.RetryInfo
+}
+
+// Details are the google.rpc details the gateway attaches to an error; each
+// field is nil when the error carries no detail of that type.
+type Details struct {
+	// ErrorInfo: reason (e.g. "UPSTREAM_RATE_LIMITED"), domain ErrorDomain,
+	// metadata such as MetadataResumePageToken and MetadataHTTPStatus.
+	ErrorInfo *errdetails.ErrorInfo
+	// BadRequest: the field violations of an INVALID_ARGUMENT.
+	BadRequest *errdetails.BadRequest
+	// RetryInfo: how long to wait before calling again.
+	RetryInfo *errdetails.RetryInfo
+	// ResourceInfo: what an upstream 404 (NOT_FOUND) names: resource_type
+	// "videos" or "indexes", resource_name the id.
+	ResourceInfo *errdetails.ResourceInfo
+}
+
+// DetailsOf returns every google.rpc detail of err that this package knows,
+// the first of each type. All fields are nil when err is nil or not a gRPC
+// status error.
+func DetailsOf(err error) Details {
+	var out Details
 	if err == nil {
-		return nil, nil, nil
+		return out
 	}
 	s, ok := status.FromError(err)
 	if !ok {
-		return nil, nil, nil
+		return out
 	}
-	var (
-		info  *errdetails.ErrorInfo
-		bad   *errdetails.BadRequest
-		retry *errdetails.RetryInfo
-	)
 	for _, d := range s.Details() {
 		switch d := d.(type) {
 		case *errdetails.ErrorInfo:
-			if info == nil {
-				info = d
+			if out.ErrorInfo == nil {
+				out.ErrorInfo = d
 			}
 		case *errdetails.BadRequest:
-			if bad == nil {
-				bad = d
+			if out.BadRequest == nil {
+				out.BadRequest = d
 			}
 		case *errdetails.RetryInfo:
-			if retry == nil {
-				retry = d
+			if out.RetryInfo == nil {
+				out.RetryInfo = d
+			}
+		case *errdetails.ResourceInfo:
+			if out.ResourceInfo == nil {
+				out.ResourceInfo = d
 			}
 		}
 	}
-	return info, bad, retry
+	return out
 }
 
 // ResumeToken returns the ErrorInfo metadata `resume_page_token` of err: the

@@ -1,3 +1,5 @@
+//go:build integration
+
 // Package integration holds the end-to-end tests of the Go client against a
 // running gateway and upstream emulator. Run them through the stack runner,
 // which starts both and exports their addresses:

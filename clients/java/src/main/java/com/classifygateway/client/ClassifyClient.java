@@ -13,6 +13,7 @@ import com.google.protobuf.Message;
 import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.RetryInfo;
+import io.grpc.Context;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
@@ -148,7 +149,8 @@ public final class ClassifyClient implements AutoCloseable {
    * page, non-empty when {@code max_pages} stopped it (pass it as {@code page_token} to go on).
    *
    * <p>On failure the {@link io.grpc.StatusRuntimeException} propagates; if pages were already
-   * delivered, {@link #resumeToken(Throwable)} tells where to resume.
+   * delivered, {@link #resumeToken(Throwable)} tells where to resume. If {@code onPage} throws,
+   * the call is cancelled (the gateway stops its upstream work) and the exception propagates.
    */
   public String streamAll(ClassifyRequest request, Consumer<ClassifyResponse> onPage) {
     return streamAll(blocking, request, onPage);
@@ -160,19 +162,35 @@ public final class ClassifyClient implements AutoCloseable {
         blocking.withDeadlineAfter(deadline.toNanos(), TimeUnit.NANOSECONDS), request, onPage);
   }
 
-  /** {@link #streamAll(ClassifyRequest, Consumer)} through any blocking stub (deadline, interceptors). */
+  /**
+   * {@link #streamAll(ClassifyRequest, Consumer)} through any blocking stub (deadline,
+   * interceptors).
+   *
+   * <p>The call runs in its own cancellable {@link Context}: when {@code onPage} throws (or the
+   * iteration stops for any other reason), the call is cancelled before the exception
+   * propagates, so the gateway stops fetching pages upstream at once instead of keeping the
+   * stream open until its deadline. The consumer's exception reaches the caller unchanged.
+   */
   public static String streamAll(
       ClassifyServiceGrpc.ClassifyServiceBlockingStub stub,
       ClassifyRequest request,
       Consumer<ClassifyResponse> onPage) {
-    String last = "";
-    Iterator<ClassifyResponse> pages = stub.classify(request);
-    while (pages.hasNext()) {
-      ClassifyResponse page = pages.next();
-      last = page.getPageInfo().getNextPageToken();
-      onPage.accept(page);
+    Context.CancellableContext call = Context.current().withCancellation();
+    Context previous = call.attach();
+    try {
+      String last = "";
+      Iterator<ClassifyResponse> pages = stub.classify(request);
+      while (pages.hasNext()) {
+        ClassifyResponse page = pages.next();
+        last = page.getPageInfo().getNextPageToken();
+        onPage.accept(page);
+      }
+      return last;
+    } finally {
+      call.detach(previous);
+      // A no-op when the stream already ended; otherwise it sends RST_STREAM (CANCELLED).
+      call.cancel(null);
     }
-    return last;
   }
 
   /** One page by token (unary {@code GetClassifyPage}). */

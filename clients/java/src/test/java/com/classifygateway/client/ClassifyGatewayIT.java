@@ -63,7 +63,7 @@ import org.junit.jupiter.api.Timeout;
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
-class ClassifyGatewayTest {
+class ClassifyGatewayIT {
 
   /** Videos per page; with VIDEO_COUNT videos this gives several pages. */
   private static final int PAGE_LIMIT = 2;
@@ -447,6 +447,38 @@ class ClassifyGatewayTest {
     for (JsonObject r : gets) {
       assertTrue(r.has("disconnected") && r.get("disconnected").getAsBoolean(),
           "the in-flight page request was abandoned when the caller cancelled: " + r);
+    }
+  }
+
+  @Test
+  void consumerThatThrowsCancelsTheCall() throws Exception {
+    // Page requests are slow, so the gateway's prefetch of page 2 is in flight when the
+    // consumer gives up on page 1. streamAll must cancel the call then, not leave it open
+    // until its deadline while the gateway goes on fetching pages.
+    int latencyMs = 2000;
+    stack.addFault(fault("GET", "/classify/", 0, -1, action("latency", "ms", latencyMs)));
+    class Stop extends RuntimeException {
+      Stop() {
+        super("consumer gives up");
+      }
+    }
+    AtomicInteger delivered = new AtomicInteger();
+    Stop thrown = assertThrows(Stop.class, () -> client.streamAll(request().build(), DEADLINE, page -> {
+      assertFalse(page.getPageInfo().getNextPageToken().isEmpty(), "precondition: more pages");
+      delivered.incrementAndGet();
+      throw new Stop();
+    }));
+    assertEquals("consumer gives up", thrown.getMessage(), "the consumer's exception, unchanged");
+    assertEquals(1, delivered.get());
+
+    // Past the injected latency, every page request must show up as abandoned by the
+    // gateway (disconnected), and no later page may have been requested.
+    Thread.sleep(latencyMs + 1000);
+    List<JsonObject> gets = pageGets();
+    assertTrue(gets.size() <= 1, "at most the one prefetched page was requested: " + gets);
+    for (JsonObject r : gets) {
+      assertTrue(r.has("disconnected") && r.get("disconnected").getAsBoolean(),
+          "the in-flight page request was abandoned when the consumer threw: " + r);
     }
   }
 
