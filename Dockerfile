@@ -9,10 +9,14 @@
 # only that virtual environment: no source tree, no uv, no build tools.
 # docs/deploy.md explains the image and the manifests in deploy/.
 #
-# Pin the base by digest as well (python:3.11.7-slim-bookworm@sha256:...) in a
-# registry that can resolve it; both stages must use the same base, because the
-# virtual environment's interpreter is a symlink to /usr/local/bin/python3.11.
-ARG PYTHON_IMAGE=python:3.11.7-slim-bookworm
+# The base is pinned by tag and digest (the multi-arch index of Docker Hub's
+# python:3.13.9-slim-trixie, Debian 13); a rebuilt tag cannot change the image under
+# us. To update: `docker buildx imagetools inspect python:3.13-slim-trixie`, take the
+# new version and index digest, and change this line (tests/deploy checks the form).
+# Both stages must use the same base, because the virtual environment's interpreter
+# is a symlink to /usr/local/bin/python3.13. pyproject.toml's requires-python
+# (>=3.11,<3.14) and uv.lock cover 3.13.
+ARG PYTHON_IMAGE=python:3.13.9-slim-trixie@sha256:326df678c20c78d465db501563f3492d17c42a4afe33a1f2bf5406a1d56b0e86
 
 # ---------------------------------------------------------------------------
 # Stage 1: build /app/.venv from uv.lock
@@ -27,7 +31,7 @@ RUN pip install --no-cache-dir --disable-pip-version-check "uv==${UV_VERSION}"
 # instead of hard-linking, compile bytecode now (the root filesystem is read-only at
 # run time), and put the environment where the runtime stage expects it.
 ENV UV_PYTHON_DOWNLOADS=never \
-    UV_PYTHON=/usr/local/bin/python3.11 \
+    UV_PYTHON=/usr/local/bin/python3.13 \
     UV_LINK_MODE=copy \
     UV_COMPILE_BYTECODE=1 \
     UV_NO_CACHE=1 \

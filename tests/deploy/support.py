@@ -184,8 +184,11 @@ NAME = "classify-gateway"
 SELECTOR = {"app.kubernetes.io/name": NAME}
 DUMMY_KEY = "dummy-key-for-tests"
 # Settings whose deployed value deliberately differs from the code's default, with
-# the reason. Empty: the ConfigMap documents the defaults.
-DEPLOY_OVERRIDES: dict[str, Any] = {}
+# the reason. The ConfigMap ships exactly these, nothing that repeats a default.
+DEPLOY_OVERRIDES: dict[str, Any] = {
+    # The schema is not served to the whole cluster; callers build from proto/.
+    "reflection": False,
+}
 # Health names classify_gateway/server.py registers (Gateway._set_health): overall and service.
 HEALTH_NAMES = {"", SERVICE_NAME}
 SETTING_FIELDS = {f.name for f in dataclasses.fields(Settings)}

@@ -1,5 +1,5 @@
-"""The settings a pod runs with: every env var is a real setting, the ConfigMap documents
-the defaults, and the API key comes from a Secret, never a literal."""
+"""The settings a pod runs with: every env var is a real setting, the ConfigMap ships only
+the named overrides of the defaults, and the API key comes from a Secret, never a literal."""
 
 from __future__ import annotations
 
@@ -38,13 +38,18 @@ def test_every_env_var_is_a_real_setting(
     ]
 
 
-def test_configmap_lists_every_non_secret_setting(configmap: dict[str, Any]) -> None:
+def test_configmap_ships_only_the_named_overrides(configmap: dict[str, Any]) -> None:
     listed = {k.removeprefix(PREFIX).lower() for k in configmap["data"]}
-    assert listed == SETTING_FIELDS - SECRET_SETTINGS
+    assert listed == set(DEPLOY_OVERRIDES), "the ConfigMap ships exactly DEPLOY_OVERRIDES"
+    assert listed <= SETTING_FIELDS
+    assert not listed & SECRET_SETTINGS, "secrets come from the Secret"
     assert all(isinstance(v, str) for v in configmap["data"].values()), "quote every value"
+    defaults = Settings()
+    for name, value in DEPLOY_OVERRIDES.items():
+        assert getattr(defaults, name) != value, f"{name} repeats the default: drop it"
 
 
-def test_configmap_values_parse_and_equal_the_defaults(
+def test_configmap_values_parse_and_give_the_overrides(
     configmap: dict[str, Any], tmp_path: Path
 ) -> None:
     deployed = deployed_settings(configmap, tmp_path)  # must not raise

@@ -30,7 +30,15 @@ def test_dockerfile_is_multi_stage_on_one_pinned_base() -> None:
     bases = {stage.base for stage in dockerfile.stages}
     assert len(bases) == 1, "the venv's python symlink needs the same base in both stages"
     (base,) = bases
-    assert re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base), base
+    # A current slim Python (3.12 or newer), pinned by full version and by digest.
+    match = re.fullmatch(r"python:3\.(\d+)\.\d+-slim-\w+@sha256:[0-9a-f]{64}", base)
+    assert match and int(match.group(1)) >= 12, base
+    # The interpreter the builder's uv uses is the base image's own.
+    builder_env = " ".join(dockerfile.stages[0].all("ENV"))
+    assert f"UV_PYTHON=/usr/local/bin/python3.{match.group(1)}" in builder_env
+    # ... and pyproject.toml allows it (CI runs 3.11, the image another 3.x).
+    requires = pyproject()["project"]["requires-python"]
+    assert f"<3.{int(match.group(1)) + 1}" in requires.replace(" ", ""), requires
     final = dockerfile.final
     copies = final.all("COPY")
     assert copies, "the runtime stage copies the environment"
