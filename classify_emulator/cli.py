@@ -16,9 +16,9 @@ from classify_emulator.serving import parse_listen, run
 DEFAULT_LISTEN = "127.0.0.1:8800"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, prog: str = "python -m classify_emulator") -> int:
     parser = argparse.ArgumentParser(
-        prog="emulator",
+        prog=prog,
         description="Emulator of the Twelve Labs classify API v1.2, with injectable faults.",
         epilog="Settings: CLASSIFY_EMULATOR_API_KEYS, _PAGE_TTL_SECONDS, _RATE_LIMIT, "
         "_RATE_WINDOW_SECONDS, _LATENCY_MS, _CORPUS, _JOURNAL_LIMIT. See docs/emulator.md.",
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         parse_listen(args.listen)
         config = EmulatorConfig.from_env()
     except ValueError as exc:
-        print(f"emulator: {exc}", file=sys.stderr)
+        print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     host_port = args.listen
     print(

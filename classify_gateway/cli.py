@@ -1,29 +1,56 @@
-"""`classify-gateway`: serve | emulator | demo."""
+"""`classify-gateway`: serve | emulator | demo, and `--version`.
+
+One argparse parser with a subcommand each. `serve` is parsed here; `emulator` and
+`demo` hand their arguments to their own parsers (classify_emulator/cli.py,
+classify_gateway/demo.py), which name themselves `classify-gateway emulator` and
+`classify-gateway demo` in `--help` and in errors.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+from collections.abc import Callable
+from importlib import metadata
 
 from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
 
+PROG = "classify-gateway"
 
-def _serve(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="classify-gateway serve",
-        description="Run the gRPC gateway. Settings come from CLASSIFY_GATEWAY_* variables "
-        "(docs/operations.md); these flags override them.",
-    )
-    parser.add_argument("--listen", help="gRPC HOST:PORT (CLASSIFY_GATEWAY_LISTEN)")
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml's [project].version)."""
+    try:
+        return metadata.version("classify-gateway")
+    except metadata.PackageNotFoundError:  # running from a tree that was never installed
+        return "0+unknown"
+
+
+def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument(
-        "--metrics-listen", help="metrics HOST:PORT (CLASSIFY_GATEWAY_METRICS_LISTEN)"
+        "--listen", metavar="HOST:PORT", help="gRPC address (CLASSIFY_GATEWAY_LISTEN)"
     )
     parser.add_argument(
-        "--upstream-url", help="upstream base URL with version (CLASSIFY_GATEWAY_UPSTREAM_URL)"
+        "--metrics-listen",
+        metavar="HOST:PORT",
+        help="metrics address (CLASSIFY_GATEWAY_METRICS_LISTEN)",
     )
-    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
-    ns = parser.parse_args(argv)
+    parser.add_argument(
+        "--upstream-url",
+        metavar="URL",
+        help="upstream base URL with version (CLASSIFY_GATEWAY_UPSTREAM_URL)",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
+        help="log level (CLASSIFY_GATEWAY_LOG_LEVEL)",
+    )
+    return parser
+
+
+def _serve(ns: argparse.Namespace) -> int:
     try:
         settings = from_env(
             listen=ns.listen,
@@ -34,7 +61,7 @@ def _serve(argv: list[str]) -> int:
         check_listen("LISTEN", settings.listen)
         check_listen("METRICS_LISTEN", settings.metrics_listen)
     except ConfigError as exc:
-        print(f"classify-gateway: configuration error: {exc}", file=sys.stderr)
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
     from classify_gateway.observability import setup_logging
     from classify_gateway.redis_conn import secrets_of
@@ -49,7 +76,7 @@ def _serve(argv: list[str]) -> int:
     except (OSError, RuntimeError) as exc:
         # The listen checks above catch the usual causes; this is the race after them
         # (grpc says "Failed to bind" as a RuntimeError). One line, no traceback.
-        print(f"classify-gateway: cannot start: {exc}", file=sys.stderr)
+        print(f"{PROG}: cannot start: {exc}", file=sys.stderr)
         return 2
 
 
@@ -57,9 +84,13 @@ def _emulator(argv: list[str]) -> int:
     try:
         from classify_emulator.cli import main as emulator_main
     except ImportError as exc:  # the container installs the gateway only
-        print(f"classify-gateway: the emulator is not installed ({exc})", file=sys.stderr)
+        print(
+            f"{PROG} emulator: the emulator is not installed ({exc}); "
+            "install classify-gateway[emulator]",
+            file=sys.stderr,
+        )
         return 2
-    return int(emulator_main(argv))
+    return int(emulator_main(argv, prog=f"{PROG} emulator"))
 
 
 def _demo(argv: list[str]) -> int:
@@ -68,21 +99,43 @@ def _demo(argv: list[str]) -> int:
     return demo_main(argv)
 
 
-COMMANDS = {"serve": _serve, "emulator": _emulator, "demo": _demo}
+# Subcommands whose arguments their own parsers read.
+DELEGATED: dict[str, Callable[[list[str]], int]] = {"emulator": _emulator, "demo": _demo}
+COMMANDS = ("serve", *DELEGATED)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="A gRPC gateway in front of the Twelve Labs classify REST API.",
+        epilog=f"`{PROG} COMMAND --help` describes each command. Settings: docs/operations.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _serve_parser(
+        sub.add_parser(
+            "serve",
+            help="run the gRPC gateway (settings from CLASSIFY_GATEWAY_* variables)",
+            description="Run the gRPC gateway. Settings come from CLASSIFY_GATEWAY_* "
+            "variables (docs/operations.md); these flags override them.",
+        )
+    )
+    # Listed for --help; their arguments go to their own parsers (see main).
+    sub.add_parser(
+        "emulator", help="run the local upstream emulator (--listen HOST:PORT)", add_help=False
+    )
+    sub.add_parser(
+        "demo", help="start both, stream a classification to the terminal, stop", add_help=False
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] in {"-h", "--help"} or args[0] not in COMMANDS:
-        print(
-            "usage: classify-gateway {serve,emulator,demo} [options]\n"
-            "  serve     run the gRPC gateway (settings from CLASSIFY_GATEWAY_* variables)\n"
-            "  emulator  run the local upstream emulator (--listen HOST:PORT)\n"
-            "  demo      start both, stream a classification to the terminal, stop",
-            file=sys.stderr if args and args[0] not in {"-h", "--help"} else sys.stdout,
-        )
-        return 0 if args and args[0] in {"-h", "--help"} else 2
-    return COMMANDS[args[0]](args[1:])
+    if args and args[0] in DELEGATED:
+        return DELEGATED[args[0]](args[1:])
+    ns = build_parser().parse_args(args)  # exits 2 with usage on a bad command or flag
+    return _serve(ns)
 
 
 if __name__ == "__main__":
