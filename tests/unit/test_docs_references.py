@@ -69,10 +69,13 @@ def code_files() -> Iterator[Path]:
 def known_gateway_variables() -> set[str]:
     """Settings (config.py reads PREFIX + field name), plus every literal name in code."""
     names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
-    names.add(PREFIX + "API_KEY_FILE")
     for path in code_files():
         with contextlib.suppress(UnicodeDecodeError):
-            names.update(re.findall(r"CLASSIFY_GATEWAY_[A-Z0-9_]*[A-Z0-9]", path.read_text()))
+            text = path.read_text()
+            names.update(re.findall(r"CLASSIFY_GATEWAY_[A-Z0-9_]*[A-Z0-9]", text))
+            # config.py builds names from PREFIX: PREFIX + "API_KEY_FILE", f"{PREFIX}X".
+            built = re.findall(r'PREFIX\s*\+\s*"([A-Z0-9_]+)"|\{PREFIX\}([A-Z0-9_]*[A-Z0-9])', text)
+            names.update(PREFIX + (a or b) for a, b in built)
     return names
 
 
