@@ -78,7 +78,8 @@ class Metrics:
         )
         self.rate_limit_wait_seconds = Histogram(
             "classify_gateway_rate_limit_wait_seconds",
-            "Time spent waiting for the gateway's requests-per-second limiter.",
+            "Time upstream requests waited for the gateway's limiter "
+            "(requests per second or the concurrency cap).",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
