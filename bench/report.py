@@ -39,6 +39,8 @@ def fmt(v: Any) -> str:
         return f"{fmt(v['median'])} ({fmt(v['min'])} .. {fmt(v['max'])})"
     if isinstance(v, list):
         return ", ".join(fmt(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {fmt(x)}" for k, x in v.items())
     return str(v)
 
 
@@ -48,112 +50,99 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+def dig(record: Any, path: str) -> Any:
+    """`record["a"]["b"]` for "a.b"; None where a key is missing."""
+    for key in path.split("."):
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
+def columns_table(
+    rows: Iterable[tuple[str, dict[str, Any]]], first: str, columns: Sequence[tuple[str, str]]
+) -> str:
+    """One row per (label, record); each column is a header and a dotted key of the record."""
+    return table(
+        [first, *(h for h, _ in columns)],
+        [(label, *(dig(rec, path) for _, path in columns)) for label, rec in rows],
+    )
+
+
+def cases(section: Any, required: str) -> list[tuple[str, dict[str, Any]]]:
+    """The (name, result) pairs of a scenario that hold `required` (not its metadata)."""
+    items = (section or {}).items()
+    return [(k, v) for k, v in items if isinstance(v, dict) and required in v]
+
+
+GOAL_COLUMNS = [("value", "value"), ("target", "goal"), ("met", "met_text")]
+CPU_COLUMNS = [
+    ("pages/s", "pages_per_s"),
+    ("CPU ms/page: load generator", "cpu_ms_per_page.load_generator"),
+    ("gateway", "cpu_ms_per_page.gateway"),
+    ("upstream", "cpu_ms_per_page.upstream"),
+    ("whole path", "path_cpu_ms_per_page"),
+    ("pages per CPU-second", "pages_per_cpu_second"),
+    ("generator cores", "cores_used.load_generator"),
+    ("generator saturated", "load_generator_saturated"),
+    ("errors", "errors"),
+]
+RATIO_COLUMNS = [
+    ("bytes per page", "page_bytes"),
+    ("gateway CPU ms/page", "gateway_cpu_ms_per_page"),
+    ("per round: median (min .. max)", "gateway_cpu_ms_per_page_rounds"),
+    ("whole-path CPU, gateway / direct", "path_cpu_ratio_gateway_vs_direct"),
+    ("per round", "path_cpu_ratio_rounds"),
+    ("gateway / SDK", "path_cpu_ratio_gateway_vs_sdk"),
+]
+LATENCY_COLUMNS = [
+    ("direct p50 ms", "direct.p50_ms"),
+    ("gateway p50 ms", "gateway.p50_ms"),
+    ("added p50 ms", "added_p50_ms"),
+    ("direct p99 ms", "direct.p99_ms"),
+    ("gateway p99 ms", "gateway.p99_ms"),
+    ("added p99 ms", "added_p99_ms"),
+    ("errors", "errors"),
+    ("generator cores (max)", "load_generator_cores_max"),
+]
+MEMORY_COLUMNS = [
+    ("upstream requests", "upstream_requests"),
+    ("idle RSS MiB", "idle_rss_mib"),
+    ("RSS MiB", "rss_mib"),
+    ("KiB per stream", "kib_per_stream"),
+]
+TRANSLATION_COLUMNS = [
+    ("bytes", "page_bytes"),
+    ("hand-written µs", "handwritten_us"),
+    ("ParseDict µs", "parsedict_us"),
+    ("speedup", "speedup_vs_parsedict"),
+    ("orjson.loads µs", "orjson_loads_us"),
+    ("json.loads µs", "json_loads_us"),
+]
+
+
 def _goals(res: dict[str, Any]) -> str:
-    rows = [(f"`{k}`", g["value"], g["goal"], MET[g["met"]]) for k, g in res["goals"].items()]
-    return table(["goal", "value", "target", "met"], rows)
+    rows = [(f"`{k}`", {**g, "met_text": MET[g["met"]]}) for k, g in res["goals"].items()]
+    return columns_table(rows, "goal", GOAL_COLUMNS)
 
 
 def _cpu(res: dict[str, Any]) -> str:
-    cpu = res.get("cpu_per_page") or {}
-    rows = []
-    for key in ("docs_1page", "docs_10page", "large_1page", "large_10page"):
-        case = cpu.get(key)
-        if not case:
-            continue
-        for name, p in case["paths"].items():
-            c = p["cpu_ms_per_page"]
-            rows.append(
-                (
-                    f"{key} ({case['page_bytes']} B)",
-                    PATH_NAMES[name],
-                    p["pages_per_s"],
-                    c.get("load_generator"),
-                    c.get("gateway"),
-                    c.get("upstream"),
-                    p["path_cpu_ms_per_page"],
-                    p["pages_per_cpu_second"],
-                    p["cores_used"].get("load_generator"),
-                    p["load_generator_saturated"],
-                    p["errors"],
-                )
-            )
-    return table(
-        [
-            "pages",
-            "path",
-            "pages/s",
-            "CPU ms/page: load generator",
-            "gateway",
-            "upstream",
-            "whole path",
-            "pages per CPU-second",
-            "generator cores",
-            "generator saturated",
-            "errors",
-        ],
-        rows,
-    )
+    rows = [
+        (f"{key}: {PATH_NAMES[name]}", p)
+        for key, case in cases(res.get("cpu_per_page"), "paths")
+        for name, p in case["paths"].items()
+    ]
+    return columns_table(rows, "pages: path", CPU_COLUMNS)
 
 
 def _cpu_ratios(res: dict[str, Any]) -> str:
-    cpu = res.get("cpu_per_page") or {}
-    rows = [
-        (
-            key,
-            case["gateway_cpu_ms_per_page"],
-            case["gateway_cpu_ms_per_page_rounds"],
-            case["path_cpu_ratio_gateway_vs_direct"],
-            case["path_cpu_ratio_rounds"],
-            case["path_cpu_ratio_gateway_vs_sdk"],
-        )
-        for key, case in cpu.items()
-        if isinstance(case, dict) and "paths" in case
-    ]
-    return table(
-        [
-            "pages",
-            "gateway CPU ms/page",
-            "per round: median (min .. max)",
-            "whole-path CPU, gateway / direct",
-            "per round",
-            "gateway / SDK",
-        ],
-        rows,
-    )
+    return columns_table(cases(res.get("cpu_per_page"), "paths"), "pages", RATIO_COLUMNS)
 
 
 def _latency(res: dict[str, Any]) -> str:
-    lat = res.get("added_latency") or {}
-    rows = []
-    for r in lat.values():
-        if not (isinstance(r, dict) and "added_p50_ms" in r):
-            continue
-        rows.append(
-            (
-                r["offered_calls_per_s"],
-                r["direct"]["p50_ms"],
-                r["gateway"]["p50_ms"],
-                r["added_p50_ms"],
-                r["direct"]["p99_ms"],
-                r["gateway"]["p99_ms"],
-                r["added_p99_ms"],
-                r["errors"],
-                r["load_generator_cores_max"],
-            )
-        )
-    return table(
-        [
-            "calls/s",
-            "direct p50 ms",
-            "gateway p50 ms",
-            "added p50 ms",
-            "direct p99 ms",
-            "gateway p99 ms",
-            "added p99 ms",
-            "errors",
-            "generator cores (max)",
-        ],
-        rows,
+    rows = cases(res.get("added_latency"), "added_p50_ms")
+    return columns_table(
+        [(f"{r['offered_calls_per_s']}", r) for _, r in rows], "calls/s", LATENCY_COLUMNS
     )
 
 
@@ -166,61 +155,16 @@ def _slow(res: dict[str, Any]) -> str:
 
 
 def _memory(res: dict[str, Any]) -> str:
-    mem = res.get("memory") or {}
-    rows = []
-    for mode in ("waiting", "holding"):
-        m = mem.get(mode) or {}
-        for p in m.get("points", []):
-            rows.append(
-                (
-                    mode,
-                    p["open_streams"],
-                    p["upstream_requests"],
-                    m["idle_rss_mib"],
-                    p["rss_mib"],
-                    p["kib_per_stream"],
-                )
-            )
-    return table(
-        [
-            "streams are",
-            "open streams",
-            "upstream requests",
-            "idle RSS MiB",
-            "RSS MiB",
-            "KiB per stream",
-        ],
-        rows,
-    )
+    rows = [
+        (f"{mode}, {p['open_streams']} streams", {**p, "idle_rss_mib": m["idle_rss_mib"]})
+        for mode, m in cases(res.get("memory"), "points")
+        for p in m["points"]
+    ]
+    return columns_table(rows, "streams", MEMORY_COLUMNS)
 
 
 def _translation(res: dict[str, Any]) -> str:
-    tr = res.get("translation") or {}
-    rows = [
-        (
-            label,
-            t["page_bytes"],
-            t["handwritten_us"],
-            t["parsedict_us"],
-            t["speedup_vs_parsedict"],
-            t["orjson_loads_us"],
-            t["json_loads_us"],
-        )
-        for label, t in tr.items()
-        if isinstance(t, dict) and "page_bytes" in t
-    ]
-    return table(
-        [
-            "page",
-            "bytes",
-            "hand-written µs",
-            "ParseDict µs",
-            "speedup",
-            "orjson.loads µs",
-            "json.loads µs",
-        ],
-        rows,
-    )
+    return columns_table(cases(res.get("translation"), "page_bytes"), "page", TRANSLATION_COLUMNS)
 
 
 def _ghz(res: dict[str, Any]) -> str:
