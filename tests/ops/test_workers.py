@@ -13,9 +13,9 @@ import psutil
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.helpers import classify_request
+from tests.support.classify import classify_request
 from tests.support.gateway import collect, read_rest
-from tests.support.serve import serve_process
+from tests.support.serve import serve_logged
 
 # Each channel its own connection (grpc otherwise shares one between equal channels).
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
@@ -45,10 +45,11 @@ async def test_two_workers_one_port_one_metrics_endpoint_drain(emulator: Any) ->
             "action": {"type": "latency", "ms": 300},
         }
     )
-    with serve_process(
-        emulator.base_url + "/v1.2", emulator.api_key, "--workers", "2", drain_grace="5"
+    with serve_logged(
+        emulator.base_url + "/v1.2", emulator.api_key, "--workers", "2", drain_grace=5
     ) as gw:
-        parent = psutil.Process(gw.proc.pid)
+        popen = gw.process.popen
+        parent = psutil.Process(popen.pid)
         children = parent.children()
         assert len(children) == 2
         deadline = time.monotonic() + 20
@@ -86,10 +87,10 @@ async def test_two_workers_one_port_one_metrics_endpoint_drain(emulator: Any) ->
         try:
             calls = [pb_grpc.ClassifyServiceStub(ch).Classify(long_req) for ch in channels]
             assert all(p.page_number == 1 for p in await asyncio.gather(*(c.read() for c in calls)))
-            gw.proc.send_signal(signal.SIGTERM)
+            popen.send_signal(signal.SIGTERM)
             signalled = time.monotonic()
             rest = await asyncio.gather(*(read_rest(c) for c in calls))
-            code = await asyncio.to_thread(gw.proc.wait, 15)
+            code = await asyncio.to_thread(popen.wait, 15)
             took = time.monotonic() - signalled
         finally:
             await asyncio.gather(*(ch.close() for ch in channels))
