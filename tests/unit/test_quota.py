@@ -38,7 +38,7 @@ async def make(request: pytest.FixtureRequest) -> Any:
             state: Any = InProcessState()
         else:
             server = request.getfixturevalue("redis")
-            client = connect(from_env({}, api_key=KEY, redis_url=server.url))
+            client = connect(from_env({}, api_key=KEY, redis_url=server.url, redis_timeout_ms=2000))
             state = RedisState(client)  # type: ignore[arg-type]
             made.append(state)
         hooks = Recorder()
