@@ -25,6 +25,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
 
 from classify_gateway.errors import own_error
 from classify_gateway.shared_state import QuotaAsk, SharedState, bucket_of
@@ -42,9 +43,28 @@ _MESSAGES = {
 }
 
 
-class QuotaHooks:
-    """Observability of the quota; the default does nothing (observability.Metrics)."""
+class QuotaCall(Protocol):
+    """What the limiter reads of a call (upstream.UpstreamCall has it)."""
 
+    @property
+    def api_key(self) -> str: ...
+
+    @property
+    def deadline(self) -> float: ...  # absolute, time.monotonic()
+
+    @property
+    def caller(self) -> str: ...  # calling service, "" when identity is off
+
+
+class QuotaHooks(Protocol):
+    """Observability of the quota (observability.Metrics implements it)."""
+
+    def quota_wait(self, seconds: float) -> None: ...
+
+    def quota_rejected(self, caller: str, reason: str) -> None: ...
+
+
+class NoQuotaHooks:
     def quota_wait(self, seconds: float) -> None:
         return None
 
@@ -73,7 +93,7 @@ class SharedLimiter:
         self._burst = burst if rps > 0 else max(burst, 1000)
         self._daily = daily_quota
         self._weights = dict(weights or {})
-        self._hooks = hooks or QuotaHooks()
+        self._hooks: QuotaHooks = hooks or NoQuotaHooks()
         self._sem = asyncio.Semaphore(max_concurrency)
         self._clock = clock
         self._sleep = sleep
@@ -87,10 +107,9 @@ class SharedLimiter:
             bucket = self._buckets[key] = bucket_of(key)
         return bucket
 
-    async def acquire(
-        self, deadline: float, *, first_page: bool = True, key: str = "", caller: str = ""
-    ) -> float:
+    async def acquire(self, call: QuotaCall, *, first_page: bool = True) -> float:
         """Wait for a slot; return the seconds waited, or raise GATEWAY_RATE_LIMITED."""
+        deadline, key, caller = call.deadline, call.api_key, call.caller
         started = self._clock()
         bucket = self._bucket(key)
         weight = self._weights.get(caller, 1.0)

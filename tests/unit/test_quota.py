@@ -4,20 +4,33 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from classify_gateway.config import from_env
 from classify_gateway.errors import GatewayError
-from classify_gateway.quota import QuotaHooks, SharedLimiter
+from classify_gateway.quota import SharedLimiter
 from classify_gateway.redis_conn import connect
 from classify_gateway.shared_state import InProcessState, RedisState
 
 KEY = "tlk_QUOTA_TEST_KEY"
 
 
-class Recorder(QuotaHooks):
+@dataclass(frozen=True)
+class Call:
+    deadline: float
+    api_key: str = KEY
+    caller: str = ""
+
+
+def call(seconds: float, **kw: Any) -> Call:
+    """A call whose deadline is `seconds` from now."""
+    return Call(time.monotonic() + seconds, **kw)
+
+
+class Recorder:
     def __init__(self) -> None:
         self.waits: list[float] = []
         self.rejected: list[tuple[str, str]] = []
@@ -52,11 +65,11 @@ async def make(request: pytest.FixtureRequest) -> Any:
 
 async def test_deadline_that_cannot_be_met_fails_at_once(make: Any) -> None:
     limiter, hooks = make(rps=1.0, burst=1)
-    await limiter.acquire(time.monotonic() + 5, key=KEY)
+    await limiter.acquire(call(5))
     limiter.release()
     started = time.monotonic()
     with pytest.raises(GatewayError) as err:
-        await limiter.acquire(time.monotonic() + 0.3, key=KEY, caller="svc")
+        await limiter.acquire(call(0.3, caller="svc"))
     assert time.monotonic() - started < 0.2
     assert err.value.reason == "GATEWAY_RATE_LIMITED" and 0.5 < (err.value.retry_delay or 0) <= 1
     assert hooks.rejected == [("svc", "rate")]
@@ -67,7 +80,7 @@ async def test_first_pages_wait_their_turn_within_the_deadline(make: Any) -> Non
     deadline = time.monotonic() + 5
     started = time.monotonic()
     for _ in range(6):
-        await limiter.acquire(deadline, key=KEY)
+        await limiter.acquire(Call(deadline))
         limiter.release()
     # 2 at once, then one per 100 ms.
     assert 0.35 < time.monotonic() - started < 1.5
@@ -80,7 +93,7 @@ async def test_continuations_finish_before_new_streams_start(make: Any) -> None:
     deadline = time.monotonic() + 5
 
     async def one(name: str, first_page: bool) -> None:
-        await limiter.acquire(deadline, key=KEY, first_page=first_page)
+        await limiter.acquire(Call(deadline), first_page=first_page)
         order.append(name)
         limiter.release()
 
@@ -99,7 +112,7 @@ async def test_a_quiet_caller_gets_its_share(make: Any) -> None:
     async def loop(caller: str) -> None:
         while time.monotonic() < stop:
             try:
-                await limiter.acquire(time.monotonic() + 0.5, key=KEY, caller=caller)
+                await limiter.acquire(call(0.5, caller=caller))
             except GatewayError:
                 continue
             if time.monotonic() <= stop:
@@ -119,10 +132,10 @@ async def test_a_429_stops_everyone_until_its_reset(make: Any) -> None:
     blocked = await limiter.learn(KEY, 429, {"x-ratelimit-reset": str(now + 0.4)}, now)
     assert 0.35 < blocked <= 0.41
     with pytest.raises(GatewayError) as err:
-        await limiter.acquire(time.monotonic() + 0.2, key=KEY, first_page=False)
+        await limiter.acquire(call(0.2), first_page=False)
     assert "reset" in err.value.message and hooks.rejected[-1][1] == "upstream"
     started = time.monotonic()
-    await limiter.acquire(time.monotonic() + 2, key=KEY)
+    await limiter.acquire(call(2))
     assert time.monotonic() - started > 0.2
     limiter.release()
 
@@ -143,17 +156,17 @@ async def test_remaining_zero_blocks_until_reset_and_other_answers_do_not(make: 
         == 60
     )
     with pytest.raises(GatewayError):
-        await limiter.acquire(time.monotonic() + 1, key=KEY)
+        await limiter.acquire(call(1))
     # Another API key has a quota of its own.
-    await limiter.acquire(time.monotonic() + 1, key="another-key")
+    await limiter.acquire(call(1, api_key="another-key"))
     limiter.release()
 
 
 async def test_daily_budget(make: Any) -> None:
     limiter, _ = make(rps=0.0, burst=1, daily_quota=3)
     for _ in range(3):
-        await limiter.acquire(time.monotonic() + 1, key=KEY)
+        await limiter.acquire(call(1))
         limiter.release()
     with pytest.raises(GatewayError) as err:
-        await limiter.acquire(time.monotonic() + 1, key=KEY)
+        await limiter.acquire(call(1))
     assert "DAILY_QUOTA" in err.value.message
