@@ -31,10 +31,11 @@ meaning comes from a curated vocabulary (`vocabulary.toml`, loaded by
    "like and subscribe" outro is not.
 4. Score. token = Σ weight · credit / Σ weight (best alternative);
    sim = 0.85 · token + 0.15 · (share of the prompt's character trigrams in the
-   segment: typos); score = 100 · (1 − (1 − sim)^1.6) · jitter, the jitter a
-   deterministic hash of prompt and segment in [0.95, 1] so scores do not look
-   quantized. A full match scores ≈ 90–99, a match carried by the title ≈ 80–88,
-   a broader-only or related-only match ≈ 35–60, unrelated text < 20.
+   segment: typos); score = calibrated(sim) · jitter, `CALIBRATION` a piecewise
+   linear map and the jitter a deterministic hash of prompt and segment in
+   [0.95, 1] so scores do not look quantized. A full match scores about 90 to 99,
+   a match carried by the title 80 to 88, a topic missing a qualifier about 80,
+   one of two topics or a broader/related-only match 25 to 60, unrelated text < 20.
 
 Everything that depends only on the corpus is computed once, at load
 (`TextFeatures`, `VideoContext`); per request only the prompt is analysed.
@@ -42,7 +43,6 @@ Everything that depends only on the corpus is computed once, at load
 
 from __future__ import annotations
 
-import math
 import re
 import zlib
 from collections.abc import Iterable
@@ -63,18 +63,29 @@ _STOPWORDS_TEXT = """a an the and or but of to in on at for from by with without
 STOPWORDS: frozenset[str] = frozenset(_STOPWORDS_TEXT.split())
 COORDINATORS: frozenset[str] = frozenset({"and", "or", ",", ";", "/", "&", "+", "|"})
 # Words after these qualify the head of a prompt ("preparing a meal | in a kitchen").
-LOCATIVES: frozenset[str] = frozenset(
-    "in at on inside outside near around under over by beside behind across along with "
-    "during into onto".split()
-)
+_LOCATIVES_TEXT = """in at on inside outside near around under over by beside behind across
+    along with during into onto"""
+LOCATIVES: frozenset[str] = frozenset(_LOCATIVES_TEXT.split())
 
 MODIFIER_WEIGHT = 0.3
 LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
-RELATED_CONTEXT = 0.5  # a title naming a related concept is weaker evidence than naming it
 TOKEN_PART = 0.85  # the rest is the trigram part
-CURVE = 1.45  # score = 100 · (1 − (1 − sim)^CURVE): where the thresholds fall (see docs)
+# Calibration: similarity -> score, linear between these points. Chosen so that the
+# upstream's default thresholds (clip 65, video 75) fall between "the prompt's topic
+# with a qualifier missing" (sim ≈ 0.68 -> 80, listed) and "one of two topics
+# matched, the other only broadly" (sim ≈ 0.58 -> 60, not a clip).
+CALIBRATION: tuple[tuple[float, float], ...] = (
+    (0.0, 0.0),
+    (0.3, 25.0),
+    (0.45, 45.0),
+    (0.58, 60.0),
+    (0.68, 80.0),
+    (0.76, 87.0),
+    (0.88, 95.0),
+    (1.0, 100.0),
+)
 
 _SUFFIXES: tuple[str, ...] = ("ings", "ing", "ers", "er", "ies", "ied", "ed", "es", "s", "ly")
 
@@ -142,8 +153,14 @@ def _analyse(text: str) -> list[list[tuple[str, bool]]]:
 
 
 def features(text: str) -> frozenset[str]:
-    """A corpus text's features, expanded with every broader concept."""
-    return vocabulary().expand(f for alt in _analyse(text) for f, _ in alt)
+    """A corpus text's features, expanded with every broader concept.
+
+    The stems of every word are kept too, also those inside a vocabulary phrase,
+    so that a prompt word the vocabulary does not know ("primary") still meets
+    the same word in "primary school".
+    """
+    stems = (stem(w) for w in words(text))
+    return vocabulary().expand(f for alt in _analyse(text) for f, _ in alt) | frozenset(stems)
 
 
 def trigrams(text: str) -> frozenset[str]:
@@ -207,22 +224,47 @@ class Prompt:
 
     text: str
     alternatives: tuple[Alternative, ...]
+    vocabulary: frozenset[str]  # every feature that gives any of its terms credit
     trigrams: frozenset[str]
     phrase: str
     seed: int
 
-    def context_credits(self, context: VideoContext) -> tuple[tuple[float, ...], ...]:
-        """Per alternative and term: how much the video's title and filename say it.
-
-        1.0 when they name the concept (or a narrower one), half the vocabulary's
-        strength when they name a related one; a broader one does not count (a
-        title about sport says nothing about tennis).
-        """
+    def context_credits(self, context: VideoContext) -> Context:
+        """How much the video's title and filename say each term (see `Context`)."""
         names = context.features
-        return tuple(
+        credits = tuple(
             tuple(_credit(t.feature, t.related, names) for t in alt.terms)
             for alt in self.alternatives
         )
+        baseline = max(
+            (
+                sum(
+                    t.weight * CONTEXT_GAIN_OFF_TOPIC * c
+                    for t, c in zip(alt.terms, cs, strict=True)
+                )
+                / alt.total_weight
+                for alt, cs in zip(self.alternatives, credits, strict=True)
+            ),
+            default=0.0,
+        )
+        return Context(credits, baseline)
+
+
+@dataclass(frozen=True, slots=True)
+class Context:
+    """A prompt's credits from one video's title and filename, per alternative and term.
+
+    1.0 when they name the concept (or a narrower one), the vocabulary's
+    strength when they name a related one; a broader one does not count (a
+    title about sport says nothing about tennis). `baseline` is the token part
+    of a segment that matches nothing of the prompt itself.
+    """
+
+    credits: tuple[tuple[float, ...], ...]
+    baseline: float
+
+
+NO_CONTEXT = Context((), 0.0)
 
 
 def _credit(feature: str, partial: tuple[tuple[str, float], ...], feats: frozenset[str]) -> float:
@@ -269,11 +311,12 @@ def analyse_prompt(text: str) -> Prompt:
     # An alternative without a topic of its own ("dance tutorial, beginner") qualifies
     # its neighbour rather than standing alone.
     merged: list[list[tuple[str, bool]]] = []
+
+    def has_topic(units: list[tuple[str, bool]]) -> bool:
+        return any(lex.kind.get(f, "topic") == "topic" for f, _ in units)
+
     for group in groups:
-        has_topic = any(lex.kind.get(f, "topic") == "topic" for f, _ in group)
-        if merged and not has_topic:
-            merged[-1].extend(group)
-        elif merged and not any(lex.kind.get(f, "topic") == "topic" for f, _ in merged[-1]):
+        if merged and not (has_topic(group) and has_topic(merged[-1])):
             merged[-1].extend(group)
         else:
             merged.append(list(group))
@@ -281,6 +324,12 @@ def analyse_prompt(text: str) -> Prompt:
     return Prompt(
         text=text,
         alternatives=alternatives,
+        vocabulary=frozenset(
+            f
+            for alt in alternatives
+            for t in alt.terms
+            for f in (t.feature, *(other for other, _ in t.credits))
+        ),
         trigrams=trigrams(text),
         phrase=normalize_phrase(text),
         seed=zlib.crc32(text.encode()),
@@ -288,36 +337,47 @@ def analyse_prompt(text: str) -> Prompt:
 
 
 def semantic_score(
-    prompt: Prompt,
-    text: TextFeatures,
-    salt: int,
-    context: tuple[tuple[float, ...], ...] = (),
+    prompt: Prompt, text: TextFeatures, salt: int, context: Context = NO_CONTEXT
 ) -> float:
     """Relevance of a prompt to one segment as a 0..100 score (unrounded).
 
-    `context` is `prompt.context_credits(...)` for the segment's video (none: no title).
+    `context` is `prompt.context_credits(...)` for the segment's video.
     """
     feats = text.features
-    best = 0.0
-    for n, alt in enumerate(prompt.alternatives):
-        owns = [_credit(t.feature, t.credits, feats) for t in alt.terms]
-        matched = sum(t.weight * own for t, own in zip(alt.terms, owns, strict=True))
-        if context:
-            # The title lifts every term, fully only on a segment that is itself on topic.
-            anchored = any(own > 0.0 for t, own in zip(alt.terms, owns, strict=True) if t.topic)
-            gain = CONTEXT_GAIN if anchored else CONTEXT_GAIN_OFF_TOPIC
-            for t, own, c in zip(alt.terms, owns, context[n], strict=True):
-                matched += t.weight * (1.0 - own) * gain * c
-        token = matched / alt.total_weight
-        if token > best:
-            best = token
+    if prompt.vocabulary.isdisjoint(feats):
+        best = context.baseline  # most segments: nothing of the prompt, only the title
+    else:
+        best = 0.0
+        for n, alt in enumerate(prompt.alternatives):
+            owns = [_credit(t.feature, t.credits, feats) for t in alt.terms]
+            matched = 0.0
+            anchored = False
+            for t, own in zip(alt.terms, owns, strict=True):
+                matched += t.weight * own
+                anchored = anchored or (t.topic and own > 0.0)
+            if context.credits:
+                # The title lifts every term, fully only on a segment that is itself on topic.
+                gain = CONTEXT_GAIN if anchored else CONTEXT_GAIN_OFF_TOPIC
+                for t, own, c in zip(alt.terms, owns, context.credits[n], strict=True):
+                    matched += t.weight * (1.0 - own) * gain * c
+            best = max(best, matched / alt.total_weight)
     grams = prompt.trigrams
     tri_part = len(grams & text.trigrams) / len(grams) if grams else 0.0
     sim = TOKEN_PART * best + (1.0 - TOKEN_PART) * tri_part
     if sim <= 0.0:
         return 0.0
     jitter = 0.95 + 0.05 * (((prompt.seed ^ salt) * 2654435761) % 1000) / 999.0
-    return 100.0 * (1.0 - math.pow(1.0 - sim, CURVE)) * jitter
+    return calibrated(sim) * jitter
+
+
+def calibrated(sim: float) -> float:
+    """The 0..100 score of a 0..1 similarity (piecewise linear, `CALIBRATION`)."""
+    x0, y0 = CALIBRATION[0]
+    for x1, y1 in CALIBRATION[1:]:
+        if sim <= x1:
+            return y0 + (y1 - y0) * (sim - x0) / (x1 - x0)
+        x0, y0 = x1, y1
+    return y0
 
 
 def exact_score(prompt: Prompt, text: TextFeatures) -> float:
