@@ -156,6 +156,8 @@ class Settings:
     max_connection_age_grace: float = 3600.0
     max_receive_message_bytes: int = 4 * 1024 * 1024
     max_send_message_bytes: int = 16 * 1024 * 1024
+    # Cap on one upstream answer's body; 0 = derived from MAX_SEND_MESSAGE_BYTES.
+    max_upstream_body_bytes: int = 0
     # Observability
     log_level: str = "INFO"
     tracing_exporter: str = "none"  # none | console
@@ -235,6 +237,11 @@ class Settings:
             ),
             ("MAX_SEND_MESSAGE_BYTES", self.max_send_message_bytes >= 1024, "must be >= 1024"),
             (
+                "MAX_UPSTREAM_BODY_BYTES",
+                self.max_upstream_body_bytes == 0 or self.max_upstream_body_bytes >= 1024,
+                "must be 0 (twice MAX_SEND_MESSAGE_BYTES plus 1 MiB) or >= 1024",
+            ),
+            (
                 "LOG_LEVEL",
                 self.log_level.upper() in {"DEBUG", "INFO", "WARNING", "ERROR"},
                 "must be DEBUG, INFO, WARNING or ERROR",
@@ -262,6 +269,18 @@ class Settings:
             if not ok:
                 raise ConfigError(f"{PREFIX}{name} {why}")
         return self
+
+    @property
+    def upstream_body_cap(self) -> int:
+        """Bytes of one upstream body the gateway reads before it gives up on it.
+
+        By default a little above the JSON of the largest page that fits
+        MAX_SEND_MESSAGE_BYTES (a page's JSON is 1.2 to 2.8 times its proto, the large
+        pages, which are mostly clips, near the low end): twice that, plus 1 MiB.
+        """
+        if self.max_upstream_body_bytes:
+            return self.max_upstream_body_bytes
+        return 2 * self.max_send_message_bytes + 1024 * 1024
 
     @property
     def upstream_base(self) -> str:
@@ -325,11 +344,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             ) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{PREFIX}API_KEY_FILE is not UTF-8 text") from None
-    # Read only when Redis is in use: the deployment mounts the password's Secret as
-    # optional, so a gateway without Redis starts without that Secret.
     password_file = env.get(PREFIX + "REDIS_PASSWORD_FILE")
-    redis_url = overrides.get("redis_url") or values.get("redis_url")
-    if password_file and redis_url and "redis_password" not in values:
+    if password_file and "redis_password" not in values:
         try:
             values["redis_password"] = Path(password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:

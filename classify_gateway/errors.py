@@ -15,6 +15,7 @@ token, the resume token), so that no layer can change an error another layer hol
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import re
 from collections.abc import Mapping, Sequence
@@ -26,7 +27,18 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from classify_gateway.redact import MIN_SECRET, redact, safe_text
+
 DOMAIN = "classify-gateway.v1"
+# What one status may hold. The trailer must stay under grpc's default metadata limit
+# (8 KiB, counting the details base64-encoded and the message percent-encoded): past it
+# the caller gets a bare RESOURCE_EXHAUSTED instead of this status.
+TRAILER_BUDGET = 6 * 1024
+MAX_VIOLATIONS = 20
+MAX_DESCRIPTION = 200
+MAX_MESSAGE = 1024
+MAX_UPSTREAM_TEXT = 500  # the upstream's own message, as quoted in ours
+MAX_RESOURCE_TEXT = 200  # the upstream's code, a resource id or collection
 RESUME_TOKEN_KEY = "resume_page_token"
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 _MAX_REASON = 63
@@ -102,9 +114,18 @@ TABLE: tuple[ErrorRow, ...] = (
              "the gateway's upstream rate limit cannot admit this call within its deadline"),
     ErrorRow("GATEWAY_OVERLOADED", C.RESOURCE_EXHAUSTED,
              "the gateway is at its limit of concurrent streams"),
-    ErrorRow("PAGE_TOO_LARGE", C.RESOURCE_EXHAUSTED,
-             "an upstream page is larger than the gateway may send "
-             "(CLASSIFY_GATEWAY_MAX_SEND_MESSAGE_BYTES); ask for a smaller page_limit"),
+    ErrorRow("PAGE_TOO_LARGE", C.DATA_LOSS,
+             "an upstream page is larger than the gateway may read or send "
+             "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES, CLASSIFY_GATEWAY_MAX_SEND_MESSAGE_BYTES); "
+             "ask for a smaller page_limit"),
+    ErrorRow("UPSTREAM_BAD_TOKEN", C.DATA_LOSS,
+             "the upstream answered with a page token that is not one (it would leave the "
+             "page path, or is too long); the pages before it were sent"),
+    ErrorRow("UPSTREAM_TOKEN_LOOP", C.DATA_LOSS,
+             "the upstream answered with a page token this stream has already fetched: "
+             "following it would fetch the same pages again, forever"),
+    ErrorRow("INTERNAL_ERROR", C.INTERNAL,
+             "the gateway failed unexpectedly; the failure is logged with this call's trace id"),
     ErrorRow("GATEWAY_SHUTTING_DOWN", C.UNAVAILABLE,
              "the gateway is shutting down; retry on another instance"),
     ErrorRow("API_KEY_MISSING", C.UNAUTHENTICATED,
@@ -190,11 +211,45 @@ def own_error(
 
 
 def invalid_request(violations: Sequence[tuple[str, str]]) -> GatewayError:
-    """INVALID_ARGUMENT naming every bad field (BadRequest field violations)."""
-    first = "; ".join(f"{f}: {d}" for f, d in violations[:3])
-    more = f" (and {len(violations) - 3} more)" if len(violations) > 3 else ""
+    """INVALID_ARGUMENT naming the bad fields (BadRequest field violations).
+
+    At most MAX_VIOLATIONS go into BadRequest, each description at most
+    MAX_DESCRIPTION characters; the message says how many there were in all. 1,000
+    copies of one video id used to make a 1.8 MB trailer that no client could receive.
+    """
+    listed = tuple((f, _shorten(d, MAX_DESCRIPTION)) for f, d in violations[:MAX_VIOLATIONS])
+    first = "; ".join(f"{f}: {d}" for f, d in listed[:3])
+    more = ""
+    if len(violations) > 3:
+        more = f" (and {len(violations) - 3} more"
+        if len(violations) > MAX_VIOLATIONS:
+            more += f"; {len(violations)} in all, the first {MAX_VIOLATIONS} listed in BadRequest"
+        more += ")"
     return own_error("INVALID_REQUEST", f"invalid request: {first}{more}").replace(
-        violations=tuple(violations)
+        violations=listed
+    )
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def scrub(err: GatewayError, secrets: Sequence[str]) -> GatewayError:
+    """`err` with every secret (the configured key, the caller's) replaced in every text
+    it carries: the last step before a status leaves the gateway, whatever built it."""
+    secrets = [s for s in secrets if len(s) >= MIN_SECRET]
+    if not secrets:
+        return err
+
+    def clean(text: str) -> str:
+        return redact(text, secrets)
+
+    return err.replace(
+        message=clean(err.message),
+        upstream_code=clean(err.upstream_code) if err.upstream_code else err.upstream_code,
+        violations=tuple((clean(f), clean(d)) for f, d in err.violations),
+        resource=(clean(err.resource[0]), clean(err.resource[1])) if err.resource else None,
+        resume_token=clean(err.resume_token) if err.resume_token else err.resume_token,
     )
 
 
@@ -221,7 +276,12 @@ def from_upstream(
     up_code = body.get("code") if body else None
     up_message = body.get("message") if body else None
     reason = _upper_snake(up_code) if isinstance(up_code, str) else ""
-    detail = up_message if isinstance(up_message, str) and up_message else f"HTTP {http_status}"
+    # The upstream's text goes to the caller: no control or bidi-override characters,
+    # and short (the body itself was redacted of keys before it was parsed).
+    if isinstance(up_message, str) and up_message:
+        detail = safe_text(up_message, (), MAX_UPSTREAM_TEXT)
+    else:
+        detail = f"HTTP {http_status}"
     if http_status in (401, 403):
         message = f"{row.message} (HTTP {http_status}: {detail}); check the gateway's API key"
     elif http_status == 429:
@@ -234,14 +294,21 @@ def from_upstream(
     if http_status == 404 and isinstance(up_message, str):
         m = _RESOURCE_RE.search(up_message)
         if m:
-            resource = (m.group("collection"), m.group("id"))
+            resource = (
+                safe_text(m.group("collection"), (), MAX_RESOURCE_TEXT),
+                safe_text(m.group("id"), (), MAX_RESOURCE_TEXT),
+            )
     return GatewayError(
         row.code,
         reason or row.reason,
         message,
         row.retryable,
         http_status=http_status,
-        upstream_code=up_code[:200] if isinstance(up_code, str) and up_code else None,
+        upstream_code=(
+            safe_text(up_code, (), MAX_RESOURCE_TEXT)
+            if isinstance(up_code, str) and up_code
+            else None
+        ),
         retry_delay=retry_after if http_status == 429 else None,
         retry_after=retry_after,
         resource=resource,
@@ -288,10 +355,59 @@ def to_status_proto(err: GatewayError) -> status_pb2.Status:
             )
         )
     code: int = err.code.value[0]
-    status = status_pb2.Status(code=code, message=err.message)
+    status = status_pb2.Status(code=code, message=_shorten(err.message, MAX_MESSAGE))
     for d in details:
         status.details.add().Pack(d)
-    return status
+    return _fit(status, details)
+
+
+def trailer_size(status: status_pb2.Status) -> int:
+    """Bytes the status takes in the trailer: details base64-encoded, the message
+    percent-encoded (at worst three bytes for each of its UTF-8 bytes)."""
+    details = len(base64.b64encode(status.SerializeToString()))
+    message = len(status.message.encode()) * 3
+    return details + message + 64
+
+
+def _fit(status: status_pb2.Status, details: list[Any]) -> status_pb2.Status:
+    """The status, trimmed until its trailer fits TRAILER_BUDGET.
+
+    Whatever a status carries (violations, upstream text, a long resume token), grpc
+    refuses to deliver trailers past its metadata limit (8 KiB by default) and the
+    caller then sees a bare RESOURCE_EXHAUSTED with no details. Field violations go
+    first (from the end, keeping one), then the message is shortened, then ResourceInfo
+    and last the resume token go: the code and ErrorInfo's reason always arrive.
+    """
+    if trailer_size(status) <= TRAILER_BUDGET:
+        return status
+    info = details[0]
+    bad = next((d for d in details if isinstance(d, error_details_pb2.BadRequest)), None)
+
+    def rebuild() -> status_pb2.Status:
+        out = status_pb2.Status(code=status.code, message=status.message)
+        for d in details:
+            out.details.add().Pack(d)
+        return out
+
+    current = status
+    while bad is not None and len(bad.field_violations) > 1:
+        del bad.field_violations[len(bad.field_violations) // 2 :]
+        current = rebuild()
+        if trailer_size(current) <= TRAILER_BUDGET:
+            return current
+    status.message = _shorten(status.message, 200)
+    for d in list(details):
+        if isinstance(d, error_details_pb2.ResourceInfo):
+            details.remove(d)
+    current = rebuild()
+    if trailer_size(current) > TRAILER_BUDGET:
+        info.metadata.pop(RESUME_TOKEN_KEY, None)
+        info.metadata.pop("upstream_code", None)
+        if bad is not None:
+            for v in bad.field_violations:
+                v.field, v.description = _shorten(v.field, 200), _shorten(v.description, 200)
+        current = rebuild()
+    return current
 
 
 def to_grpc_status(err: GatewayError) -> grpc.Status:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _STD_ATTRS = frozenset(
@@ -50,10 +50,7 @@ class Metrics:
             "classify_gateway_pages_streamed", "Pages sent to callers.", ["method"], registry=r
         )
         self.in_flight = Gauge(
-            "classify_gateway_streams_in_flight",
-            "Classify streams open now.",
-            registry=r,
-            multiprocess_mode="livesum",
+            "classify_gateway_streams_in_flight", "Classify streams open now.", registry=r
         )
         self.upstream_requests = Counter(
             "classify_gateway_upstream_requests",
@@ -81,8 +78,7 @@ class Metrics:
         )
         self.rate_limit_wait_seconds = Histogram(
             "classify_gateway_rate_limit_wait_seconds",
-            "Time upstream requests waited for the gateway's limiter "
-            "(requests per second or the concurrency cap).",
+            "Time spent waiting for the gateway's requests-per-second limiter.",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -90,7 +86,6 @@ class Metrics:
             "classify_gateway_upstream_healthy",
             "1 while the upstream answers, 0 after it failed every call for UNHEALTHY_AFTER.",
             registry=r,
-            multiprocess_mode="livemin",
         )
         self.upstream_healthy.set(1)
 
@@ -104,10 +99,6 @@ class Metrics:
     def rate_limit_wait(self, seconds: float) -> None:
         self.rate_limit_waits.inc()
         self.rate_limit_wait_seconds.observe(seconds)
-
-    def serve(self, listen: str) -> Any:
-        host, _, port = listen.rpartition(":")
-        return start_http_server(int(port), addr=host.strip("[]"), registry=self.registry)
 
 
 class JsonFormatter(logging.Formatter):

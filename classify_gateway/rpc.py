@@ -23,12 +23,16 @@ from google.protobuf.message import Message
 
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
-from classify_gateway.errors import GatewayError, own_error, to_grpc_status
+from classify_gateway.errors import GatewayError, own_error, scrub, to_grpc_status
 from classify_gateway.observability import Metrics, trace_id_from
 from classify_gateway.upstream import UpstreamCall
+from classify_gateway.validation import (
+    API_KEY_HEADER,
+    caller_api_key,
+    forwardable_trace_context,
+)
 
 log = logging.getLogger("classify_gateway.rpc")
-_PROPAGATED = ("traceparent", "tracestate")
 # A streamed message costs a few bytes of framing on top of the message itself.
 _FRAME_OVERHEAD = 8
 MessageT = TypeVar("MessageT", bound=Message)
@@ -43,12 +47,19 @@ class Rpcs:
         self.metrics = metrics
         self.drain = drain
 
-    def stream(self, method: str, context: Context, page_token: str) -> Rpc:
+    def stream(self, method: str, context: Context, page_token: str = "") -> Rpc:
         """A server stream; `page_token` is where it starts (resume token until page 1)."""
         return Rpc(self, method, context, stream=True, resume=page_token)
 
     def unary(self, method: str, context: Context) -> Rpc:
         return Rpc(self, method, context, stream=False, resume="")
+
+    async def escaped(self, method: str, context: Context, exc: Exception) -> None:
+        """The outermost net: an exception that got out of a handler without passing
+        through its `Rpc` (code before the `async with`) ends the call exactly as one
+        inside would: INTERNAL_ERROR, logged with its traceback, counted."""
+        rpc = Rpc(self, method, context, stream=False, resume="")
+        await rpc.__aexit__(type(exc), exc, exc.__traceback__)
 
 
 class Rpc:
@@ -64,7 +75,12 @@ class Rpc:
         # Token of the first page the caller has not received ("" before page 1 of a
         # new classification: then the caller resumes by sending the request again).
         self.resume = resume
-        self.trace_id = ""
+        self._metadata: list[tuple[str, str | bytes]] = list(context.invocation_metadata() or ())
+        self.trace_id = trace_id_from(forwardable_trace_context(self._metadata))
+        # Every key this call could have sent upstream: redacted from all it gets back.
+        self._secrets = [rpcs.settings.api_key] + [
+            v for k, v in self._metadata if k.lower() == API_KEY_HEADER and isinstance(v, str)
+        ]
 
     async def __aenter__(self) -> Rpc:
         rpcs = self._rpcs
@@ -94,30 +110,41 @@ class Rpc:
         if exc is None:
             self._finish(grpc.StatusCode.OK)
             return
+        if isinstance(exc, asyncio.CancelledError):
+            self._finish(grpc.StatusCode.CANCELLED)
+            return
+        if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
+            return  # interpreter exit, or a status already sent: not ours to change
         if isinstance(exc, GatewayError):
             err = exc
             if self.stream:
                 # Resuming from a refused token can only fail again.
                 err = err.replace(resume_token=None if err.token_refused else self.resume or None)
-            self._finish(err.code, err)
-            status = to_grpc_status(err)
-            await self._context.abort(status.code, status.details, status.trailing_metadata)
-        elif isinstance(exc, asyncio.CancelledError):
-            self._finish(grpc.StatusCode.CANCELLED)
         else:
-            self._finish(grpc.StatusCode.UNKNOWN)
+            # Any other exception is a gateway bug. The caller gets INTERNAL with
+            # ErrorInfo and nothing of the exception (its text may hold anything, a key
+            # included); the log gets the traceback and the trace id to find it by.
+            log.error(
+                "unexpected exception in %s",
+                self.method,
+                exc_info=(type(exc), exc, tb),
+                extra={"event": "rpc_exception", "method": self.method, "trace_id": self.trace_id},
+            )
+            err = own_error("INTERNAL_ERROR")
+        err = scrub(err, self._secrets)
+        self._finish(err.code, err)
+        status = to_grpc_status(err)
+        await self._context.abort(status.code, status.details, status.trailing_metadata)
 
     # -- inside the call ---------------------------------------------------------------
 
     def upstream_call(self) -> UpstreamCall:
         """API key, absolute deadline and trace headers for this call's upstream requests."""
         settings = self._rpcs.settings
-        md: dict[str, str] = {}
-        for key, value in self._context.invocation_metadata() or ():
-            if isinstance(value, str):
-                md[key] = value
-        caller_key = md.get("x-api-key", "")
-        if caller_key:
+        # Every x-api-key entry counts: a repeated or empty one is refused, never
+        # skipped in favour of the configured key.
+        caller_key = caller_api_key(self._metadata)
+        if caller_key is not None:
             if not settings.allow_caller_api_key:
                 raise own_error("CALLER_API_KEY_NOT_ALLOWED")
             api_key = caller_key
@@ -125,10 +152,9 @@ class Rpc:
             api_key = settings.api_key
             if not api_key:
                 raise own_error("API_KEY_MISSING")
-        self.trace_id = trace_id_from(md)
         remaining = self._context.time_remaining()
         budget = settings.default_deadline if remaining is None else remaining
-        forward = {k: md[k] for k in _PROPAGATED if k in md}
+        forward = forwardable_trace_context(self._metadata)
         return UpstreamCall(api_key, time.monotonic() + budget, forward)
 
     async def write(self, page: Any) -> None:

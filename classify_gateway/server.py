@@ -13,11 +13,11 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
-from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -25,11 +25,13 @@ from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.health import UpstreamHealth
 from classify_gateway.limits import make_limiter
+from classify_gateway.metrics_http import MetricsServer
 from classify_gateway.observability import Metrics
 from classify_gateway.rpc import Rpcs
 from classify_gateway.servicer import ClassifyServicer
 from classify_gateway.tracing import setup_tracing, shutdown_tracing
 from classify_gateway.upstream import UpstreamClient
+from classify_gateway.validation import lenient
 
 log = logging.getLogger("classify_gateway.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifyService"].full_name
@@ -58,10 +60,44 @@ def server_options(s: Settings) -> list[tuple[str, Any]]:
         # max_pending_requests (default 1000) core sheds calls as a bare CANCELLED before
         # the servicer can refuse them with GATEWAY_OVERLOADED and RetryInfo.
         ("grpc.server.max_pending_requests", 4 * s.max_concurrent_streams),
-        # Workers of `serve --workers N` share the port (classify_gateway/workers.py);
-        # a single process refuses to share it, so two gateways never silently split.
-        ("grpc.so_reuseport", int(s.workers > 1)),
+        ("grpc.so_reuseport", 0),
     ]
+
+
+def _guarded(rpcs: Rpcs, method: str, handler: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """`handler`, with any exception that escapes it ended as INTERNAL_ERROR (see
+    Rpcs.escaped), never as grpc's UNKNOWN with the exception's text."""
+
+    async def run(request: Any, context: Any) -> Any:
+        try:
+            return await handler(request, context)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception as exc:
+            await rpcs.escaped(method, context, exc)
+
+    return run
+
+
+def add_classify_service(servicer: ClassifyServicer, rpcs: Rpcs, server: grpc.aio.Server) -> None:
+    """Register ClassifyService like the generated `add_..._to_server`, with two changes:
+    requests are parsed by `validation.lenient`, so that bytes that do not decode reach
+    the handler (which answers INVALID_ARGUMENT) instead of ending the call UNKNOWN with
+    the parser's exception text; and each handler is `_guarded`."""
+    handlers = {
+        "Classify": grpc.unary_stream_rpc_method_handler(
+            _guarded(rpcs, "Classify", servicer.Classify),
+            request_deserializer=lenient(pb.ClassifyRequest),
+            response_serializer=pb.ClassifyResponse.SerializeToString,
+        ),
+        "GetClassifyPage": grpc.unary_unary_rpc_method_handler(
+            _guarded(rpcs, "GetClassifyPage", servicer.GetClassifyPage),
+            request_deserializer=lenient(pb.GetClassifyPageRequest),
+            response_serializer=pb.GetClassifyPageResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class Gateway:
@@ -78,8 +114,9 @@ class Gateway:
             settings, self.metrics, self.upstream_health, make_limiter(settings), self.drain
         )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
-        self.servicer = ClassifyServicer(Rpcs(settings, self.metrics, self.drain), self.upstream)
-        pb_grpc.add_ClassifyServiceServicer_to_server(self.servicer, self.server)
+        rpcs = Rpcs(settings, self.metrics, self.drain)
+        self.servicer = ClassifyServicer(rpcs, self.upstream)
+        add_classify_service(self.servicer, rpcs, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         if settings.reflection:
@@ -89,7 +126,7 @@ class Gateway:
         self.port = self.server.add_insecure_port(settings.listen)
         if self.port == 0:
             raise OSError(f"cannot listen on {settings.listen}")
-        self._metrics_server: Any = None
+        self._metrics_server: MetricsServer | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
@@ -110,10 +147,12 @@ class Gateway:
             },
         )
 
-    async def start_metrics(self) -> None:
-        """Serve /metrics (a small thread of prometheus_client's own)."""
+    async def start_metrics(self) -> int:
+        """Serve /metrics on this event loop (classify_gateway/metrics_http.py); the port."""
         if self._metrics_server is None:
-            self._metrics_server = self.metrics.serve(self.settings.metrics_listen)
+            self._metrics_server = MetricsServer(self.metrics.registry)
+            await self._metrics_server.start(self.settings.metrics_listen)
+        return self._metrics_server.port
 
     async def _set_health(self, status: Any) -> None:
         for name in ("", SERVICE_NAME):
@@ -185,10 +224,7 @@ class Gateway:
         await self.upstream.aclose()
         shutdown_tracing()
         if self._metrics_server is not None:
-            server, thread = self._metrics_server
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
+            await self._metrics_server.close()
         log.info(
             "shutdown complete",
             extra={
@@ -200,14 +236,10 @@ class Gateway:
         self._stopped.set()
 
 
-async def serve(settings: Settings, *, serve_metrics: bool = True) -> int:
-    """Run until SIGTERM/SIGINT, then drain; returns the exit code.
-
-    A worker of `serve --workers N` passes serve_metrics=False: its parent serves the
-    one /metrics endpoint for all workers.
-    """
+async def serve(settings: Settings) -> int:
+    """Run until SIGTERM/SIGINT, then drain; returns the exit code."""
     gateway = Gateway(settings)
-    await gateway.start(serve_metrics=serve_metrics)
+    await gateway.start()
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -30,8 +30,9 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
     async def Classify(  # type: ignore[override]
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        async with self._rpcs.stream("Classify", context, request.page_token) as rpc:
+        async with self._rpcs.stream("Classify", context) as rpc:
             validate_classify(request, self._max_pages_cap)
+            rpc.resume = request.page_token  # until page 1, resume where it started
             async with self._upstream.pages(request, rpc.upstream_call()) as pages:
                 async for page in pages:
                     await rpc.write(page)

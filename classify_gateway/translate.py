@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, TypeVar
+from urllib.parse import quote
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import timestamp_pb2
@@ -42,8 +43,14 @@ def classify_path(request: pb.ClassifyRequest) -> str:
 
 
 def page_path(page_token: str) -> str:
-    """The upstream path of one page. Tokens are opaque; they must not escape the path."""
-    return "/classify/" + page_token
+    """The upstream path of one page: the token percent-encoded as one path segment.
+
+    Tokens are opaque and come from callers and from the upstream alike; both pass
+    `validation.token_problem` first, and encoding every byte outside the unreserved set
+    means that even a token that slipped through could not name another path, add a
+    query or a fragment, or be decoded into either on the way.
+    """
+    return "/classify/" + quote(page_token, safe="")
 
 
 def request_to_json(request: pb.ClassifyRequest) -> dict[str, Any]:

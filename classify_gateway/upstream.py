@@ -26,28 +26,31 @@ import httpx
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.aiohttp_transport import AiohttpTransport
+from classify_gateway.aiohttp_transport import AiohttpTransport, ResponseTooLarge
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.errors import GatewayError, from_upstream, own_error
 from classify_gateway.health import UpstreamHealth
-from classify_gateway.limits import Limiter, make_limiter
+from classify_gateway.limits import DEADLINE_MARGIN, Limiter, make_limiter
 from classify_gateway.observability import Metrics
+from classify_gateway.redact import redact_json
 from classify_gateway.tracing import instrument_httpx_client
 from classify_gateway.translate import (
+    PageT,
     classify_path,
     next_token_of,
     page_from_json,
     page_path,
     request_to_json,
 )
+from classify_gateway.validation import token_problem
 
 log = logging.getLogger("classify_gateway.upstream")
 
-# Leave this much of the caller's deadline for sending the answer back: the status (with
-# resume_page_token) must reach the caller before the caller's own timer fires; with 10 ms
-# it often did not under load (tests/reliability/test_fault_matrix.py).
-DEADLINE_MARGIN = 0.1
+# DEADLINE_MARGIN (limits.py): the part of the caller's deadline left for sending the
+# answer back; the status (with resume_page_token) must reach the caller before the
+# caller's own timer fires; with 10 ms it often did not under load
+# (tests/reliability/test_fault_matrix.py).
 RETRY_AFTER_CAP = 24 * 3600.0
 PAGE_ROUTE = "GET /classify/{page_token}"
 REFUSED_TOKEN = (
@@ -147,7 +150,7 @@ class UpstreamClient:
             # fast and is retried); each attempt as a whole is bounded in `_attempt` by
             # the per-attempt timeout or the caller's deadline, whichever ends first.
             timeout=httpx.Timeout(None, connect=settings.upstream_connect_timeout),
-            transport=AiohttpTransport(limits),
+            transport=AiohttpTransport(limits, settings.upstream_body_cap),
             follow_redirects=False,
         )
         instrument_httpx_client(self._client)
@@ -175,7 +178,11 @@ class UpstreamClient:
         # after it has written N. A slow caller thus holds at most one page here.
         drain = self._drain
         cap = request.max_pages
+        # Every token this stream has fetched: one seen again is a loop (an upstream that
+        # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
+        seen: set[str] = set()
         if request.page_token:
+            seen.add(request.page_token)
             first = self._get_page(request.page_token, call, first_page=True)
         else:
             first = self._call(
@@ -187,12 +194,20 @@ class UpstreamClient:
         try:
             while True:
                 token = next_token_of(body)
-                if token and (cap == 0 or number + 1 < cap) and not drain.cutoff:
-                    prefetch = drain.start(self._get_page(token, call, first_page=False))
-                page = page_from_json(body, pb.ClassifyResponse)
+                refusal = _token_refusal(token, seen)
+                if refusal is None and token:
+                    seen.add(token)
+                    if (cap == 0 or number + 1 < cap) and not drain.cutoff:
+                        prefetch = drain.start(self._get_page(token, call, first_page=False))
+                page = _checked_page(body, pb.ClassifyResponse)
+                if refusal is not None:
+                    page.page_info.next_page_token = ""  # never offered for resume
                 number += 1
                 page.page_number = number
                 yield page
+                if refusal is not None:
+                    # The page was sent (without the token); the stream cannot go on.
+                    raise refusal
                 if prefetch is None:
                     if token and drain.cutoff:
                         raise own_error("GATEWAY_SHUTTING_DOWN")
@@ -206,7 +221,11 @@ class UpstreamClient:
     async def page(self, page_token: str, call: UpstreamCall) -> pb.GetClassifyPageResponse:
         """One page by its token (GetClassifyPage)."""
         task = self._drain.start(self._get_page(page_token, call, first_page=True))
-        return page_from_json(await self._drain.wait(task), pb.GetClassifyPageResponse)
+        body = await self._drain.wait(task)
+        refusal = _token_refusal(next_token_of(body), {page_token})
+        if refusal is not None:
+            raise refusal
+        return _checked_page(body, pb.GetClassifyPageResponse)
 
     async def _get_page(self, token: str, call: UpstreamCall, first_page: bool) -> Any:
         try:
@@ -261,7 +280,7 @@ class UpstreamClient:
             attempt += 1
             if deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
                 raise own_error("DEADLINE_EXCEEDED")
-            waited = await self._limiter.acquire(call, first_page=first_page)
+            waited = await self._limiter.acquire(deadline, first_page=first_page)
             if waited > 0:
                 self._metrics.rate_limit_wait(waited)
             started = time.monotonic()
@@ -320,7 +339,13 @@ class UpstreamClient:
         headers: dict[str, str],
         deadline: float,
     ) -> Any:
-        """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError."""
+        """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
+
+        The body is read with a cap (the transport stops at MAX_UPSTREAM_BODY_BYTES and
+        drops the connection), and any API key in it (the one sent, or the configured
+        one) is redacted as soon as it is parsed: whatever the upstream echoes (an error
+        message, a page) then reaches neither the caller nor a log.
+        """
         budget = deadline - time.monotonic() - DEADLINE_MARGIN
         per_attempt = min(self._settings.upstream_timeout, budget)
         try:
@@ -333,13 +358,23 @@ class UpstreamClient:
             if per_attempt < self._settings.upstream_timeout:
                 raise own_error("DEADLINE_EXCEEDED") from None
             raise own_error("UPSTREAM_TIMEOUT") from None
+        except ResponseTooLarge as exc:
+            raise own_error(
+                "PAGE_TOO_LARGE",
+                f"the upstream's answer is larger than {exc.cap} bytes "
+                "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read; "
+                "ask for a smaller page_limit",
+            ) from None
         except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
             raise own_error(
                 "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"
             ) from None
         status = response.status_code
+        content = response.content
         try:
-            body = orjson.loads(response.content)
+            body = redact_json(
+                content, orjson.loads(content), (headers["x-api-key"], self._settings.api_key)
+            )
         except orjson.JSONDecodeError:
             body = None
         if 200 <= status < 300:
@@ -347,7 +382,7 @@ class UpstreamClient:
                 raise own_error(
                     "UPSTREAM_MALFORMED_RESPONSE",
                     f"the upstream answered HTTP {status} with a body that is not valid JSON "
-                    f"({len(response.content)} bytes)",
+                    f"({len(content)} bytes)",
                 )
             return body
         raise from_upstream(
@@ -355,3 +390,31 @@ class UpstreamClient:
             body if isinstance(body, dict) else None,
             retry_after=retry_hint(response.headers, status, time.time()),
         )
+
+
+def _token_refusal(token: str, seen: set[str]) -> GatewayError | None:
+    """Why the upstream's next page token cannot be followed, or None.
+
+    The upstream's tokens pass the very rule callers' tokens pass
+    (`validation.token_problem`): a token becomes one path segment of a request that
+    carries the API key, so one that could name another path must never be used.
+    """
+    if not token:
+        return None
+    if token_problem(token) is not None:
+        return own_error("UPSTREAM_BAD_TOKEN")
+    if token in seen:
+        return own_error("UPSTREAM_TOKEN_LOOP")
+    return None
+
+
+def _checked_page(body: Any, message_type: type[PageT]) -> PageT:
+    """The translated page, with any page token that fails the token rule removed: no
+    unchecked upstream token is handed to a caller, who would send it back."""
+    page = page_from_json(body, message_type)
+    info = page.page_info
+    if info.next_page_token and token_problem(info.next_page_token) is not None:
+        info.next_page_token = ""
+    if info.prev_page_token and token_problem(info.prev_page_token) is not None:
+        info.prev_page_token = ""
+    return page

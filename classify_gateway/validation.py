@@ -8,14 +8,17 @@ proto path (`classes[0].prompts`), so that a Go or Java caller can point at it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 
 from classify_gateway.config import valid_api_key
-from classify_gateway.errors import GatewayError, invalid_request
+from classify_gateway.errors import GatewayError, invalid_request, own_error
+
+MessageT = TypeVar("MessageT", bound=Message)
 
 MAX_PROMPTS = 100
 MAX_VIDEO_IDS = 1000
@@ -31,12 +34,6 @@ _THRESHOLD_RANGES = {
     "min_duration_ratio": (0.01, 1.0),
 }
 
-# What goes into one status must stay far below gRPC's 8 KiB metadata limit (the
-# trailer carries the details base64-encoded, and the message again): past it the caller
-# gets a bare RESOURCE_EXHAUSTED instead of INVALID_ARGUMENT. errors.py enforces the hard
-# ceiling on every status; these caps keep BadRequest useful within it.
-MAX_VIOLATIONS = 20
-MAX_DESCRIPTION = 200
 API_KEY_HEADER = "x-api-key"
 # C0 and C1 controls, DEL, and the bidirectional overrides and isolates, which make text
 # display as something other than what it is (Trojan Source, CVE-2021-42574).
@@ -98,14 +95,42 @@ def _check_controls(request: Message, out: Violations) -> None:
             out.append((path, "must not contain control or bidirectional-override characters"))
 
 
-def capped(violations: Sequence[tuple[str, str]]) -> Violations:
-    """The first MAX_VIOLATIONS violations, descriptions shortened (the count goes in the
-    message). 1,000 copies of one video id make 999 violations; listing them all made a
-    trailer of 1.8 MB that no client could receive."""
-    return [
-        (f[:MAX_DESCRIPTION], d if len(d) <= MAX_DESCRIPTION else d[: MAX_DESCRIPTION - 1] + "…")
-        for f, d in violations[:MAX_VIOLATIONS]
-    ]
+# W3C Trace Context (https://www.w3.org/TR/trace-context/): what may be forwarded as is.
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+_TRACESTATE_MEMBER = re.compile(
+    r"(?:[a-z][a-z0-9_\-*/]{0,255}|[a-z0-9][a-z0-9_\-*/]{0,240}@[a-z][a-z0-9_\-*/]{0,13})"
+    r"=[\x20-\x2b\x2d-\x3c\x3e-\x7e]{0,255}[\x21-\x2b\x2d-\x3c\x3e-\x7e]"
+)
+_TRACESTATE_MAX = 512
+
+
+def forwardable_trace_context(metadata: Iterable[tuple[str, str | bytes]]) -> dict[str, str]:
+    """The caller's `traceparent` and `tracestate`, only when each is valid W3C trace context.
+
+    Forwarded headers are the caller's text in our upstream request: one that is not
+    valid (CR/LF, NUL, non-ASCII, garbage) is dropped, never fatal and never sent; a
+    repeated one is dropped too (which of the two would be meant?). `tracestate` goes
+    only with a valid `traceparent`, as the specification asks.
+    """
+    found: dict[str, list[str]] = {}
+    for key, value in metadata:
+        if key in ("traceparent", "tracestate") and isinstance(value, str):
+            found.setdefault(key, []).append(value)
+    out: dict[str, str] = {}
+    parents = found.get("traceparent", [])
+    if len(parents) == 1 and _TRACEPARENT.fullmatch(parents[0]):
+        out["traceparent"] = parents[0]
+        states = found.get("tracestate", [])
+        if len(states) == 1 and _valid_tracestate(states[0]):
+            out["tracestate"] = states[0]
+    return out
+
+
+def _valid_tracestate(value: str) -> bool:
+    if len(value) > _TRACESTATE_MAX:
+        return False
+    members = [m.strip(" \t") for m in value.split(",")]
+    return 0 < len(members) <= 32 and all(_TRACESTATE_MEMBER.fullmatch(m) for m in members)
 
 
 def caller_api_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
@@ -220,14 +245,47 @@ def classify_violations(request: pb.ClassifyRequest, max_pages_cap: int = 10000)
     return out
 
 
+class Undecodable:
+    """What the server's deserializer hands a handler for bytes that are not a message
+    (invalid UTF-8 in a string field, a truncated field): grpc would otherwise end the
+    call UNKNOWN with the parser's exception text."""
+
+    def __init__(self, message_type: type[Message]) -> None:
+        self.message_type = message_type
+
+
+def lenient(message_type: type[MessageT]) -> Callable[[bytes], MessageT | Undecodable]:
+    """A request deserializer that never raises (see Undecodable)."""
+
+    def parse(data: bytes) -> MessageT | Undecodable:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return Undecodable(message_type)
+
+    return parse
+
+
+def _decoded(request: object, message_type: type[Message]) -> None:
+    if not isinstance(request, message_type):
+        name = message_type.DESCRIPTOR.name
+        raise own_error(
+            "INVALID_REQUEST",
+            f"the request is not a valid {name} (it does not decode: a string field that is "
+            "not UTF-8, or a truncated field)",
+        )
+
+
 def validate_classify(request: pb.ClassifyRequest, max_pages_cap: int = 10000) -> None:
     """Raise INVALID_ARGUMENT with every violation, or return."""
+    _decoded(request, pb.ClassifyRequest)
     violations = classify_violations(request, max_pages_cap)
     if violations:
-        raise invalid_request(capped(violations))
+        raise invalid_request(violations)
 
 
 def validate_page_request(request: pb.GetClassifyPageRequest) -> None:
+    _decoded(request, pb.GetClassifyPageRequest)
     out: Violations = []
     _check_controls(request, out)
     if not request.page_token:
@@ -235,14 +293,15 @@ def validate_page_request(request: pb.GetClassifyPageRequest) -> None:
     else:
         _check_token(request.page_token, "page_token", out)
     if out:
-        raise invalid_request(capped(out))
+        raise invalid_request(out)
 
 
 __all__ = [
     "GatewayError",
     "caller_api_key",
-    "capped",
     "classify_violations",
+    "forwardable_trace_context",
+    "lenient",
     "token_problem",
     "validate_classify",
     "validate_page_request",

@@ -144,3 +144,39 @@ async def test_control_characters_never_reach_the_upstream(up: HostileUpstream) 
             page_err = exc
         assert page_err is not None and page_err.code() == C.INVALID_ARGUMENT
     assert up.requests == []
+
+
+@pytest.mark.parametrize("allow", [False, True])
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        pytest.param((("x-api-key", "tlk_caller_1"), ("x-api-key", "")), id="second-empty"),
+        pytest.param((("x-api-key", ""), ("x-api-key", "tlk_caller_1")), id="first-empty"),
+        pytest.param((("x-api-key", "tlk_caller_1"), ("x-api-key", "tlk_caller_2")), id="two"),
+        pytest.param((("x-api-key", ""),), id="empty"),
+        pytest.param((("x-api-key", "tlk caller"),), id="space"),
+    ],
+)
+async def test_repeated_or_empty_caller_key_is_refused(
+    up: HostileUpstream, allow: bool, metadata: tuple[tuple[str, str], ...]
+) -> None:
+    async with running_gateway(up.base_url, KEY, allow_caller_api_key=allow) as gw:
+        _, err = await collect(gw.stub.Classify(good(), metadata=metadata, timeout=10))
+        assert err is not None
+        assert err.code() in (C.INVALID_ARGUMENT, C.PERMISSION_DENIED), err
+        if err.code() == C.INVALID_ARGUMENT:
+            bad_request = error_details(err).bad_request
+            assert bad_request is not None
+            assert "x-api-key" in bad_request.field_violations[0].field
+        for _, value in metadata:
+            if value:
+                assert value not in str(err.details()) + str(err.trailing_metadata())
+        try:
+            await gw.stub.GetClassifyPage(
+                pb.GetClassifyPageRequest(page_token="tok"), metadata=metadata, timeout=10
+            )
+            raise AssertionError("GetClassifyPage accepted the key")
+        except grpc.aio.AioRpcError as exc:
+            assert exc.code() in (C.INVALID_ARGUMENT, C.PERMISSION_DENIED)
+    # Never the configured key in its place: nothing was sent at all.
+    assert up.requests == []

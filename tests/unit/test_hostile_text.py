@@ -1,0 +1,51 @@
+"""Upstream text made safe to pass on; caller trace context forwarded only when valid."""
+
+from __future__ import annotations
+
+import pytest
+
+from classify_gateway.redact import redact, redact_json, safe_text, strip_controls
+from classify_gateway.translate import page_path
+from classify_gateway.validation import forwardable_trace_context, token_problem
+
+TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def test_redact_and_strip() -> None:
+    assert redact("key k3y! and k3y!", ["k3y!", ""]) == "key <redacted> and <redacted>"
+    raw = b'{"m": ["the key tlk_12345678", {"tlk_12345678": 1}], "page_token": "k"}'
+    assert redact_json(
+        raw, {"m": ["the key tlk_12345678", {"tlk_12345678": 1}], "n": 2}, ["tlk_12345678", "k"]
+    ) == {
+        "m": ["the key <redacted>", {"<redacted>": 1}],
+        "n": 2,
+    }
+    assert strip_controls("a\x1b[31mb\u202ec\r\nd\x00") == "a [31mb c  d "
+    assert safe_text("x" * 50, [], 10) == "x" * 9 + "…"
+
+
+@pytest.mark.parametrize(
+    "md,expected",
+    [
+        ([("traceparent", TP)], {"traceparent": TP}),
+        (
+            [("traceparent", TP), ("tracestate", "a=1,b@v=2")],
+            {"traceparent": TP, "tracestate": "a=1,b@v=2"},
+        ),
+        ([("traceparent", TP), ("traceparent", TP)], {}),
+        ([("traceparent", TP + "\r\n")], {}),
+        ([("traceparent", "garbage"), ("tracestate", "a=1")], {}),
+        ([("traceparent", TP), ("tracestate", "a=1\x00")], {"traceparent": TP}),
+        ([("traceparent", TP), ("tracestate", "x=" + "y" * 600)], {"traceparent": TP}),
+        ([("tracestate", "a=1")], {}),
+    ],
+)
+def test_forwardable_trace_context(md: list[tuple[str, str]], expected: dict[str, str]) -> None:
+    assert forwardable_trace_context(md) == expected
+
+
+@pytest.mark.parametrize("token", ["abc", "a:b@c!", "é", "x-_.~"])
+def test_page_path_is_one_segment(token: str) -> None:
+    assert token_problem(token) is None
+    path = page_path(token)
+    assert path.count("/") == 2 and "?" not in path and "#" not in path
