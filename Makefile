@@ -22,7 +22,7 @@ help:
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
 	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
 	@echo "make lint      ruff, mypy (strict on classify_gateway/), buf lint/format/breaking"
-	@echo "make bench     benchmarks (BENCH_QUICK=1 for a one-minute run)"
+	@echo "make bench     benchmarks, about 15 minutes (BENCH_QUICK=1: about 4)"
 	@echo "make soak      long steady load with faults (SOAK_SECONDS, default 600)"
 
 $(UV):

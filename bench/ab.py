@@ -1,15 +1,13 @@
-"""A/B of gateway variants: `python -m bench.ab [--rounds N] [--seconds S]`.
+"""A/B of gateway variants: `python -m bench.ab [--rounds N] [--seconds S] VARIANT ...`.
 
-Starts one gateway per variant (all against the same static upstream), then
-loads them in turn, interleaved over several rounds, with the same 16-caller
-closed loop as the overhead scenarios, and reports the gateway's CPU per page and
-pages/s for 1-page calls and 10-page streams. Variants (settings only, the code is
-the same):
+Starts the shipped gateway and one gateway per variant, all pinned to core 0 in front of
+the same fake upstream, then loads them in turn, interleaved over rounds, with the
+16-caller closed loop of the CPU scenario (docs pages, 1-page calls and 10-page
+streams). Reports each variant's gateway CPU per page and its ratio to the shipped
+gateway within each round (min / median / max). Writes bench/results/ab.json.
 
-* baseline      the shipped defaults;
-* log_warning   CLASSIFY_GATEWAY_LOG_LEVEL=WARNING (no per-RPC log line).
-
-Writes bench/results/ab.json. Add a variant (an environment) to measure a setting.
+Variants are a command and settings, so an idea can be measured before it is written
+into the gateway (`uvloop` runs the same `serve` under uvloop's event loop).
 """
 
 from __future__ import annotations
@@ -17,82 +15,88 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
+import os
 from typing import Any
 
-import psutil
+from bench import procs
+from bench.clients import GatewayClient, bench_request
+from bench.loadgen import closed_loop
+from bench.meters import MS, CpuMeter, r3, spread
 
-from bench import load, procs
-from bench.scenarios import CpuMeter
-
-VARIANTS: dict[str, dict[str, object]] = {
-    "baseline": {},
-    "log_warning": {"log_level": "WARNING"},
+UVLOOP_SERVE = (
+    "import sys, uvloop; uvloop.install(); "
+    "from classify_gateway.cli import main; sys.exit(main(['serve']))"
+)
+VARIANTS: dict[str, tuple[list[str] | None, dict[str, object]]] = {
+    "shipped": (None, {}),
+    "uvloop": ([procs.PY, "-c", UVLOOP_SERVE], {}),
+    "log_warning": (None, {"log_level": "WARNING"}),
 }
 
 
-async def measure(rounds: int, seconds: float) -> dict[str, Any]:
-    variants = VARIANTS
-    up = procs.start_static()
-    gws = {}
-    try:
-        for name, env in variants.items():
-            gws[name] = procs.start_gateway(up.url, env)
-        driver = psutil.Process()
-        out: dict[str, Any] = {}
-        for pages in (1, 10):
-            procs.static_config(up.url, pages=pages, videos=2, classes=2, clips=2)
-            samples: dict[str, list[tuple[float, float]]] = {n: [] for n in gws}
-            paths = {
-                n: load.GatewayPath(g.address, load.bench_request(), 4) for n, g in gws.items()
-            }
-            for p in paths.values():
-                await p.wait_ready()
-                await load.closed_loop(p.call, 4, 0.5, 50)  # warm every variant
-            for _ in range(rounds):
-                for name, g in gws.items():
-                    with CpuMeter({"gateway": procs.ps(g), "driver": driver}) as m:
-                        r = await load.closed_loop(paths[name].call, 16, seconds, 100_000)
-                    samples[name].append(
-                        (m.used["gateway"] / max(r.pages, 1) * 1000, r.pages_per_s)
-                    )
-            for p in paths.values():
-                await p.aclose()
-            base = statistics.median(c for c, _ in samples["baseline"])
-            out[f"{pages}page"] = {
-                n: {
-                    "gateway_cpu_ms_per_page_median": round(statistics.median(c for c, _ in s), 3),
-                    "gateway_cpu_ms_per_page_all": [round(c, 3) for c, _ in s],
-                    "pages_per_s_median": round(statistics.median(t for _, t in s), 1),
-                    "cpu_change_vs_baseline": round(
-                        statistics.median(c for c, _ in s) / base - 1, 3
-                    ),
+async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, Any]:
+    procs.pin(os.getpid(), procs.DRIVER_CORES)
+    out: dict[str, Any] = {}
+    with procs.running(procs.start_upstream()) as upstream:
+        gateways = {}
+        try:
+            for name in ["shipped", *names]:
+                cmd, settings = VARIANTS[name]
+                gateways[name] = procs.start_gateway(
+                    upstream.url, settings, cmd, f"gateway_{name}.log"
+                )
+            for pages in (1, 10):
+                procs.upstream_config(upstream.url, shape="docs", pages=pages)
+                clients = {
+                    n: GatewayClient(g.address, bench_request()) for n, g in gateways.items()
                 }
-                for n, s in samples.items()
-            }
-        return out
-    finally:
-        for g in gws.values():
-            g.stop(grace=5)
-        up.stop(grace=5)
+                per_round: dict[str, list[float]] = {n: [] for n in gateways}
+                for c in clients.values():
+                    await c.start()
+                    await closed_loop(c.call, 4, 1.0, 40)
+                for _ in range(rounds):
+                    for n, c in clients.items():
+                        with CpuMeter({"gateway": procs.ps(gateways[n])}) as m:
+                            res = await closed_loop(c.call, 16, seconds, 1_000_000)
+                        per_round[n].append(m.used["gateway"] / max(res.pages, 1) * MS)
+                for c in clients.values():
+                    await c.aclose()
+                base = per_round["shipped"]
+                out[f"{pages}page"] = {
+                    n: {
+                        "gateway_cpu_ms_per_page": spread(v),
+                        "ratio_to_shipped": spread([x / b for x, b in zip(v, base, strict=True)]),
+                        "rounds": [r3(x) for x in v],
+                    }
+                    for n, v in per_round.items()
+                }
+        finally:
+            for g in gateways.values():
+                g.stop(grace=5)
+    return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--rounds", type=int, default=4)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("variants", nargs="*", choices=[v for v in VARIANTS if v != "shipped"])
+    ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ns = ap.parse_args()
-    import os
-
-    res = {"loadavg_start": os.getloadavg(), "rounds": ns.rounds, "seconds": ns.seconds}
-    res["results"] = asyncio.run(measure(ns.rounds, ns.seconds))
-    res["loadavg_end"] = os.getloadavg()
+    names = ns.variants or [v for v in VARIANTS if v != "shipped"]
+    load = [round(x, 2) for x in os.getloadavg()]
+    res: dict[str, Any] = {"loadavg_at_start": load, "rounds": ns.rounds, "seconds": ns.seconds}
+    res["results"] = asyncio.run(measure(names, ns.rounds, ns.seconds))
+    res["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    procs.RESULTS.mkdir(parents=True, exist_ok=True)
     (procs.RESULTS / "ab.json").write_text(json.dumps(res, indent=2) + "\n")
     for phase, rows in res["results"].items():
         for n, r in rows.items():
             print(
-                f"{phase:7} {n:15} cpu/page {r['gateway_cpu_ms_per_page_median']:.3f} ms "
-                f"({r['cpu_change_vs_baseline']:+.1%})  pages/s {r['pages_per_s_median']}"
+                f"{phase:7} {n:12} CPU ms/page {r['gateway_cpu_ms_per_page']['median']:.3f}  "
+                f"ratio to shipped {r['ratio_to_shipped']['median']:.3f} "
+                f"({r['ratio_to_shipped']['min']:.3f} .. {r['ratio_to_shipped']['max']:.3f})"
             )
 
 

@@ -8,8 +8,9 @@ upstream is tests/support/upstream.py's fake, run as a process.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,9 +27,6 @@ from classify_emulator.stack import (
     stop,
     wait_for_port,
 )
-from classify_emulator.stack import (
-    start_emulator as _start_emulator,
-)
 
 __all__ = ["Process", "free_port", "running", "stop", "wait_for_port"]
 
@@ -42,21 +40,36 @@ def ps(proc: Process) -> psutil.Process:
     return psutil.Process(proc.pid)
 
 
-def start_static() -> Process:
+def start_upstream() -> Process:
     """The fake upstream (pre-serialized pages, admin API under /_fake)."""
     port = free_port()
     cmd = [PY, "-m", "tests.support.upstream", "--listen", f"127.0.0.1:{port}"]
-    return spawn("upstream", cmd, port, output=RESULTS / "upstream.log", cwd=ROOT)
-
-
-def start_emulator(latency_ms: int = 0) -> Process:
-    settings = {"latency_ms": latency_ms} if latency_ms else {}
-    return _start_emulator(API_KEY, RESULTS / "emulator.log", **settings)
+    proc = spawn("upstream", cmd, port, output=RESULTS / "upstream.log", cwd=ROOT)
+    pin(proc.pid, DRIVER_CORES)
+    return proc
 
 
 # Every open stream gets its own upstream request and connection (the shipped caps are
-# 64 concurrent upstream requests, 100 connections): the worst case for memory.
-UNCAPPED = {"upstream_max_concurrency": 2000, "upstream_max_connections": 2000}
+# 64 concurrent upstream requests, 100 connections, 2,000 streams): the worst case for memory.
+UNCAPPED = {
+    "upstream_max_concurrency": 20_000,
+    "upstream_max_connections": 20_000,
+    "max_concurrent_streams": 20_000,
+}
+# Like a 1-CPU pod: the gateway alone on the first core; the load generator (this
+# process) and the upstream on the second, so that neither takes the gateway's CPU.
+GATEWAY_CORES = {0}
+DRIVER_CORES = {1}
+
+
+def pin(pid: int, cores: set[int]) -> bool:
+    """Bind every thread of `pid` to `cores` (threads it starts later inherit it)."""
+    if not hasattr(os, "sched_setaffinity") or max(cores) >= (os.cpu_count() or 1):
+        return False
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(tid), cores)
+    return True
 
 
 def start_gateway(
@@ -68,7 +81,9 @@ def start_gateway(
     """`classify-gateway serve` (or `cmd`) with the shipped defaults, plus `settings`."""
     port = free_port()
     env = gateway_settings(upstream_url + API_VERSION, API_KEY, port, **(settings or {}))
-    return spawn("gateway", cmd or [EXE, "serve"], port, env, RESULTS / log, cwd=ROOT)
+    proc = spawn("gateway", cmd or [EXE, "serve"], port, env, RESULTS / log, cwd=ROOT)
+    pin(proc.pid, GATEWAY_CORES)
+    return proc
 
 
 def shown_settings(gateway: Process) -> dict[str, str]:
@@ -76,21 +91,15 @@ def shown_settings(gateway: Process) -> dict[str, str]:
     return {k: v for k, v in gateway.env.items() if not k.endswith("_API_KEY")}
 
 
-def static_config(url: str, **cfg: object) -> dict[str, object]:
+def upstream_config(url: str, **cfg: object) -> dict[str, object]:
+    """Pages, shape, latency and stamps of the fake upstream (tests/support/upstream.py)."""
     r = httpx.put(url + "/_fake/config", json=cfg, timeout=10)
     r.raise_for_status()
     return dict(r.json())
 
 
-def static_stamps(url: str) -> list[float]:
+def upstream_stamps(url: str) -> list[float]:
+    """When the upstream handed each POST's answer to the kernel (and forget them)."""
     r = httpx.get(url + "/_fake/stamps", timeout=10)
     r.raise_for_status()
     return list(r.json()["stamps"])
-
-
-def emulator_config(url: str, **cfg: object) -> None:
-    httpx.put(url + "/_emulator/config", json=cfg, timeout=10).raise_for_status()
-
-
-def settle(seconds: float = 0.3) -> None:
-    time.sleep(seconds)

@@ -1,423 +1,340 @@
-"""docs/benchmarks.md and the plots, from the results dict of one run."""
+"""docs/benchmarks.md and its plots, rendered from one run's results.
+
+The page is bench/report_template.md (string.Template): prose with `$name` fields. This
+module only computes the fields: each is a figure, or a table made by `table()` from
+rows of the results. The hand-written analysis is bench/NOTES.md, included as it is.
+`python -m bench.report` renders again from bench/results/latest.json.
+"""
 
 from __future__ import annotations
 
 import json
+import string
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from bench.procs import RESULTS, ROOT
 
 DOC = ROOT / "docs" / "benchmarks.md"
-NOTES = ROOT / "bench" / "NOTES.md"  # hand-written analysis, included verbatim
+TEMPLATE = ROOT / "bench" / "report_template.md"
+NOTES = ROOT / "bench" / "NOTES.md"
+PLOTS = "../bench/results/"
+PATH_NAMES = {
+    "gateway": "gateway (grpc.aio stub -> gateway -> upstream)",
+    "direct": "direct: aiohttp + orjson",
+    "sdk": "SDK 0.3.2 page loop",
+    "direct_prefetch": "direct, prefetching one page",
+}
+MET = {True: "**met**", False: "**not met**", None: "-"}
 
 
-def _f(v: Any, nd: int = 2) -> str:
+def fmt(v: Any) -> str:
     if v is None:
         return "-"
     if isinstance(v, bool):
         return "yes" if v else "no"
     if isinstance(v, float):
-        return f"{v:.{nd}f}"
+        return f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}"
+    if isinstance(v, dict) and set(v) == {"min", "median", "max"}:
+        return f"{fmt(v['median'])} ({fmt(v['min'])} .. {fmt(v['max'])})"
+    if isinstance(v, list):
+        return ", ".join(fmt(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {fmt(x)}" for k, x in v.items())
     return str(v)
 
 
-def _met(m: Any) -> str:
-    return {True: "**met**", False: "**NOT met**", None: "-"}[m]
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def dig(record: Any, path: str) -> Any:
+    """`record["a"]["b"]` for "a.b"; None where a key is missing."""
+    for key in path.split("."):
+        if not isinstance(record, dict):
+            return None
+        record = record.get(key)
+    return record
+
+
+def columns_table(
+    rows: Iterable[tuple[str, dict[str, Any]]], first: str, columns: Sequence[tuple[str, str]]
+) -> str:
+    """One row per (label, record); each column is a header and a dotted key of the record."""
+    return table(
+        [first, *(h for h, _ in columns)],
+        [(label, *(dig(rec, path) for _, path in columns)) for label, rec in rows],
+    )
+
+
+def cases(section: Any, required: str) -> list[tuple[str, dict[str, Any]]]:
+    """The (name, result) pairs of a scenario that hold `required` (not its metadata)."""
+    items = (section or {}).items()
+    return [(k, v) for k, v in items if isinstance(v, dict) and required in v]
+
+
+GOAL_COLUMNS = [("value", "value"), ("target", "goal"), ("met", "met_text")]
+CPU_COLUMNS = [
+    ("pages/s", "pages_per_s"),
+    ("CPU ms/page: load generator", "cpu_ms_per_page.load_generator"),
+    ("gateway", "cpu_ms_per_page.gateway"),
+    ("upstream", "cpu_ms_per_page.upstream"),
+    ("whole path", "path_cpu_ms_per_page"),
+    ("pages per CPU-second", "pages_per_cpu_second"),
+    ("generator cores", "cores_used.load_generator"),
+    ("generator saturated", "load_generator_saturated"),
+    ("errors", "errors"),
+]
+RATIO_COLUMNS = [
+    ("bytes per page", "page_bytes"),
+    ("gateway CPU ms/page", "gateway_cpu_ms_per_page"),
+    ("per round: median (min .. max)", "gateway_cpu_ms_per_page_rounds"),
+    ("whole-path CPU, gateway / direct", "path_cpu_ratio_gateway_vs_direct"),
+    ("per round", "path_cpu_ratio_rounds"),
+    ("gateway / SDK", "path_cpu_ratio_gateway_vs_sdk"),
+]
+LATENCY_COLUMNS = [
+    ("direct p50 ms", "direct.p50_ms"),
+    ("gateway p50 ms", "gateway.p50_ms"),
+    ("added p50 ms", "added_p50_ms"),
+    ("direct p99 ms", "direct.p99_ms"),
+    ("gateway p99 ms", "gateway.p99_ms"),
+    ("added p99 ms", "added_p99_ms"),
+    ("errors", "errors"),
+    ("generator cores (max)", "load_generator_cores_max"),
+]
+MEMORY_COLUMNS = [
+    ("upstream requests", "upstream_requests"),
+    ("idle RSS MiB", "idle_rss_mib"),
+    ("RSS MiB", "rss_mib"),
+    ("KiB per stream", "kib_per_stream"),
+]
+TRANSLATION_COLUMNS = [
+    ("bytes", "page_bytes"),
+    ("hand-written µs", "handwritten_us"),
+    ("ParseDict µs", "parsedict_us"),
+    ("speedup", "speedup_vs_parsedict"),
+    ("orjson.loads µs", "orjson_loads_us"),
+    ("json.loads µs", "json_loads_us"),
+]
+
+
+def _goals(res: dict[str, Any]) -> str:
+    rows = [(f"`{k}`", {**g, "met_text": MET[g["met"]]}) for k, g in res["goals"].items()]
+    return columns_table(rows, "goal", GOAL_COLUMNS)
+
+
+def _cpu(res: dict[str, Any]) -> str:
+    rows = [
+        (f"{key}: {PATH_NAMES[name]}", p)
+        for key, case in cases(res.get("cpu_per_page"), "paths")
+        for name, p in case["paths"].items()
+    ]
+    return columns_table(rows, "pages: path", CPU_COLUMNS)
+
+
+def _cpu_ratios(res: dict[str, Any]) -> str:
+    return columns_table(cases(res.get("cpu_per_page"), "paths"), "pages", RATIO_COLUMNS)
+
+
+def _latency(res: dict[str, Any]) -> str:
+    rows = cases(res.get("added_latency"), "added_p50_ms")
+    return columns_table(
+        [(f"{r['offered_calls_per_s']}", r) for _, r in rows], "calls/s", LATENCY_COLUMNS
+    )
+
+
+def _slow(res: dict[str, Any]) -> str:
+    sc = res.get("slow_consumer") or {}
+    rows = [(PATH_NAMES[n], v) for n, v in (sc.get("seconds") or {}).items()]
+    rows.append(("floor: 200 ms + 10 x 200 ms", sc.get("floor_s")))
+    rows.append(("page loop: 10 x (200 + 200) ms", sc.get("page_loop_s")))
+    return table(["path", "seconds for 10 pages"], rows)
+
+
+def _memory(res: dict[str, Any]) -> str:
+    rows = [
+        (f"{mode}, {p['open_streams']} streams", {**p, "idle_rss_mib": m["idle_rss_mib"]})
+        for mode, m in cases(res.get("memory"), "points")
+        for p in m["points"]
+    ]
+    return columns_table(rows, "streams", MEMORY_COLUMNS)
+
+
+def _translation(res: dict[str, Any]) -> str:
+    return columns_table(cases(res.get("translation"), "page_bytes"), "page", TRANSLATION_COLUMNS)
+
+
+def _ghz(res: dict[str, Any]) -> str:
+    g = res.get("ghz") or {}
+    if g.get("skipped") or not g:
+        return f"Not run: {g.get('skipped', 'no result')}."
+    head = f"ghz {g['version']}: `{g['command']}`\n\n"
+    return head + table(
+        [
+            "calls",
+            "requests/s",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+            "gateway cores",
+            "gateway CPU ms/call",
+        ],
+        [
+            (
+                g["count"],
+                g["rps"],
+                g["p50_ms"],
+                g["p99_ms"],
+                g["errors"],
+                g["gateway_cores_used"],
+                g["gateway_cpu_ms_per_page"],
+            )
+        ],
+    )
+
+
+def _profile(res: dict[str, Any]) -> str:
+    prof = res.get("profile") or {}
+    if prof.get("skipped"):
+        return f"Not profiled in this run: {prof['skipped']}."
+    parts = []
+    for key, p in prof.items():
+        if not isinstance(p, dict) or "top_self_time" not in p:
+            continue
+        rows = [(r["share"], r["us_per_page"], f"`{r['frame']}`") for r in p["top_self_time"][:12]]
+        parts.append(
+            f"{key}: {p['pages']} pages, {p['gateway_cpu_ms_per_page_while_profiled']} ms CPU per "
+            f"page while sampled (report `{p['report']}`).\n\n"
+            + table(["share of busy samples", "µs per page", "frame (self time)"], rows)
+        )
+    return "\n\n".join(parts) or "No profile in this run."
 
 
 def plots(res: dict[str, Any]) -> dict[str, str]:
+    """PNG files in bench/results; markdown image lines for the template."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    out: dict[str, str] = {}
-    conc = res.get("concurrency") or {}
-    levels = conc.get("levels") or []
-    if levels:
-        xs = [r["concurrency"] for r in levels]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for name, style in (("gateway", "o-"), ("direct", "s--")):
-            ax.plot(xs, [r[name]["pages_per_s"] for r in levels], style, label=name)
-        ax.set_xscale("log")
-        ax.set_xlabel("concurrent streams")
-        ax.set_ylabel("pages/s")
-        ax.set_title(
-            f"Throughput vs concurrency ({conc.get('upstream')} upstream, "
-            f"{conc.get('upstream_latency_ms_per_page')} ms/page)"
-        )
-        ax.grid(True, alpha=0.3)
-        ax.legend()
-        p = RESULTS / "throughput_vs_concurrency.png"
+    out = {"plot_cpu": "", "plot_latency": "", "plot_memory": ""}
+    cpu = res.get("cpu_per_page") or {}
+    cases = [k for k in ("docs_1page", "docs_10page", "large_1page", "large_10page") if k in cpu]
+    if cases:
+        fig, ax = plt.subplots(figsize=(8, 4))
+        names = ["gateway", "direct", "sdk"]
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            xs = [j + i * width for j in range(len(cases))]
+            ax.bar(
+                xs,
+                [cpu[k]["paths"][name]["path_cpu_ms_per_page"] for k in cases],
+                width,
+                label=PATH_NAMES[name],
+            )
+        ax.set_xticks([j + width for j in range(len(cases))], cases)
+        ax.set_ylabel("whole-path CPU ms per page")
+        ax.set_yscale("log")
+        ax.set_title("CPU per page, every process of the path (lower is better)")
+        ax.legend(fontsize=8)
         fig.tight_layout()
-        fig.savefig(p, dpi=110)
+        fig.savefig(RESULTS / "cpu_per_page.png", dpi=100)
         plt.close(fig)
-        out["throughput"] = p.name
-
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        ax = axes[0]
-        for name, color in (("gateway", "C0"), ("direct", "C1")):
-            for pct, style in (("p50_ms", "o-"), ("p99_ms", "^:")):
+        out["plot_cpu"] = f"![CPU per page]({PLOTS}cpu_per_page.png)"
+    lat = res.get("added_latency") or {}
+    rates = [r for k, r in lat.items() if isinstance(r, dict) and "added_p50_ms" in r]
+    if rates:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for q, style in (("p50_ms", "o-"), ("p99_ms", "^--")):
+            for name, color in (("gateway", "C0"), ("direct", "C1")):
                 ax.plot(
-                    xs,
-                    [r[name]["stream"][pct] for r in levels],
+                    [r["offered_calls_per_s"] for r in rates],
+                    [r[name][q]["median"] for r in rates],
                     style,
                     color=color,
-                    label=f"{name} {pct[:3]}",
+                    label=f"{name} {q[:3]}",
                 )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("concurrent streams")
-        ax.set_ylabel(f"stream duration, ms ({conc.get('pages_per_stream')} pages)")
-        ax.set_title("Stream latency percentiles")
+        ax.set_xlabel("offered calls/s (open loop)")
+        ax.set_ylabel("call latency, ms (median over rounds)")
+        ax.set_title("1-page calls at a fixed offered load")
+        ax.legend(fontsize=8)
         ax.grid(True, alpha=0.3)
-        ax.legend(fontsize=8)
-        ax = axes[1]
-        o1 = res.get("overhead_1page") or {}
-        o10 = res.get("overhead_10page") or {}
-        labels, d_vals, g_vals = [], [], []
-        for tag, o in (("1-page", o1), ("10-page", o10)):
-            for pct in ("p50_ms", "p95_ms", "p99_ms"):
-                if o.get("direct"):
-                    labels.append(f"{tag}\n{pct[:3]}")
-                    d_vals.append(o["direct"]["latency_per_page"][pct])
-                    g_vals.append(o["gateway"]["latency_per_page"][pct])
-        idx = range(len(labels))
-        ax.bar([i - 0.2 for i in idx], d_vals, 0.4, label="direct httpx")
-        ax.bar([i + 0.2 for i in idx], g_vals, 0.4, label="gateway")
-        ax.set_xticks(list(idx), labels, fontsize=8)
-        ax.set_ylabel("latency per page, ms")
-        ax.set_title("16 concurrent callers, static upstream")
-        ax.legend(fontsize=8)
         fig.tight_layout()
-        p = RESULTS / "latency_percentiles.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(RESULTS / "added_latency.png", dpi=100)
         plt.close(fig)
-        out["latency"] = p.name
-
+        out["plot_latency"] = f"![latency at fixed load]({PLOTS}added_latency.png)"
     mem = res.get("memory") or {}
-    pts = mem.get("points") or []
-    if pts:
+    if mem.get("waiting"):
         fig, ax = plt.subplots(figsize=(6, 4))
-        ax.plot([p["open_streams"] for p in pts], [p["rss_mib"] for p in pts], "o-")
-        ax.set_xlabel("open streams (upstream holds each page 10 s)")
+        for mode in ("waiting", "holding"):
+            pts = (mem.get(mode) or {}).get("points") or []
+            ax.plot([p["open_streams"] for p in pts], [p["rss_mib"] for p in pts], "o-", label=mode)
+        ax.set_xlabel("open streams")
         ax.set_ylabel("gateway RSS, MiB")
-        ax.set_title(f"Memory vs open streams: {mem.get('rss_kib_per_stream')} KiB/stream")
+        ax.set_title("Gateway memory vs open streams")
+        ax.legend()
         ax.grid(True, alpha=0.3)
         fig.tight_layout()
-        p = RESULTS / "memory_vs_streams.png"
-        fig.savefig(p, dpi=110)
+        fig.savefig(RESULTS / "memory_per_stream.png", dpi=100)
         plt.close(fig)
-        out["memory"] = p.name
+        out["plot_memory"] = f"![memory per stream]({PLOTS}memory_per_stream.png)"
     return out
 
 
-def summary_lines(res: dict[str, Any]) -> str:
-    lines = ["", "goal                                  value        goal      met"]
-    for k, g in (res.get("goals") or {}).items():
-        lines.append(f"{k:<37} {_f(g['value'], 3):<12} {g['goal']:<9} {_met(g['met'])}")
-    return "\n".join(lines)
+def fields(res: dict[str, Any]) -> dict[str, str]:
+    p = res["provenance"]
+    m = p["machine"]
+    sc = res.get("slow_consumer") or {}
+    return {
+        "command": res["command"],
+        "mode": p["mode"],
+        "started_at": res["started_at"],
+        "total_seconds": fmt(res.get("total_seconds")),
+        "commit": p["commit"],
+        "clean": "clean" if p["work_tree_clean"] else "**with uncommitted changes**",
+        "cores": str(m["cores"]),
+        "cpu_model": m["cpu_model"],
+        "python": m["python"],
+        "pinned": "yes" if p["pinned"] else "**no** (fewer than 2 cores)",
+        "loadavg_start": fmt(res["loadavg_at_start"]),
+        "loadavg_end": fmt(res.get("loadavg_at_end")),
+        "errors": json.dumps(res["errors"]) if res["errors"] else "none",
+        "goals": _goals(res),
+        "cpu_table": _cpu(res),
+        "cpu_ratios": _cpu_ratios(res),
+        "latency_table": _latency(res),
+        "slow_table": _slow(res),
+        "slow_ratio": fmt(sc.get("gateway_vs_sdk")),
+        "slow_vs_prefetch": fmt(sc.get("gateway_vs_direct_prefetch")),
+        "first_page": fmt((res.get("first_page") or {}).get("added_p50_ms")),
+        "memory_table": _memory(res),
+        "translation_table": _translation(res),
+        "ghz": _ghz(res),
+        "profile": _profile(res),
+        "notes": NOTES.read_text().rstrip() if NOTES.exists() else "",
+    }
 
 
 def write(res: dict[str, Any]) -> None:
+    values = fields(res)
     try:
-        imgs = plots(res)
+        values.update(plots(res))
     except Exception as exc:  # a missing plot must not lose the numbers
-        imgs = {}
-        res.setdefault("errors", {})["plots"] = repr(exc)
-    rel = "../bench/results/"
-    m = res["machine"]
-    L: list[str] = []
-    a = L.append
-    a("# Benchmarks")
-    a("")
-    a("Generated by `bench/` — do not edit by hand; the analysis comes from `bench/NOTES.md`.")
-    a("")
-    a(f"* Command: `{res['command']}`")
-    a(f"* Mode: **{res['mode']}**; total {res.get('total_seconds')} s; started {res['started_at']}")
-    a(
-        f"* Commit: `{res['commit']}`"
-        + (" (work tree had uncommitted changes)" if res.get("worktree_dirty") else "")
-    )
-    a(
-        f"* Machine: {m['cpu_count_logical']} logical CPUs ({m['cpu_model']}), "
-        f"{m['memory_gib']} GiB, Python {m['python']}, {m['platform']}; load average at start "
-        f"{m['loadavg_at_start']}, at end {m.get('loadavg_at_end')}"
-    )
-    a(f"* Emulator: {res.get('emulator')}")
-    a("* Raw numbers: `bench/results/latest.json` (every figure below, and more).")
-    if res.get("errors"):
-        a(f"* **Errors in this run**: `{json.dumps(res['errors'])}`")
-    a("")
-    a("## Goals")
-    a("")
-    a("| # | key | value | goal | met | baseline (same run) |")
-    a("|---|-----|------:|------|-----|---------------------|")
-    for i, (k, g) in enumerate((res.get("goals") or {}).items(), 1):
-        base = json.dumps(g.get("baseline"), separators=(", ", ": ")) if g.get("baseline") else ""
-        note = f" — {g['note']}" if g.get("note") else ""
-        a(f"| {i} | `{k}` | {_f(g['value'], 3)} | {g['goal']} | {_met(g['met'])} | {base}{note} |")
-    a("")
-
-    for key, title in (
-        ("overhead_1page", "1-page calls"),
-        ("overhead_10page", "10-page streams"),
-        ("overhead_emulator_1page", "1-page calls, emulator upstream"),
-        ("overhead_emulator_10page", "10-page streams, emulator upstream"),
-    ):
-        o = res.get(key)
-        if not o or o.get("skipped"):
-            continue
-        a(f"## Overhead: {title} (goals 1-3)")
-        a("")
-        a(
-            f"Upstream: **{o['upstream']}**; page: {o['page_shape']}; {o['pages_per_call']} "
-            f"page(s) per call; {o['concurrency']} concurrent callers; {o['rounds']} interleaved "
-            f"round(s) of {o['seconds_per_round']} s per path. Both paths are driven from the same "
-            "driver process."
-        )
-        a("")
-        a(
-            "| path | pages/s | p50 / p95 / p99 per page, ms | unloaded p50 per page, ms | "
-            "errors | CPU ms/page driver / gateway / upstream | cores used driver / gateway / "
-            "upstream / others |"
-        )
-        a("|---|---:|---|---:|---:|---|---|")
-        for name in ("direct", "gateway"):
-            p = o[name]
-            lp, cm, cu = p["latency_per_page"], p["cpu_ms_per_page"], p["cores_used"]
-            a(
-                f"| {name} | {p['pages_per_s']} | {lp['p50_ms']} / {lp['p95_ms']} / "
-                f"{lp['p99_ms']} | {p['unloaded_latency_per_page']['p50_ms']} | {p['errors']} | "
-                f"{cm.get('driver')} / {cm.get('gateway')} / {cm.get('upstream')} | "
-                f"{cu.get('driver')} / {cu.get('gateway')} / {cu.get('upstream')} / "
-                f"{cu.get('others')} |"
-            )
-        a("")
-        a(
-            f"Ratio gateway/direct: **{o['throughput_ratio']}**; added p50 per page: "
-            f"{o['added_p50_ms_per_page']} ms at {o['concurrency']} callers paced at "
-            f"{o['paced_calls_per_s']} calls/s (neither path queues), "
-            f"{o['added_p50_ms_per_page_saturated']} ms at {o['concurrency']} callers back to back "
-            f"(saturated: mostly queueing), "
-            f"{o['added_p50_ms_per_page_unloaded']} ms unloaded (one caller)."
-        )
-        a("")
-
-    fp = res.get("first_page")
-    if fp:
-        a("## Time to first page (goal 4)")
-        a("")
-        a(
-            f"Upstream: **{fp['upstream']}**, 200 ms per page, 10 pages; {fp['calls']} calls, one "
-            "at a time, each cancelled after page 1. Overhead = (caller has page 1) - (upstream "
-            "handed page 1 to the kernel)."
-        )
-        a("")
-        a("| | p50 ms | p95 ms | p99 ms |")
-        a("|---|---:|---:|---:|")
-        for label, k in (
-            ("gateway: first-page overhead", "gateway_first_page_overhead_ms"),
-            ("direct httpx: first-page overhead", "direct_first_page_overhead_ms"),
-            ("gateway: time to first page", "gateway_time_to_first_page_ms"),
-        ):
-            v = fp[k]
-            a(f"| {label} | {v['p50_ms']} | {v['p95_ms']} | {v['p99_ms']} |")
-        a(
-            f"| baseline: collect all 10 pages, then page 1 | "
-            f"{fp['collect_all_time_to_first_page_ms']} | | |"
-        )
-        if fp.get("emulator"):
-            e = fp["emulator"]
-            a("")
-            a(
-                f"Emulator (approximation, gateway TTFP - direct TTFP at 200 ms/page): "
-                f"{e['approx_first_page_overhead_ms']} ms (gateway p50 "
-                f"{e['gateway_ttfp_ms']['p50_ms']} ms, direct p50 "
-                f"{e['direct_ttfp_ms']['p50_ms']} ms)."
-            )
-        a("")
-
-    pf = res.get("prefetch")
-    if pf:
-        a("## Prefetch (goal 5)")
-        a("")
-        a(
-            f"Upstream: **{pf['upstream']}**, 200 ms per page; the caller spends 200 ms on each "
-            f"page; pages per stream: {pf['pages']}; {pf['repetitions']} repetitions per path, run "
-            "at the same time."
-        )
-        a("")
-        a("| path | seconds per 10 pages |")
-        a("|---|---|")
-        a(f"| gateway stream (prefetches one page ahead) | {pf['gateway_stream_s']} |")
-        a(
-            f"| baseline: sequential httpx (fetch, consume, fetch ...) | "
-            f"{pf['sequential_direct_s']} |"
-        )
-        a(f"| ideal pipeline (0.2 + 10 x 0.2) | {pf['ideal_pipelined_s']} |")
-        a("")
-        a(f"Speedup (median sequential / median gateway): **{pf['prefetch_speedup']}**.")
-        a("")
-
-    conc = res.get("concurrency")
-    if conc:
-        a("## Concurrency (goal 6)")
-        a("")
-        a(
-            f"Upstream: **{conc['upstream']}**, {conc['upstream_latency_ms_per_page']} ms per "
-            f"page, {conc['pages_per_stream']} pages per stream, closed loop, "
-            f"{conc['seconds_per_level']} s per level (at 1,000 a quick run makes one call per "
-            "caller)."
-        )
-        a("")
-        a(
-            "| streams | path | pages/s | stream p50 / p99 ms | first page p50 / p99 ms | errors | "
-            "gateway RSS start -> peak MiB | gateway CPU ms/page | cores driver / gateway / "
-            "upstream / others |"
-        )
-        a("|---:|---|---:|---|---|---:|---|---:|---|")
-        for r in conc["levels"]:
-            for name in ("gateway", "direct"):
-                p = r[name]
-                rss = (
-                    f"{p['gateway_rss_mib_start']} -> {p['gateway_rss_mib_peak']}"
-                    if name == "gateway"
-                    else ""
-                )
-                cpu = p.get("gateway_cpu_ms_per_page", "")
-                cu = p["cores_used"]
-                a(
-                    f"| {r['concurrency']} | {name} | {p['pages_per_s']} | {p['stream']['p50_ms']} "
-                    f"/ {p['stream']['p99_ms']} | {p['first_page']['p50_ms']} / "
-                    f"{p['first_page']['p99_ms']} | {p['errors']} | {rss} | {cpu} | "
-                    f"{cu.get('driver')} / {cu.get('gateway')} / {cu.get('upstream')} / "
-                    f"{cu.get('others')} |"
-                )
-        a("")
-        if "throughput" in imgs:
-            a(f"![throughput vs concurrency]({rel}{imgs['throughput']})")
-            a("")
-        if "latency" in imgs:
-            a(f"![latency percentiles]({rel}{imgs['latency']})")
-            a("")
-
-    mem = res.get("memory")
-    if mem:
-        a("## Memory per open stream (goal 6)")
-        a("")
-        a(
-            f"Upstream: **{mem['upstream']}**. Idle gateway RSS {mem['idle_rss_mib']} MiB "
-            "(a gateway of its own, warmed with a few calls, with the upstream caps raised: "
-            f"{mem.get('gateway_settings')}, so that every open stream holds an upstream "
-            "request and connection)."
-        )
-        a("")
-        a("| open streams | upstream requests in flight | RSS MiB | KiB per stream above idle |")
-        a("|---:|---:|---:|---:|")
-        for p in mem["points"]:
-            a(
-                f"| {p['open_streams']} | {p['upstream_requests_in_flight']} | {p['rss_mib']} | "
-                f"{_f(p['kib_per_stream'])} |"
-            )
-        a("")
-        if "memory" in imgs:
-            a(f"![memory vs open streams]({rel}{imgs['memory']})")
-            a("")
-
-    tr = res.get("translation")
-    if tr:
-        a("## Translation JSON -> proto (goal 7)")
-        a("")
-        a(
-            "In-process, best of 5 batches. `tests/unit/test_translate_bench_equivalence.py` "
-            "checks that both give equal messages for the same page generator "
-            "(`tests.support.pages.translation_page`)."
-        )
-        a("")
-        a(
-            "| page | bytes | hand-written µs | ParseDict µs | speedup | orjson.loads µs | "
-            "json.loads µs | orjson speedup | bytes->proto gateway µs | bytes->proto naive µs |"
-        )
-        a("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        for label, t in tr.items():
-            a(
-                f"| {label} | {t['page_bytes']} | {t['handwritten_us']} | {t['parsedict_us']} | "
-                f"**{t['speedup_vs_parsedict']}x** | {t['orjson_loads_us']} | {t['json_loads_us']} "
-                f"| {t['orjson_speedup_vs_json']}x | {t['bytes_to_proto_gateway_us']} | "
-                f"{t['bytes_to_proto_naive_us']} |"
-            )
-        a("")
-
-    ghz = res.get("ghz") or {}
-    a("## ghz (goal 8)")
-    a("")
-    if ghz.get("skipped"):
-        a(f"Not run: {ghz['skipped']}")
-    else:
-        a(f"ghz {ghz['version']} ({ghz['install']}), upstream {ghz['upstream']}:")
-        a("")
-        a("```")
-        a(ghz["command"])
-        a("```")
-        a("")
-        a(
-            "| calls | requests/s | p50 ms | p95 ms | p99 ms | mean ms | errors | error rate | "
-            "gateway cores | gateway CPU ms/call |"
-        )
-        a("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-        a(
-            f"| {ghz['count']} | {ghz['rps']} | {ghz['p50_ms']} | {ghz['p95_ms']} | "
-            f"{ghz['p99_ms']} | {ghz['average_ms']} | {ghz['errors']} | {ghz['error_rate']} | "
-            f"{ghz['gateway_cores_used']} | {ghz['gateway_cpu_ms_per_page']} |"
-        )
-        a("")
-        a(
-            f"Status codes: `{json.dumps(ghz.get('status_codes'))}`. Baseline in the same run: "
-            f"the direct httpx path made {_get_direct(res)} pages/s at 16 callers (1-page calls)."
-        )
-    a("")
-
-    prof = res.get("profile") or {}
-    a("## Profile of the gateway")
-    a("")
-    if prof.get("skipped"):
-        a(f"Not profiled in this run: {prof['skipped']}.")
-    else:
-        for p in prof.values():
-            if not p or p.get("skipped"):
-                continue
-            a(
-                f"pyinstrument, {p['pages_per_call']}-page calls, {p['pages']} pages "
-                f"(full report: `{p['report']}`, not committed). Top self time:"
-            )
-            a("")
-            a("| self s | share | µs/page (profiled) | frame |")
-            a("|---:|---:|---:|---|")
-            for row in p["top_self_time"][:15]:
-                a(
-                    f"| {row['self_s']} | {row['share']:.1%} | {row['us_per_page']} | "
-                    f"`{row['frame']}` |"
-                )
-            a("")
-    if NOTES.exists():
-        a(NOTES.read_text().rstrip())
-        a("")
-    a("## Step durations (s)")
-    a("")
-    a("| step | s |")
-    a("|---|---:|")
-    for k, v in (res.get("step_seconds") or {}).items():
-        a(f"| {k} | {v} |")
-    a(f"| **total** | {res.get('total_seconds')} |")
-    a("")
-    DOC.write_text("\n".join(L))
+        values.update(plot_cpu="", plot_latency="", plot_memory="")
+        res["errors"]["plots"] = repr(exc)
+    DOC.write_text(string.Template(TEMPLATE.read_text()).substitute(values))
 
 
-def _get_direct(res: dict[str, Any]) -> Any:
-    return ((res.get("overhead_1page") or {}).get("direct") or {}).get("pages_per_s")
+def summary(res: dict[str, Any]) -> str:
+    rows = [
+        f"{k:<36} {fmt(g['value']):<24} {g['goal']:<8} {MET[g['met']]}"
+        for k, g in res["goals"].items()
+    ]
+    return "\n".join(["", *rows])
 
 
 if __name__ == "__main__":
-    # Re-render docs/benchmarks.md from bench/results/latest.json (after editing NOTES.md).
     write(json.loads((RESULTS / "latest.json").read_text()))

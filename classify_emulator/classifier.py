@@ -30,7 +30,7 @@ from typing import Any
 
 from classify_emulator.corpus import Corpus, Segment, Video
 from classify_emulator.jobs import ClassifyJob, ClassSpec
-from classify_emulator.textsim import Prompt, exact_score, semantic_score
+from classify_emulator.textsim import Prompt, analyse_prompt, exact_score, semantic_score
 
 Clip = tuple[float, Segment, str, str]  # score, segment, option, prompt
 
@@ -38,7 +38,7 @@ Clip = tuple[float, Segment, str, str]  # score, segment, option, prompt
 class Classifier:
     def __init__(self, corpus: Corpus, *, result_cache_size: int = 512) -> None:
         self._corpus = corpus
-        self._prompt = functools.lru_cache(maxsize=8192)(corpus.weights.prompt)
+        self._prompt = functools.lru_cache(maxsize=8192)(analyse_prompt)
         self._segment_scores = functools.lru_cache(maxsize=131072)(self._compute_segment_scores)
         self._results: OrderedDict[ClassifyJob, list[dict[str, Any]]] = OrderedDict()
         self._result_cache_size = result_cache_size
@@ -67,10 +67,12 @@ class Classifier:
         self, prompt_text: str, source: str, mode: str, video_id: str
     ) -> tuple[float, ...]:
         prompt: Prompt = self._prompt(prompt_text)
-        segments = self._corpus.videos[video_id].segments[source]
+        video = self._corpus.videos[video_id]
+        segments = video.segments[source]
         if mode == "exact_match":
             return tuple(exact_score(prompt, seg.analysed) for seg in segments)
-        return tuple(semantic_score(prompt, seg.analysed, seg.salt) for seg in segments)
+        context = prompt.context_credits(video.context)
+        return tuple(semantic_score(prompt, seg.analysed, seg.salt, context) for seg in segments)
 
     def _classify(self, request: ClassifyJob) -> list[dict[str, Any]]:
         threshold = request.threshold

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from classify_emulator.textsim import FeatureWeights, TextFeatures
+from classify_emulator.textsim import TextFeatures, VideoContext
 
 SOURCES: tuple[str, ...] = ("visual", "conversation", "text_in_video")
 DEFAULT_CORPUS_DIR = Path(__file__).resolve().parent / "data"
@@ -38,6 +38,7 @@ class Video:
     index_id: str
     duration: float
     segments: dict[str, tuple[Segment, ...]]
+    context: VideoContext  # what the title and filename say
     resource: dict[str, Any]  # the v1.2 video object, as listed by GET .../videos
 
 
@@ -64,7 +65,7 @@ def thumbnail_url(video_id: str, start: float) -> str:
 
 
 class Corpus:
-    """Indexes and videos by id, with IDF weights over every segment text."""
+    """Indexes and videos by id, every text analysed for scoring."""
 
     def __init__(self, indexes: list[dict[str, Any]], videos: list[dict[str, Any]]) -> None:
         self.videos: dict[str, Video] = {}
@@ -85,36 +86,47 @@ class Corpus:
             resource["video_count"] = len(ids)
             resource["total_duration"] = round(sum(self.videos[v].duration for v in ids), 3)
             self.indexes[index_id] = Index(index_id, ids, resource)
-        self.weights = FeatureWeights(
-            seg.analysed.features
-            for video in self.videos.values()
-            for segs in video.segments.values()
-            for seg in segs
-        )
 
     @staticmethod
     def _video(raw: dict[str, Any]) -> Video:
         video_id = str(raw["_id"])
-        segments: dict[str, tuple[Segment, ...]] = {}
+        metadata = raw["metadata"]
+        duration = float(metadata["duration"])
+        items: dict[str, list[tuple[float, float, str, TextFeatures]]] = {}
         for source in SOURCES:
-            items = raw.get("segments", {}).get(source, [])
-            segments[source] = tuple(
-                Segment(
-                    start=float(item["start"]),
-                    end=float(item["end"]),
-                    text=str(item["text"]),
-                    analysed=TextFeatures.of(str(item["text"])),
-                    salt=zlib.crc32(f"{video_id}:{source}:{n}".encode()),
-                    thumbnail_url=thumbnail_url(video_id, float(item["start"])),
+            items[source] = [
+                (
+                    float(item["start"]),
+                    float(item["end"]),
+                    str(item["text"]),
+                    TextFeatures.of(str(item["text"])),
                 )
-                for n, item in enumerate(items)
+                for item in raw.get("segments", {}).get(source, [])
+            ]
+        context = VideoContext.of(
+            (str(metadata.get("video_title", "")), str(metadata.get("filename", "")))
+        )
+        segments = {
+            source: tuple(
+                Segment(
+                    start=start,
+                    end=end,
+                    text=text,
+                    analysed=analysed,
+                    salt=zlib.crc32(f"{video_id}:{source}:{n}".encode()),
+                    thumbnail_url=thumbnail_url(video_id, start),
+                )
+                for n, (start, end, text, analysed) in enumerate(entries)
             )
+            for source, entries in items.items()
+        }
         resource = {k: v for k, v in raw.items() if k not in ("segments", "index_id")}
         return Video(
             id=video_id,
             index_id=str(raw["index_id"]),
-            duration=float(raw["metadata"]["duration"]),
+            duration=duration,
             segments=segments,
+            context=context,
             resource=resource,
         )
 

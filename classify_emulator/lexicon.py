@@ -1,142 +1,191 @@
-"""A small hand-written thesaurus: the emulator's stand-in for semantic understanding.
+"""The concept vocabulary (`vocabulary.toml`): the emulator's stand-in for understanding.
 
-Upstream embeds prompts and video segments with a neural model, so "Dance group"
-matches "a crew of breakdancers". The emulator has no ML dependency; instead each
-word listed here is replaced by a concept id before matching, so that words with
-the same meaning meet. Entries are matched on their stem (see `textsim.stem`),
-except those written with a leading "=", which match only that exact word (used
-where stemming would merge unrelated meanings: "breaking" news is not "breaks
-down" a dance step).
+Upstream embeds prompts and video segments with a neural model, so "people
+dancing" matches "a ballerina spins a pirouette". The emulator has no model;
+instead a curated vocabulary, kept as data, says which words and phrases name
+the same thing (a *concept*), which concepts are kinds of broader ones (ballet
+is dancing, a derby is a soccer match is sport), and which are merely related
+(politics and news). This module loads and checks that file once and answers
+the lookups `textsim` needs; it holds no scoring rules itself.
 
-Keep each word in one concept only: a word in two concepts would match both.
+File format (one TOML table per concept, keyed by its id):
 
-`MODIFIERS` are concepts that qualify a topic rather than name one ("tutorial",
-"group", "competition"...). They weigh less than topics, as the head topic of a
-prompt dominates its meaning in an embedding: "Dance tutorial" is about dance
-first, so a cooking tutorial must not score high for it.
+    [ballet]
+    terms = ["ballet", "ballerina", "pirouette", "ballet dancer"]
+    broader = ["dance"]                 # optional: a ballet text is also a dance text
+    related = { music = 0.3 }           # optional: partial credit, both directions
+    kind = "topic"                      # optional: topic (default) | modifier | generic
+
+Terms: a single word matches every word with the same stem (`textsim.stem`:
+"dancers", "dancing", "dance"); a word written with a leading "=" matches only
+that exact word ("=breaking", so "breaks" is not news); several words are a
+phrase, matched word by word on stems, stopwords included ("first dance",
+"buzzer beater"), and a phrase wins over the single words it contains ("hot
+dog" is food, not a dog). A term may belong to one concept only; the loader
+refuses ambiguity instead of guessing.
+
+Kinds: *topic* concepts name what a video is about and weigh fully in a
+prompt; *modifier* concepts qualify a topic ("tutorial", "highlights",
+"group") and weigh less; *generic* words ("people", "someone", "video") carry
+no topic and are dropped from a prompt that has anything else.
 """
 
 from __future__ import annotations
 
+import functools
+import re
+import tomllib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-def _words(text: str) -> tuple[str, ...]:
-    return tuple(text.split())
+_WORD = re.compile(r"[^\W_]+")  # letters and digits, any script, as textsim tokenizes
+VOCABULARY_FILE = Path(__file__).resolve().parent / "vocabulary.toml"
+
+KINDS: frozenset[str] = frozenset({"topic", "modifier", "generic"})
+# Credit a prompt concept gets from a text that only names a broader concept
+# ("ballet" vs. a text about dancing), by distance up the hierarchy.
+PARENT_CREDITS: tuple[float, ...] = (0.3, 0.15)
 
 
-CONCEPTS: dict[str, tuple[str, ...]] = {
-    "dance": _words(
-        "dance dancer dancing choreography choreographer choreographed footwork breakdance "
-        "breakdancer breakdancing ballet ballerina salsa tango waltz pirouette twerk moonwalk "
-        "routine"
-    ),
-    "cooking": _words(
-        "cook cooking chef recipe kitchen bake baking baker saute simmer simmering fry frying "
-        "grill grilling bbq barbecue dough knead ingredient cuisine culinary oven stir chop "
-        "whisk skillet =pan utensil ustensil spatula season preheat sourdough"
-    ),
-    "food": _words(
-        "food dish meal pasta pizza noodle bread cake dessert sauce soup salad burger taco "
-        "sushi tagliatelle delicious tasty snack dinner lunch breakfast"
-    ),
-    "tutorial": _words(
-        "tutorial lesson learn teach teaching instructor guide beginner explain demonstrate "
-        "walkthrough howto class"
-    ),
-    "competition": _words(
-        "competition contest battle tournament championship compete competitor rival versus "
-        "showdown cup final finals"
-    ),
-    "group": _words("group crew squad troupe ensemble together synchronized team teammate couple"),
-    "soccer": _words(
-        "soccer football futbol goalkeeper goalie striker penalty midfielder pitch kickoff "
-        "goal equaliser equalizer offside"
-    ),
-    "basketball": _words("basketball nba dunk layup hoop rebound baller buzzer"),
-    "tennis": _words("tennis racket racquet volley backhand forehand wimbledon ace rally"),
-    "running": _words("marathon runner sprint sprinter jog jogging athletics pace"),
-    "sport": _words(
-        "sport athlete athletic stadium arena referee league player coach match scoreboard quarter"
-    ),
-    "news": _words(
-        "=news newsroom anchor headline reporter journalist bulletin correspondent press "
-        "report officials authorities witness"
-    ),
-    "urgent": _words("=breaking urgent alert developing emergency =live"),
-    "politics": _words(
-        "election vote voter ballot candidate senator parliament president minister campaign "
-        "poll politics political turnout"
-    ),
-    "weather": _words(
-        "weather storm hurricane rain forecast flood tornado snow temperature meteorologist "
-        "wind landfall"
-    ),
-    "travel": _words(
-        "travel traveler trip tourist tourism vacation holiday journey destination "
-        "sightseeing itinerary backpack backpacker passport airport hotel resort vlog vlogger "
-        "tour ferry attraction attractions"
-    ),
-    "city": _words("city downtown skyline urban metropolis town market"),
-    "ocean": _words(
-        "ocean sea beach coast coastline surf surfer surfing shore island reef coral snorkel "
-        "snorkeler snorkeling tropical turquoise sailboat"
-    ),
-    "nature": _words(
-        "nature wildlife forest jungle savanna wilderness landscape river lake canyon "
-        "serengeti documentary wild"
-    ),
-    "animal": _words(
-        "animal lion elephant bird eagle bear wolf wolves deer whale dolphin giraffe zebra "
-        "predator prey herd fox wildebeest horse turtle"
-    ),
-    "pet": _words("pet dog puppy cat kitten hamster parrot vet retriever"),
-    "hiking": _words(
-        "hike hiking hiker trail summit trek trekking camping campfire tent climb climber "
-        "mountain ridge alpine"
-    ),
-    "technology": _words(
-        "technology tech gadget device smartphone phone laptop computer tablet processor chip "
-        "battery specs earbuds smartwatch benchmark display"
-    ),
-    "review": _words("review reviewer rating verdict pros cons unboxing unbox"),
-    "coding": _words(
-        "code coding programming programmer developer software python javascript function "
-        "debug debugging bug compiler algorithm api terminal editor refactor deploy"
-    ),
-    "music": _words(
-        "music musician song singer singing sing band concert guitar guitarist piano pianist "
-        "drum drummer melody chord album vocal orchestra symphony violin rap rapper beat dj "
-        "turntable festival encore"
-    ),
-    "fitness": _words(
-        "fitness workout exercise gym yoga pilates squat lunge pushup cardio stretch muscle "
-        "trainer hiit reps calories core"
-    ),
-    "auto": _words(
-        "car vehicle auto automobile sedan suv truck driving driver motorcycle highway drift "
-        "showroom drive"
-    ),
-    "film": _words(
-        "film movie cinema animation animated cartoon trailer director actor actress "
-        "storyboard screenplay theater theatre"
-    ),
-    "gaming": _words(
-        "gamer gaming videogame console esports controller playthrough speedrun streamer boss"
-    ),
-    "education": _words(
-        "education educational school student classroom lecture professor university college "
-        "curriculum exam homework pupil teacher primary secondary"
-    ),
-    "science": _words(
-        "science scientist experiment laboratory lab physics chemistry biology chemical "
-        "microscope beaker equation gravity mitosis"
-    ),
-    "space": _words("space rocket launch astronaut nasa satellite orbit planet liftoff booster"),
-    "dining": _words("restaurant bar cafe diner bistro pub waiter bartender cocktail menu critic"),
-    "amusement": _words("amusement rollercoaster coaster carousel fairground ride theme"),
-    "crowd": _words("crowd audience spectator fan cheering applause supporter"),
-}
+@dataclass(frozen=True, slots=True)
+class Lexicon:
+    """Lookup tables built from the vocabulary. Feature ids of concepts start with "@"."""
 
-MODIFIERS: frozenset[str] = frozenset(
-    {"tutorial", "group", "competition", "review", "crowd", "urgent", "sport", "city"}
-)
-MODIFIER_WEIGHT = 0.4
+    exact: dict[str, str]  # surface word -> "@concept"
+    by_stem: dict[str, str]  # stem -> "@concept"
+    phrases: dict[str, tuple[tuple[tuple[str, ...], str], ...]]  # first stem -> (stems, id)
+    kind: dict[str, str]  # "@concept" -> kind
+    closure: dict[str, frozenset[str]]  # "@concept" -> itself and every broader concept
+    partial: dict[str, tuple[tuple[str, float], ...]]  # "@concept" -> partial credits
+    related: dict[str, tuple[tuple[str, float], ...]]  # "@concept" -> related concepts only
+
+    def concept_of_word(self, word: str, stem: str) -> str | None:
+        return self.exact.get(word) or self.by_stem.get(stem)
+
+    def expand(self, features: Iterable[str]) -> frozenset[str]:
+        """Features plus every broader concept of the concepts among them."""
+        out: set[str] = set()
+        for f in features:
+            out |= self.closure.get(f, frozenset((f,)))
+        return frozenset(out)
+
+
+def _words(term: str) -> list[str]:
+    return _WORD.findall(term.lower())
+
+
+def build(raw: dict[str, Any], stem: Callable[[str], str]) -> Lexicon:
+    """Validate the parsed vocabulary and build the lookup tables.
+
+    Raises ValueError naming the concept and term on any inconsistency: an
+    unknown kind or broader/related concept, a term claimed twice, a cycle.
+    """
+    concepts: dict[str, dict[str, Any]] = {}
+    for cid, body in raw.items():
+        if not isinstance(body, dict):
+            raise ValueError(f"vocabulary: {cid!r} is not a table")
+        unknown = set(body) - {"terms", "broader", "related", "kind"}
+        if unknown:
+            raise ValueError(f"vocabulary: {cid}: unknown keys {sorted(unknown)}")
+        if body.get("kind", "topic") not in KINDS:
+            raise ValueError(f"vocabulary: {cid}: kind must be one of {sorted(KINDS)}")
+        concepts[cid] = body
+
+    exact: dict[str, str] = {}
+    by_stem: dict[str, str] = {}
+    phrase_list: dict[tuple[str, ...], str] = {}
+    claimed: dict[str, str] = {}
+
+    def claim(key: str, table: dict[Any, str], k: Any, cid: str, term: str) -> None:
+        owner = table.get(k)
+        if owner is not None and owner != "@" + cid:
+            raise ValueError(
+                f"vocabulary: term {term!r} of {cid} is already a term of {claimed[key]}"
+            )
+        table[k] = "@" + cid
+        claimed[key] = cid
+
+    for cid, body in concepts.items():
+        terms = body.get("terms", [])
+        if not terms or not all(isinstance(t, str) and t.strip() for t in terms):
+            raise ValueError(f"vocabulary: {cid}: terms must be a non-empty list of strings")
+        for term in terms:
+            if term.startswith("="):
+                word = term[1:].lower()
+                claim("=" + word, exact, word, cid, term)
+                continue
+            words = _words(term)
+            if not words:
+                raise ValueError(f"vocabulary: {cid}: term {term!r} has no words")
+            if len(words) == 1:
+                claim("~" + stem(words[0]), by_stem, stem(words[0]), cid, term)
+            else:
+                stems = tuple(stem(w) for w in words)
+                claim(" ".join(stems), phrase_list, stems, cid, term)
+
+    for cid, body in concepts.items():
+        for other in [*body.get("broader", []), *body.get("related", {})]:
+            if other not in concepts:
+                raise ValueError(f"vocabulary: {cid} names unknown concept {other!r}")
+        for other, strength in body.get("related", {}).items():
+            if not isinstance(strength, int | float) or not 0 < strength < 1:
+                raise ValueError(f"vocabulary: {cid}: related {other} must be in (0, 1)")
+
+    parents = {cid: tuple(body.get("broader", [])) for cid, body in concepts.items()}
+
+    def ancestors(cid: str, path: tuple[str, ...] = ()) -> dict[str, int]:
+        """Every broader concept with its distance (shortest path)."""
+        if cid in path:
+            raise ValueError(f"vocabulary: broader cycle {' -> '.join((*path, cid))}")
+        out: dict[str, int] = {cid: 0}
+        for p in parents[cid]:
+            for a, d in ancestors(p, (*path, cid)).items():
+                if d + 1 < out.get(a, 1 << 30):
+                    out[a] = d + 1
+        return out
+
+    distances = {cid: ancestors(cid) for cid in concepts}
+    closure = {"@" + cid: frozenset("@" + a for a in d) for cid, d in distances.items()}
+
+    related: dict[str, dict[str, float]] = {cid: {} for cid in concepts}
+    for cid, body in concepts.items():
+        for other, strength in body.get("related", {}).items():
+            related[cid][other] = max(related[cid].get(other, 0.0), float(strength))
+            related[other][cid] = max(related[other].get(cid, 0.0), float(strength))
+
+    def best_first(credits: dict[str, float]) -> tuple[tuple[str, float], ...]:
+        return tuple(
+            sorted((("@" + k, v) for k, v in credits.items()), key=lambda kv: (-kv[1], kv[0]))
+        )
+
+    partial: dict[str, tuple[tuple[str, float], ...]] = {}
+    for cid in concepts:
+        credits: dict[str, float] = {}
+        for a, d in distances[cid].items():
+            if 1 <= d <= len(PARENT_CREDITS):
+                credits[a] = max(credits.get(a, 0.0), PARENT_CREDITS[d - 1])
+        for other, strength in related[cid].items():
+            credits[other] = max(credits.get(other, 0.0), strength)
+        partial["@" + cid] = best_first(credits)
+
+    phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+    for stems, concept in phrase_list.items():
+        phrases.setdefault(stems[0], []).append((stems, concept))
+    return Lexicon(
+        exact=exact,
+        by_stem=by_stem,
+        phrases={k: tuple(sorted(v, key=lambda p: -len(p[0]))) for k, v in phrases.items()},
+        kind={"@" + cid: body.get("kind", "topic") for cid, body in concepts.items()},
+        closure=closure,
+        partial=partial,
+        related={"@" + cid: best_first(r) for cid, r in related.items()},
+    )
+
+
+@functools.cache
+def load(stem: Callable[[str], str], path: Path = VOCABULARY_FILE) -> Lexicon:
+    """The vocabulary, parsed and checked once per process (per stemmer and file)."""
+    with path.open("rb") as f:
+        return build(tomllib.load(f), stem)

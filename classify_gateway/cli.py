@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable
 from importlib import metadata
 
+from classify_gateway import workers
 from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
+from classify_gateway.workers import worker_slot
 
 PROG = "classify-gateway"
 
@@ -47,32 +49,50 @@ def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=str.upper,
         help="log level (CLASSIFY_GATEWAY_LOG_LEVEL)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="gateway processes on the one port (CLASSIFY_GATEWAY_WORKERS)",
+    )
     return parser
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    flags = {
+        "listen": ns.listen,
+        "metrics_listen": ns.metrics_listen,
+        "upstream_url": ns.upstream_url,
+        "log_level": ns.log_level,
+        "workers": ns.workers,
+    }
+    slot = worker_slot()
     try:
-        settings = from_env(
-            listen=ns.listen,
-            metrics_listen=ns.metrics_listen,
-            upstream_url=ns.upstream_url,
-            log_level=ns.log_level,
-        )
-        check_listen("LISTEN", settings.listen)
-        check_listen("METRICS_LISTEN", settings.metrics_listen)
+        settings = from_env(**flags)
+        if slot is None:
+            # A worker shares the port its parent holds, and serves no metrics.
+            check_listen("LISTEN", settings.listen)
+            check_listen("METRICS_LISTEN", settings.metrics_listen)
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
     from classify_gateway.observability import setup_logging
     from classify_gateway.redis_conn import secrets_of
-    from classify_gateway.server import serve
 
     setup_logging(
         settings.log_level,
         secrets=[settings.api_key, url_secret(settings.upstream_url), *secrets_of(settings)],
     )
+    if slot is None and settings.workers > 1:
+        # The parent: its workers get the same flags through the environment.
+        given = {k: str(v) for k, v in flags.items() if v is not None and k != "workers"}
+        return workers.run(settings, settings.workers, given)
+    if slot is not None:
+        settings = workers.split_for_workers(settings, slot[1])
+    from classify_gateway.server import serve
+
     try:
-        return asyncio.run(serve(settings))
+        return asyncio.run(serve(settings, serve_metrics=slot is None))
     except (OSError, RuntimeError) as exc:
         # The listen checks above catch the usual causes; this is the race after them
         # (grpc says "Failed to bind" as a RuntimeError). One line, no traceback.

@@ -344,8 +344,11 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             ) from None
         except UnicodeDecodeError:
             raise ConfigError(f"{PREFIX}API_KEY_FILE is not UTF-8 text") from None
+    # Read only when Redis is in use: the deployment mounts the password's Secret as
+    # optional, so a gateway without Redis starts without that Secret.
     password_file = env.get(PREFIX + "REDIS_PASSWORD_FILE")
-    if password_file and "redis_password" not in values:
+    redis_url = overrides.get("redis_url") or values.get("redis_url")
+    if password_file and redis_url and "redis_password" not in values:
         try:
             values["redis_password"] = Path(password_file).read_text(encoding="utf-8").strip()
         except OSError as exc:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from classify_gateway.config import Settings
 from classify_gateway.errors import own_error
+
+if TYPE_CHECKING:
+    from classify_gateway.upstream import UpstreamCall
 
 # Leave this much of the caller's deadline for sending the answer back: a status sent
 # at the deadline itself does not reach the caller, who sees its own DEADLINE_EXCEEDED
@@ -25,14 +28,15 @@ DEADLINE_MARGIN = 0.1
 class Limiter(Protocol):
     """What the upstream client needs from a rate limiter."""
 
-    async def acquire(self, deadline: float, *, first_page: bool) -> float:
-        """Wait for a slot for one upstream request; return the seconds waited.
+    async def acquire(self, call: UpstreamCall, *, first_page: bool) -> float:
+        """Wait for a slot for one upstream request of `call`; return the seconds waited.
 
-        `deadline` is absolute (`time.monotonic()`): a wait that cannot end before it
-        is not started, GATEWAY_RATE_LIMITED (with RetryInfo when the wait is known)
-        is raised at once instead. `first_page` is False for pages 2..N of a stream
-        the gateway has already admitted, which a limiter may serve first (a caller
-        half-way through its pages loses most if refused now).
+        `call.deadline` is absolute (`time.monotonic()`): a wait that cannot end before
+        it is not started, GATEWAY_RATE_LIMITED (with RetryInfo when the wait is known)
+        is raised at once instead. `call.api_key` names the upstream quota the request
+        spends. `first_page` is False for pages 2..N of a stream the gateway has already
+        admitted, which a limiter may serve first (a caller half-way through its pages
+        loses most if refused now).
         """
         ...
 
@@ -67,7 +71,8 @@ class RateLimiter:
         self._sleep = sleep
         self.waits = 0
 
-    async def acquire(self, deadline: float, *, first_page: bool = True) -> float:
+    async def acquire(self, call: UpstreamCall, *, first_page: bool = True) -> float:
+        deadline = call.deadline
         now = self._clock()
         waited = 0.0
         # Give up early enough that the refusal reaches the caller before its deadline.

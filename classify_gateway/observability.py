@@ -50,7 +50,10 @@ class Metrics:
             "classify_gateway_pages_streamed", "Pages sent to callers.", ["method"], registry=r
         )
         self.in_flight = Gauge(
-            "classify_gateway_streams_in_flight", "Classify streams open now.", registry=r
+            "classify_gateway_streams_in_flight",
+            "Classify streams open now.",
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.upstream_requests = Counter(
             "classify_gateway_upstream_requests",
@@ -78,7 +81,8 @@ class Metrics:
         )
         self.rate_limit_wait_seconds = Histogram(
             "classify_gateway_rate_limit_wait_seconds",
-            "Time spent waiting for the gateway's requests-per-second limiter.",
+            "Time upstream requests waited for the gateway's limiter "
+            "(requests per second or the concurrency cap).",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -86,6 +90,7 @@ class Metrics:
             "classify_gateway_upstream_healthy",
             "1 while the upstream answers, 0 after it failed every call for UNHEALTHY_AFTER.",
             registry=r,
+            multiprocess_mode="livemin",
         )
         self.upstream_healthy.set(1)
 

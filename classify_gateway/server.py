@@ -60,7 +60,9 @@ def server_options(s: Settings) -> list[tuple[str, Any]]:
         # max_pending_requests (default 1000) core sheds calls as a bare CANCELLED before
         # the servicer can refuse them with GATEWAY_OVERLOADED and RetryInfo.
         ("grpc.server.max_pending_requests", 4 * s.max_concurrent_streams),
-        ("grpc.so_reuseport", 0),
+        # Workers of `serve --workers N` share the port (classify_gateway/workers.py);
+        # a single process refuses to share it, so two gateways never silently split.
+        ("grpc.so_reuseport", int(s.workers > 1)),
     ]
 
 
@@ -236,10 +238,14 @@ class Gateway:
         self._stopped.set()
 
 
-async def serve(settings: Settings) -> int:
-    """Run until SIGTERM/SIGINT, then drain; returns the exit code."""
+async def serve(settings: Settings, *, serve_metrics: bool = True) -> int:
+    """Run until SIGTERM/SIGINT, then drain; returns the exit code.
+
+    A worker of `serve --workers N` passes serve_metrics=False: its parent serves the
+    one /metrics endpoint for all workers.
+    """
     gateway = Gateway(settings)
-    await gateway.start()
+    await gateway.start(serve_metrics=serve_metrics)
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -280,7 +280,7 @@ class UpstreamClient:
             attempt += 1
             if deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
                 raise own_error("DEADLINE_EXCEEDED")
-            waited = await self._limiter.acquire(deadline, first_page=first_page)
+            waited = await self._limiter.acquire(call, first_page=first_page)
             if waited > 0:
                 self._metrics.rate_limit_wait(waited)
             started = time.monotonic()

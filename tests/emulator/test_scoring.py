@@ -11,7 +11,7 @@ import pytest
 from classify_emulator.classifier import Classifier
 from classify_emulator.corpus import Corpus
 from classify_emulator.jobs import ClassifyJob, ClassSpec, Threshold
-from classify_emulator.textsim import exact_score, features, stem
+from classify_emulator.textsim import MODIFIER_WEIGHT, analyse_prompt, exact_score, features, stem
 
 from .conftest import COOK_CLASS, DANCE_CLASS, LOW_THRESHOLD, index_id, video_id
 
@@ -211,15 +211,90 @@ def test_exact_match_is_whole_phrase(corpus: Corpus, classifier: Classifier) -> 
     assert classifier.classify(ClassifyJob((vid,), (missing,), LOW)) == []
     semantic = ClassSpec("Semantic", (scrambled,), ("conversation",), "semantic")
     assert classifier.classify(ClassifyJob((vid,), (semantic,), LOW)) != []
-    assert exact_score(corpus.weights.prompt(scrambled), lines[0].analysed) == 0.0
+    assert exact_score(analyse_prompt(scrambled), lines[0].analysed) == 0.0
+
+
+def concepts(text: str) -> frozenset[str]:
+    return frozenset(f for f in features(text) if f.startswith("@"))
 
 
 def test_stemming_and_concepts() -> None:
     assert {stem(w) for w in ("dance", "dancer", "dancers", "dancing", "danced")} == {"danc"}
     assert stem("running") == stem("runner") == "run"
     assert stem("tennis") == "tennis"
-    assert features("Dance group") == features("a crew of breakdancers")
-    assert "@urgent" in features("breaking news") and "@urgent" not in features("breaks down")
+    # A specific text is also about every broader concept: a crew of breakdancers is a
+    # dance group, a ballerina is dancing, a derby is a sports match.
+    assert concepts("Dance group") <= concepts("a crew of breakdancers")
+    assert "@dance" in features("a ballerina spins a pirouette")
+    assert "@sport" in features("soccer-match-highlights-derby")
+    assert "@breaking_news" in features("breaking news") and "@news" not in features("breaks down")
+    # A phrase wins over its words: a hot dog is food, not a dog.
+    assert "@food" in features("a hot dog stand") and "@dog" not in features("a hot dog stand")
+
+
+def terms(prompt: str) -> list[list[tuple[str, float]]]:
+    return [
+        [(t.feature, t.weight) for t in alt.terms] for alt in analyse_prompt(prompt).alternatives
+    ]
+
+
+def test_prompt_analysis() -> None:
+    # Generic words go, implied concepts go ("food" is implied by "cooking").
+    assert terms("someone cooking food") == [[("@cooking", 1.0)]]
+    assert terms("people dancing") == terms("dancers") == [[("@dance", 1.0)]]
+    # Qualifiers weigh less; words after a locative preposition weigh half.
+    assert terms("Dance tutorial") == [[("@dance", 1.0), ("@lesson", MODIFIER_WEIGHT)]]
+    assert dict(terms("preparing a meal in a kitchen")[0]) == {"@cooking": 1.0, "@kitchen": 0.5}
+    # "X and Y" is either; an alternative without a topic qualifies its neighbour.
+    assert terms("Bars and Restaurants") == [[("@bar", 1.0)], [("@dining", 1.0)]]
+    assert len(terms("dance tutorial, beginners")) == 1
+    # Unknown words are matched as they are.
+    assert terms("knitting") == [[("knit", 1.0)]]
+
+
+def test_broader_and_related_terms_find_the_fitting_videos(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """Plain classes with the default thresholds: each lists its videos and nothing else."""
+    expectations = {
+        ("people dancing",): set(DANCE_VIDEOS),
+        ("someone cooking food",): {
+            "pasta-recipe-tutorial.mp4",
+            "sourdough-bread-baking.mp4",
+            "backyard-bbq-grilling-tips.mp4",
+            "kitchen-utensils-review.mp4",
+        },
+        ("an orchestra", "a rock festival"): {
+            "symphony-orchestra-concert.mp4",
+            "festival-rock-concert-live.mp4",
+        },
+    }
+    ids = tuple(video_id(corpus, f) for f in DANCE_VIDEOS + COOKING_VIDEOS) + tuple(
+        video_id(corpus, f) for f in expectations[("an orchestra", "a rock festival")]
+    )
+    names = {v.id: v.resource["metadata"]["filename"] for v in corpus.videos.values()}
+    for prompts, expected in expectations.items():
+        spec = ClassSpec(prompts[0], prompts, BOTH, "semantic")
+        data = classifier.classify(ClassifyJob(ids, (spec,), page_limit=50))
+        assert {names[d["video_id"]] for d in data} == expected, prompts
+
+
+def test_clips_point_at_the_matching_segments(corpus: Corpus, classifier: Classifier) -> None:
+    """The title lifts on-topic segments; intros and sponsor reads never become clips."""
+    vid = video_id(corpus, "wedding-first-dance.mp4")
+    spec = ClassSpec("wedding", ("a wedding",), BOTH, "semantic")
+    (d,) = classifier.classify(ClassifyJob((vid,), (spec,), include_clips=True))
+    clips = d["classes"][0]["clips"]
+    by_start = {
+        (seg.start, option): seg for option in BOTH for seg in corpus.videos[vid].segments[option]
+    }
+    texts = [by_start[(c["start"], c["option"])].text for c in clips]
+    assert clips and all(
+        {"@dance", "@music", "@wedding"} & by_start[(c["start"], c["option"])].analysed.features
+        for c in clips
+    ), texts
+    # The signature shot names the wedding itself, so it is the best clip.
+    assert "bride" in texts[0]
 
 
 def test_bulk_over_an_index_through_http(api: httpx.Client, corpus: Corpus) -> None:

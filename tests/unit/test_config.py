@@ -61,7 +61,10 @@ def test_overrides_win() -> None:
         ({"CLASSIFY_GATEWAY_REDIS_URL": "http://r:6379"}, "CLASSIFY_GATEWAY_REDIS_URL"),
         ({"CLASSIFY_GATEWAY_REDIS_TIMEOUT_MS": "0"}, "CLASSIFY_GATEWAY_REDIS_TIMEOUT_MS"),
         (
-            {"CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE": "/nonexistent/pw"},
+            {
+                "CLASSIFY_GATEWAY_REDIS_URL": "redis://r:6379/0",
+                "CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE": "/nonexistent/pw",
+            },
             "CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE",
         ),
         ({"CLASSIFY_GATEWAY_CALLER_IDENTITY": "spiffe"}, "CLASSIFY_GATEWAY_CALLER_IDENTITY"),
@@ -107,3 +110,10 @@ def test_redis_url_password_is_redacted() -> None:
     )
     assert s.redacted()["redis_url"] == "rediss://gw:<redacted>@redis.example:6380/2"
     assert "pa55word" not in repr(s) and "pa55word" not in str(s.redacted())
+
+
+def test_redis_password_file_ignored_without_redis() -> None:
+    s = from_env(
+        {"CLASSIFY_GATEWAY_API_KEY": KEY, "CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE": "/nonexistent"}
+    )
+    assert s.redis_url == "" and s.redis_password == ""

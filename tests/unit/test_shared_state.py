@@ -36,7 +36,7 @@ async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
         yield InProcessState()
         return
     server = request.getfixturevalue("redis")
-    client = connect(_settings(redis_url=server.url))
+    client = connect(_settings(redis_url=server.url, redis_timeout_ms=2000))
     assert client is not None
     s = RedisState(client)
     try:
@@ -128,7 +128,7 @@ async def test_heartbeat_counts_live_members(state: SharedState) -> None:
 
 
 async def test_redis_never_holds_the_api_key(redis: Any) -> None:
-    client = connect(_settings(redis_url=redis.url))
+    client = connect(_settings(redis_url=redis.url, redis_timeout_ms=2000))
     assert client is not None
     s = RedisState(client)
     await s.reserve(ask(caller="svc", daily_quota=5))
@@ -151,6 +151,7 @@ async def test_password_from_file_and_never_in_the_log_view(tmp_path: Path) -> N
                 "CLASSIFY_GATEWAY_API_KEY": KEY,
                 "CLASSIFY_GATEWAY_REDIS_URL": server.url,
                 "CLASSIFY_GATEWAY_REDIS_PASSWORD_FILE": str(pw),
+                "CLASSIFY_GATEWAY_REDIS_TIMEOUT_MS": "2000",
             }
         )
         assert settings.redis_password == secret
@@ -161,7 +162,7 @@ async def test_password_from_file_and_never_in_the_log_view(tmp_path: Path) -> N
         await client.aclose()
         # The same password in the URL works, and is redacted for the log.
         in_url = server.url.replace("redis://", f"redis://:{secret}@")
-        s2 = _settings(redis_url=in_url)
+        s2 = _settings(redis_url=in_url, redis_timeout_ms=2000)
         assert secret not in str(s2.redacted()) and "<redacted>" in s2.redacted()["redis_url"]
         assert secret in secrets_of(s2)
         client = connect(s2)
@@ -169,7 +170,7 @@ async def test_password_from_file_and_never_in_the_log_view(tmp_path: Path) -> N
         assert await client.ping()
         await client.aclose()
         # A wrong password is refused by the server, not ignored.
-        bad = connect(_settings(redis_url=server.url))
+        bad = connect(_settings(redis_url=server.url, redis_timeout_ms=2000))
         assert bad is not None
         with pytest.raises(redis.exceptions.AuthenticationError):
             await bad.ping()

@@ -9,7 +9,7 @@ import pytest
 
 from classify_gateway.errors import GatewayError
 from classify_gateway.limits import RateLimiter
-from classify_gateway.upstream import RetryPolicy, retry_hint
+from classify_gateway.upstream import RetryPolicy, UpstreamCall, retry_hint
 
 
 def test_backoff_full_jitter_bounds() -> None:
@@ -37,6 +37,10 @@ def test_ratelimit_reset_only_counts_for_429() -> None:
     assert retry_hint({"x-ratelimit-reset": "1"}, 429, now) == 0.0
 
 
+def call(deadline: float) -> UpstreamCall:
+    return UpstreamCall("key", deadline, {})
+
+
 class FakeTime:
     """A clock whose sleeps return at once and move it on."""
 
@@ -57,7 +61,7 @@ async def test_rate_limiter_spaces_requests() -> None:
     limiter = RateLimiter(max_concurrency=10, rps=20.0, burst=1, clock=t.clock, sleep=t.sleep)
     waited = []
     for _ in range(5):
-        waited.append(await limiter.acquire(t.now + 5, first_page=True))
+        waited.append(await limiter.acquire(call(t.now + 5), first_page=True))
         limiter.release()
     # Five requests at 20/s: the first goes at once, each next one 50 ms after the last.
     assert waited == pytest.approx([0.0, 0.05, 0.05, 0.05, 0.05])
@@ -69,18 +73,18 @@ async def test_rate_limiter_lets_a_burst_through() -> None:
     t = FakeTime()
     limiter = RateLimiter(max_concurrency=10, rps=1.0, burst=3, clock=t.clock, sleep=t.sleep)
     for _ in range(3):
-        assert await limiter.acquire(t.now + 5, first_page=True) == 0.0
+        assert await limiter.acquire(call(t.now + 5), first_page=True) == 0.0
         limiter.release()
-    assert await limiter.acquire(t.now + 5, first_page=True) == pytest.approx(1.0)
+    assert await limiter.acquire(call(t.now + 5), first_page=True) == pytest.approx(1.0)
 
 
 async def test_rate_limiter_refuses_at_once_when_deadline_cannot_be_met() -> None:
     t = FakeTime()
     limiter = RateLimiter(max_concurrency=10, rps=1.0, burst=1, clock=t.clock, sleep=t.sleep)
-    await limiter.acquire(t.now + 5, first_page=True)
+    await limiter.acquire(call(t.now + 5), first_page=True)
     limiter.release()
     with pytest.raises(GatewayError) as info:
-        await limiter.acquire(t.now + 0.2, first_page=False)
+        await limiter.acquire(call(t.now + 0.2), first_page=False)
     assert t.slept == []  # at once, not after the deadline
     assert info.value.code.name == "RESOURCE_EXHAUSTED"
     assert info.value.reason == "GATEWAY_RATE_LIMITED"
@@ -89,14 +93,14 @@ async def test_rate_limiter_refuses_at_once_when_deadline_cannot_be_met() -> Non
 
 async def test_concurrency_cap_waits_then_refuses() -> None:
     limiter = RateLimiter(max_concurrency=1, rps=0, burst=1)
-    await limiter.acquire(time.monotonic() + 5)
-    waiter = asyncio.create_task(limiter.acquire(time.monotonic() + 5, first_page=False))
+    await limiter.acquire(call(time.monotonic() + 5))
+    waiter = asyncio.create_task(limiter.acquire(call(time.monotonic() + 5), first_page=False))
     await asyncio.sleep(0.05)
     assert not waiter.done()  # queued, not failed
     limiter.release()
     assert await asyncio.wait_for(waiter, 1) > 0  # it waited, and says so
     limiter.release()
-    await limiter.acquire(time.monotonic() + 5)
+    await limiter.acquire(call(time.monotonic() + 5))
     with pytest.raises(GatewayError) as info:
-        await limiter.acquire(time.monotonic() + 0.05)
+        await limiter.acquire(call(time.monotonic() + 0.05))
     assert info.value.code.name == "RESOURCE_EXHAUSTED"

@@ -11,6 +11,7 @@ import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
+from bench.stage import Stage
 from classify_gateway.translate import page_from_json
 from tests.support.pages import make_page, translation_page
 
@@ -41,8 +42,8 @@ def _per_call_us(fn: Callable[[], object], budget_s: float, max_n: int) -> float
     return best * 1e6
 
 
-def run(quick: bool) -> dict[str, Any]:
-    budget = 0.2 if quick else 1.5
+async def run(stage: Stage) -> dict[str, Any]:
+    budget = 0.2 if stage.quick else 1.5
     out: dict[str, Any] = {}
     for label, page in (
         ("10x5x5", translation_page()),

@@ -1,0 +1,203 @@
+"""The upstream quota as a `Limiter`: shared by every replica, fair per caller, streams first.
+
+`SharedLimiter` admits each upstream request through `SharedState.reserve` (one
+round trip to Redis when it is configured, nothing but a function call when not):
+
+- the quota is `UPSTREAM_RPS` / `UPSTREAM_BURST` (and `UPSTREAM_DAILY_QUOTA`) per
+  upstream API key, for all replicas and workers together;
+- each calling service (classify_gateway/callers.py) gets at least its weighted share
+  while the quota is contended, and any share it leaves unused goes to the others;
+- pages 2..N of an admitted stream reserve their slot ahead (and wait for it), while a
+  first page only takes a slot that is free now, so under contention streams that
+  started finish before new ones start;
+- what the upstream says about its own quota (a 429 and its reset, or
+  `X-Ratelimit-Remaining: 0` with `X-Ratelimit-Reset`) stops every replica until
+  the reset, instead of each replica spending requests to discover the 429.
+
+A request that cannot get a slot before its deadline ends with RESOURCE_EXHAUSTED
+(GATEWAY_RATE_LIMITED, RetryInfo) as soon as that is known, having spent nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+from classify_gateway.errors import own_error
+from classify_gateway.shared_state import QuotaAsk, SharedState, bucket_of
+
+log = logging.getLogger("classify_gateway.quota")
+
+# Leave this much of the deadline for the request itself and the answer to the caller.
+DEADLINE_MARGIN = 0.1
+LEARN_CAP = 24 * 3600.0
+UNLIMITED_RPS = 1_000_000.0  # UPSTREAM_RPS=0: only the daily budget and learned resets apply
+
+_MESSAGES = {
+    "daily": "the daily upstream budget (CLASSIFY_GATEWAY_UPSTREAM_DAILY_QUOTA) is spent",
+    "upstream": "the upstream's quota for this API key is spent until its reset",
+}
+
+
+class QuotaCall(Protocol):
+    """What the limiter reads of a call (upstream.UpstreamCall has it)."""
+
+    @property
+    def api_key(self) -> str: ...
+
+    @property
+    def deadline(self) -> float: ...  # absolute, time.monotonic()
+
+    @property
+    def caller(self) -> str: ...  # calling service, "" when identity is off
+
+
+class QuotaHooks(Protocol):
+    """Observability of the quota (observability.Metrics implements it)."""
+
+    def quota_wait(self, seconds: float) -> None: ...
+
+    def quota_rejected(self, caller: str, reason: str) -> None: ...
+
+
+class NoQuotaHooks:
+    def quota_wait(self, seconds: float) -> None:
+        return None
+
+    def quota_rejected(self, caller: str, reason: str) -> None:
+        return None
+
+
+class SharedLimiter:
+    """A Limiter (classify_gateway/limits.py) over SharedState."""
+
+    def __init__(
+        self,
+        state: SharedState,
+        *,
+        rps: float,
+        burst: int,
+        max_concurrency: int,
+        daily_quota: int = 0,
+        weights: Mapping[str, float] | None = None,
+        hooks: QuotaHooks | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.state = state
+        self._rps = rps if rps > 0 else UNLIMITED_RPS
+        self._burst = burst if rps > 0 else max(burst, 1000)
+        self._daily = daily_quota
+        self._weights = dict(weights or {})
+        self._hooks: QuotaHooks = hooks or NoQuotaHooks()
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._clock = clock
+        self._sleep = sleep
+        self._buckets: dict[str, str] = {}
+
+    def _bucket(self, key: str) -> str:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            if len(self._buckets) > 1000:  # callers' own keys: keep the memo small
+                self._buckets.clear()
+            bucket = self._buckets[key] = bucket_of(key)
+        return bucket
+
+    async def acquire(self, call: QuotaCall, *, first_page: bool = True) -> float:
+        """Wait for a slot; return the seconds waited, or raise GATEWAY_RATE_LIMITED."""
+        deadline, key, caller = call.deadline, call.api_key, call.caller
+        started = self._clock()
+        bucket = self._bucket(key)
+        weight = self._weights.get(caller, 1.0)
+        while True:
+            now = self._clock()
+            grant = await self.state.reserve(
+                QuotaAsk(
+                    bucket,
+                    self._rps,
+                    self._burst,
+                    caller,
+                    weight,
+                    first_page,
+                    max(0.0, deadline - now - DEADLINE_MARGIN),
+                    self._daily,
+                )
+            )
+            if grant.ok:
+                if grant.wait > 0:
+                    await self._sleep(grant.wait)
+                break
+            now = self._clock()
+            if now + grant.retry_in >= deadline - DEADLINE_MARGIN:
+                self._hooks.quota_rejected(caller or "-", grant.reason)
+                raise own_error(
+                    "GATEWAY_RATE_LIMITED",
+                    _MESSAGES.get(grant.reason),
+                    retry_delay=grant.retry_in,
+                )
+            # Ask again when a slot may be free; the jitter spreads the waiters of all
+            # replicas so that they do not all ask in the same millisecond.
+            await self._sleep(grant.retry_in * random.uniform(1.0, 1.2))
+        if self._sem.locked():
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                    await self._sem.acquire()
+            except TimeoutError:
+                self._hooks.quota_rejected(caller or "-", "concurrency")
+                raise own_error(
+                    "GATEWAY_RATE_LIMITED",
+                    "the gateway's cap on concurrent upstream requests did not free a slot "
+                    "within the call's deadline",
+                ) from None
+        else:
+            await self._sem.acquire()
+        waited = self._clock() - started
+        self._hooks.quota_wait(waited)
+        return waited
+
+    def release(self) -> None:
+        self._sem.release()
+
+    async def learn(
+        self, key: str, status: int, headers: Mapping[str, str], now_epoch: float | None = None
+    ) -> float:
+        """Tell every replica what the upstream said of its quota; return the block set.
+
+        A 429 blocks the key until its Retry-After or X-Ratelimit-Reset; any answer with
+        `X-Ratelimit-Remaining: 0` blocks it until X-Ratelimit-Reset. Other answers
+        change nothing (the daily budget and the rate are ours to keep).
+        """
+        now_epoch = time.time() if now_epoch is None else now_epoch
+        seconds = 0.0
+        reset = _number(headers.get("x-ratelimit-reset"))
+        if status == 429:
+            retry_after = _number(headers.get("retry-after"))
+            if retry_after is not None:
+                seconds = retry_after
+            elif reset is not None:
+                seconds = reset - now_epoch
+            else:
+                seconds = 1.0
+        elif _number(headers.get("x-ratelimit-remaining")) == 0 and reset is not None:
+            seconds = reset - now_epoch
+        seconds = min(LEARN_CAP, seconds)
+        if seconds > 0:
+            await self.state.block(self._bucket(key), seconds)
+            log.warning(
+                "upstream quota spent: every replica waits for its reset",
+                extra={"event": "quota_learned", "status": status, "seconds": round(seconds, 3)},
+            )
+        return max(0.0, seconds)
+
+
+def _number(raw: str | None) -> float | None:
+    if raw is None:
+        return None
+    try:
+        return float(raw.strip())
+    except ValueError:
+        return None

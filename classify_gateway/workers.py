@@ -1,0 +1,192 @@
+"""`classify-gateway serve --workers N`: N gateway processes on one port, one /metrics.
+
+One Python process serves about one core (the GIL); a pod with more CPU runs N
+workers instead of N pods. As in grpc's `examples/python/multiprocessing`, every
+worker binds the same port with SO_REUSEPORT and the kernel spreads new connections
+over them. This parent process runs no gRPC itself (grpc objects must not cross a
+fork: the workers are fresh processes, `python -m classify_gateway.cli serve`):
+
+- it reserves the port first (binding port 0 picks one; the socket is held open with
+  SO_REUSEPORT so that no other program takes the port between workers' restarts);
+- it serves the one `/metrics` endpoint: the workers write their samples to
+  `PROMETHEUS_MULTIPROC_DIR` (prometheus-client's multiprocess mode) and the parent's
+  MultiProcessCollector adds them up (gauges by their `multiprocess_mode`);
+- on SIGTERM/SIGINT it forwards SIGTERM to every worker, each drains as a single
+  gateway does (docs/operations.md, "Drain"), and it exits when all have (0 if all
+  exited 0); a worker that dies on its own stops the others, so the pod restarts;
+- the quota: with Redis every worker shares it (like replicas); without Redis each
+  worker gets an even split of UPSTREAM_RPS, UPSTREAM_BURST, UPSTREAM_MAX_CONCURRENCY
+  and UPSTREAM_DAILY_QUOTA (`split_for_workers`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+from classify_gateway.config import PREFIX, Settings
+
+log = logging.getLogger("classify_gateway.workers")
+# Set in a worker's environment: "<index>/<count>". A worker serves; it never forks.
+WORKER_ENV = PREFIX + "WORKER_SLOT"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+EXIT_MARGIN = 10.0  # seconds beyond DRAIN_GRACE before a worker is killed
+
+
+def worker_slot(env: dict[str, str] | None = None) -> tuple[int, int] | None:
+    """(index, count) when this process is a worker of `serve --workers`, else None."""
+    raw = (os.environ if env is None else env).get(WORKER_ENV, "")
+    index, sep, count = raw.partition("/")
+    if not sep or not index.isdigit() or not count.isdigit():
+        return None
+    return int(index), int(count)
+
+
+def split_for_workers(settings: Settings, count: int) -> Settings:
+    """A worker's settings: the quota split evenly when Redis does not share it."""
+    if count <= 1 or settings.redis_url:
+        return settings
+    return dataclasses.replace(
+        settings,
+        upstream_rps=settings.upstream_rps / count,
+        upstream_burst=max(1, settings.upstream_burst // count),
+        upstream_max_concurrency=max(1, settings.upstream_max_concurrency // count),
+        upstream_daily_quota=math.ceil(settings.upstream_daily_quota / count)
+        if settings.upstream_daily_quota
+        else 0,
+    )
+
+
+@contextlib.contextmanager
+def _reserved_port(listen: str) -> Iterator[tuple[str, int]]:
+    """Bind the gRPC port with SO_REUSEPORT and hold it while the workers run."""
+    host, _, port = listen.rpartition(":")
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((bare, int(port)))
+        yield host, int(sock.getsockname()[1])
+    finally:
+        sock.close()
+
+
+def _serve_metrics(listen: str) -> Any:
+    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    registry = CollectorRegistry()
+    MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    host, _, port = listen.rpartition(":")
+    return start_http_server(int(port), addr=host.strip("[]"), registry=registry)
+
+
+def run(settings: Settings, count: int, overrides: dict[str, str]) -> int:
+    """The parent of `count` workers; returns the exit code (see the module docstring)."""
+    metrics_dir = tempfile.mkdtemp(prefix="classify-gateway-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    stopping = False
+    workers: list[subprocess.Popen[bytes]] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        if not stopping:
+            stopping = True
+            log.info("shutdown started", extra={"event": "shutdown", "workers": len(workers)})
+        for proc in workers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    code = 0
+    try:
+        with _reserved_port(settings.listen) as (host, port):
+            listen = f"{host}:{port}"
+            env = {
+                **os.environ,
+                **{PREFIX + k.upper(): v for k, v in overrides.items()},
+                PREFIX + "LISTEN": listen,
+                PREFIX + "WORKERS": str(count),
+                MULTIPROC_ENV: metrics_dir,
+            }
+            for index in range(count):
+                workers.append(
+                    subprocess.Popen(
+                        [sys.executable, "-m", "classify_gateway.cli", "serve"],
+                        env={**env, WORKER_ENV: f"{index}/{count}"},
+                    )
+                )
+            metrics_server = _serve_metrics(settings.metrics_listen)
+            log.info(
+                "workers started",
+                extra={
+                    "event": "startup",
+                    "listen": listen,
+                    "port": port,
+                    "workers": [p.pid for p in workers],
+                    "metrics_listen": settings.metrics_listen,
+                },
+            )
+            code = _supervise(workers, lambda: stopping, settings.drain_grace + EXIT_MARGIN)
+            server, thread = metrics_server
+            server.shutdown()
+            server.server_close()
+            thread.join(timeout=5)
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+    log.info("shutdown complete", extra={"event": "shutdown_complete", "exit_code": code})
+    return code
+
+
+def _supervise(
+    workers: list[subprocess.Popen[bytes]], is_stopping: Callable[[], bool], exit_timeout: float
+) -> int:
+    """Wait for the workers; one that exits on its own stops the others."""
+    from prometheus_client import multiprocess
+
+    stop_deadline: float | None = None
+    code = 0
+    alive = set(range(len(workers)))
+    while alive:
+        for i in sorted(alive):
+            rc = workers[i].poll()
+            if rc is None:
+                continue
+            alive.discard(i)
+            multiprocess.mark_process_dead(workers[i].pid)  # type: ignore[no-untyped-call]
+            if rc != 0:
+                code = code or (rc if rc > 0 else 1)
+            if not is_stopping():
+                log.error(
+                    "a worker exited: stopping the others",
+                    extra={"event": "worker_exit", "pid": workers[i].pid, "exit_code": rc},
+                )
+                code = code or 1
+                os.kill(os.getpid(), signal.SIGTERM)
+        if is_stopping() and stop_deadline is None:
+            stop_deadline = time.monotonic() + exit_timeout
+        if stop_deadline is not None and time.monotonic() > stop_deadline:
+            for i in alive:
+                workers[i].kill()
+            code = code or 1
+        time.sleep(0.05)
+    return code

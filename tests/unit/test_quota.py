@@ -1,0 +1,172 @@
+"""SharedLimiter: deadlines, continuations first, fair share, learning from the upstream."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from classify_gateway.config import from_env
+from classify_gateway.errors import GatewayError
+from classify_gateway.quota import SharedLimiter
+from classify_gateway.redis_conn import connect
+from classify_gateway.shared_state import InProcessState, RedisState
+
+KEY = "tlk_QUOTA_TEST_KEY"
+
+
+@dataclass(frozen=True)
+class Call:
+    deadline: float
+    api_key: str = KEY
+    caller: str = ""
+
+
+def call(seconds: float, **kw: Any) -> Call:
+    """A call whose deadline is `seconds` from now."""
+    return Call(time.monotonic() + seconds, **kw)
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+        self.rejected: list[tuple[str, str]] = []
+
+    def quota_wait(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+    def quota_rejected(self, caller: str, reason: str) -> None:
+        self.rejected.append((caller, reason))
+
+
+@pytest.fixture(params=["in-process", "redis"])
+async def make(request: pytest.FixtureRequest) -> Any:
+    made: list[Any] = []
+
+    def build(**kw: Any) -> tuple[SharedLimiter, Recorder]:
+        if request.param == "in-process":
+            state: Any = InProcessState()
+        else:
+            server = request.getfixturevalue("redis")
+            client = connect(from_env({}, api_key=KEY, redis_url=server.url, redis_timeout_ms=2000))
+            state = RedisState(client)  # type: ignore[arg-type]
+            made.append(state)
+        hooks = Recorder()
+        args = {"rps": 10.0, "burst": 2, "max_concurrency": 64, **kw}
+        return SharedLimiter(state, hooks=hooks, **args), hooks
+
+    yield build
+    for s in made:
+        await s.aclose()
+
+
+async def test_deadline_that_cannot_be_met_fails_at_once(make: Any) -> None:
+    limiter, hooks = make(rps=1.0, burst=1)
+    await limiter.acquire(call(5))
+    limiter.release()
+    started = time.monotonic()
+    with pytest.raises(GatewayError) as err:
+        await limiter.acquire(call(0.3, caller="svc"))
+    assert time.monotonic() - started < 0.2
+    assert err.value.reason == "GATEWAY_RATE_LIMITED" and 0.5 < (err.value.retry_delay or 0) <= 1
+    assert hooks.rejected == [("svc", "rate")]
+
+
+async def test_first_pages_wait_their_turn_within_the_deadline(make: Any) -> None:
+    limiter, hooks = make(rps=10.0, burst=2)
+    deadline = time.monotonic() + 5
+    started = time.monotonic()
+    for _ in range(6):
+        await limiter.acquire(Call(deadline))
+        limiter.release()
+    # 2 at once, then one per 100 ms.
+    assert 0.35 < time.monotonic() - started < 1.5
+    assert len(hooks.waits) == 6
+
+
+async def test_continuations_finish_before_new_streams_start(make: Any) -> None:
+    limiter, _ = make(rps=5.0, burst=1)
+    order: list[str] = []
+    deadline = time.monotonic() + 5
+
+    async def one(name: str, first_page: bool) -> None:
+        await limiter.acquire(Call(deadline), first_page=first_page)
+        order.append(name)
+        limiter.release()
+
+    await one("p1", True)  # spends the burst
+    await asyncio.gather(
+        *(one(f"new{i}", True) for i in range(3)), *(one(f"cont{i}", False) for i in range(3))
+    )
+    assert sorted(order[1:4]) == ["cont0", "cont1", "cont2"]
+
+
+async def test_a_quiet_caller_gets_its_share(make: Any) -> None:
+    limiter, _ = make(rps=20.0, burst=2)
+    counts = {"busy": 0, "quiet": 0}
+    stop = time.monotonic() + 1.5
+
+    async def loop(caller: str) -> None:
+        while time.monotonic() < stop:
+            try:
+                await limiter.acquire(call(0.5, caller=caller))
+            except GatewayError:
+                continue
+            if time.monotonic() <= stop:
+                counts[caller] += 1
+            limiter.release()
+            await asyncio.sleep(0.01)  # the upstream answers
+
+    await asyncio.gather(*(loop("busy") for _ in range(12)), loop("quiet"))
+    total = counts["busy"] + counts["quiet"]
+    assert total <= 20 * 1.5 + 2 + 1
+    assert counts["quiet"] >= 0.3 * total, counts
+
+
+async def test_a_429_stops_everyone_until_its_reset(make: Any) -> None:
+    limiter, hooks = make(rps=100.0, burst=10)
+    now = time.time()
+    blocked = await limiter.learn(KEY, 429, {"x-ratelimit-reset": str(now + 0.4)}, now)
+    assert 0.35 < blocked <= 0.41
+    with pytest.raises(GatewayError) as err:
+        await limiter.acquire(call(0.2), first_page=False)
+    assert "reset" in err.value.message and hooks.rejected[-1][1] == "upstream"
+    started = time.monotonic()
+    await limiter.acquire(call(2))
+    assert time.monotonic() - started > 0.2
+    limiter.release()
+
+
+async def test_remaining_zero_blocks_until_reset_and_other_answers_do_not(make: Any) -> None:
+    limiter, _ = make(rps=100.0, burst=10)
+    now = time.time()
+    assert (
+        await limiter.learn(
+            KEY, 200, {"x-ratelimit-remaining": "5", "x-ratelimit-reset": str(now + 60)}, now
+        )
+        == 0
+    )
+    assert (
+        await limiter.learn(
+            KEY, 200, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(now + 60)}, now
+        )
+        == 60
+    )
+    with pytest.raises(GatewayError):
+        await limiter.acquire(call(1))
+    # Another API key has a quota of its own.
+    await limiter.acquire(call(1, api_key="another-key"))
+    limiter.release()
+
+
+async def test_daily_budget(make: Any) -> None:
+    limiter, _ = make(rps=0.0, burst=1, daily_quota=3)
+    for _ in range(3):
+        await limiter.acquire(call(1))
+        limiter.release()
+    with pytest.raises(GatewayError) as err:
+        await limiter.acquire(call(1))
+    assert "DAILY_QUOTA" in err.value.message
