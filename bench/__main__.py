@@ -187,10 +187,31 @@ async def run(quick: bool, only: set[str]) -> dict[str, Any]:
     return res
 
 
+def merged(path: Any, new: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """latest.json with the scenarios `names` measured again (listed under `remeasured`)."""
+    res: dict[str, Any] = json.loads(path.read_text())
+    for name in names:
+        if name in new:
+            res[name] = new[name]
+        if name in new["errors"]:
+            res["errors"][name] = new["errors"][name]
+    res.setdefault("remeasured", []).extend(
+        {"scenario": n, "started_at": new["started_at"]} for n in names
+    )
+    res["goals"] = goals(res)
+    return res
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds, about 2 minutes")
     parser.add_argument("--only", action="append", default=[], help="run only this scenario")
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="with --only: put these scenarios' new results into latest.json (each keeps its "
+        "own `measured` block) and render the docs again",
+    )
     parser.add_argument("--no-docs", action="store_true", help="write the JSON only")
     ns = parser.parse_args(argv)
     procs.RESULTS.mkdir(parents=True, exist_ok=True)
@@ -198,8 +219,11 @@ def main(argv: list[str] | None = None) -> int:
         log.unlink()
     res = asyncio.run(run(ns.quick, set(ns.only)))
     out = procs.RESULTS / ("latest.json" if not ns.only else "partial.json")
+    if ns.only and ns.merge:
+        res = merged(procs.RESULTS / "latest.json", res, ns.only)
+        out = procs.RESULTS / "latest.json"
     out.write_text(json.dumps(res, indent=2) + "\n")
-    if not ns.no_docs and not ns.only:
+    if not ns.no_docs and (not ns.only or ns.merge):
         report.write(res)
     print(report.summary(res))
     print(f"bench: wrote {out.relative_to(procs.ROOT)} in {res['total_seconds']} s", flush=True)

@@ -102,6 +102,8 @@ LATENCY_COLUMNS = [
     ("direct p99 ms", "direct.p99_ms"),
     ("gateway p99 ms", "gateway.p99_ms"),
     ("added p99 ms", "added_p99_ms"),
+    ("rounds used", "rounds_used"),
+    ("left out (generator late)", "rounds_left_out"),
     ("errors", "errors"),
     ("generator cores (max)", "load_generator_cores_max"),
 ]
