@@ -4,7 +4,7 @@ Starts the shipped gateway and one gateway per variant, all pinned to core 0 in 
 the same fake upstream, then loads them in turn, interleaved over rounds, with the
 16-caller closed loop of the CPU scenario (docs pages, 1-page calls and 10-page
 streams). Reports each variant's gateway CPU per page and its ratio to the shipped
-gateway within each round (min / median / max). Writes bench/results/ab.json.
+gateway within each round (min / median / max). Writes bench/results/ab_VARIANTS.json.
 
 Variants are a command and settings, so an idea can be measured before it is written
 into the gateway (`uvloop` runs the same `serve` under uvloop's event loop).
@@ -27,9 +27,25 @@ UVLOOP_SERVE = (
     "import sys, uvloop; uvloop.install(); "
     "from classify_gateway.cli import main; sys.exit(main(['serve']))"
 )
+# httpx's API without AsyncClient's machinery (URL merging, auth, cookies, redirects, event
+# hooks): an httpx.Request handed straight to the transport. What that layer costs.
+TRANSPORT_SERVE = """
+import sys, httpx
+async def request(self, method, url, *, content=None, headers=None, **_):
+    req = httpx.Request(method, self._merge_url(url), content=content,
+                        headers={**self.headers, **(headers or {})},
+                        extensions={"timeout": self.timeout.as_dict()})
+    response = await self._transport.handle_async_request(req)
+    await response.aread()
+    return response
+httpx.AsyncClient.request = request
+from classify_gateway.cli import main
+sys.exit(main(["serve"]))
+"""
 VARIANTS: dict[str, tuple[list[str] | None, dict[str, object]]] = {
     "shipped": (None, {}),
     "uvloop": ([procs.PY, "-c", UVLOOP_SERVE], {}),
+    "httpx_transport_direct": ([procs.PY, "-c", TRANSPORT_SERVE], {}),
     "log_warning": (None, {"log_level": "WARNING"}),
 }
 
@@ -90,7 +106,8 @@ def main() -> None:
     res["results"] = asyncio.run(measure(names, ns.rounds, ns.seconds))
     res["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     procs.RESULTS.mkdir(parents=True, exist_ok=True)
-    (procs.RESULTS / "ab.json").write_text(json.dumps(res, indent=2) + "\n")
+    # One file per run of variants; docs/benchmarks.md quotes the recorded ones.
+    (procs.RESULTS / f"ab_{'_'.join(names)}.json").write_text(json.dumps(res, indent=2) + "\n")
     for phase, rows in res["results"].items():
         for n, r in rows.items():
             print(

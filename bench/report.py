@@ -304,6 +304,10 @@ def fields(res: dict[str, Any]) -> dict[str, str]:
         "loadavg_start": fmt(res["loadavg_at_start"]),
         "loadavg_end": fmt(res.get("loadavg_at_end")),
         "errors": json.dumps(res["errors"]) if res["errors"] else "none",
+        "remeasured": ", ".join(
+            f"{r['scenario']} at {r['started_at']}" for r in res.get("remeasured", [])
+        )
+        or "none",
         "goals": _goals(res),
         "cpu_table": _cpu(res),
         "cpu_ratios": _cpu_ratios(res),
