@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -13,42 +11,23 @@ import pytest
 
 from classify_emulator.cli import main
 from classify_emulator.serving import parse_listen
-from tests.support.processes import free_port
+from tests.support.processes import free_port, running, spawn
 
 
 def test_serves_and_stops_on_sigterm() -> None:
     port = free_port()
-    env = {**os.environ, "CLASSIFY_EMULATOR_API_KEYS": "cli-key"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "classify_emulator", "--listen", f"127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-            deadline = time.monotonic() + 15
-            while True:
-                try:
-                    if client.get("/_emulator/health").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-                assert time.monotonic() < deadline, "the emulator did not start"
-                time.sleep(0.05)
+    cmd = [sys.executable, "-m", "classify_emulator", "--listen", f"127.0.0.1:{port}"]
+    with running(spawn("emulator", cmd, port, {"CLASSIFY_EMULATOR_API_KEYS": "cli-key"})) as proc:
+        with httpx.Client(base_url=proc.url) as client:
+            assert client.get("/_emulator/health").status_code == 200
             ok = client.get("/v1.2/indexes", headers={"x-api-key": "cli-key"})
             assert ok.status_code == 200
             bad = client.get("/v1.2/indexes", headers={"x-api-key": "other"})
             assert bad.status_code == 401
         start = time.monotonic()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=10) == 0
+        proc.popen.send_signal(signal.SIGTERM)
+        assert proc.popen.wait(timeout=10) == 0
         assert time.monotonic() - start < 5
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_parse_listen() -> None:

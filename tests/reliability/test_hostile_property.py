@@ -12,12 +12,10 @@ so that the whole test takes well under a minute.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import json
 import logging
-import threading
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,15 +26,12 @@ import orjson
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
-from google.rpc import status_pb2
+from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from prometheus_client import CollectorRegistry
 
-from classify_gateway.config import from_env
-from classify_gateway.observability import JsonFormatter, Metrics
-from classify_gateway.server import Gateway
-from tests.support.gateway import FAST, unpack_details
+from classify_gateway.observability import JsonFormatter
+from tests.support.gateway import threaded_gateway, unpack_details
 from tests.support.hostile_upstream import Reply, Seen, hostile_upstream_thread, page
 
 C = grpc.StatusCode
@@ -179,37 +174,21 @@ def served() -> Iterator[Served]:
     saved = logger.level
     logger.setLevel(logging.INFO)
     logger.addHandler(handler)
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)
-    thread.start()
-    with hostile_upstream_thread(upstream) as up:
-        config = from_env(
-            {},
-            upstream_url=up.base_url,
-            api_key=KEY,
-            allow_caller_api_key=True,
-            retry_max_attempts=2,
-            max_send_message_bytes=256 * 1024,
-            **FAST,
-        )
-
-        async def start() -> Gateway:
-            gw = Gateway(config, Metrics(CollectorRegistry()))
-            await gw.start(serve_metrics=False)
-            return gw
-
-        gateway = asyncio.run_coroutine_threadsafe(start(), loop).result(10)
-        channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
-        try:
-            yield Served(upstream, pb_grpc.ClassifyServiceStub(channel), logs)
-        finally:
-            channel.close()
-            asyncio.run_coroutine_threadsafe(gateway.stop(grace=1.0), loop).result(10)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(5)
-            loop.close()
-            logger.removeHandler(handler)
-            logger.setLevel(saved)
+    try:
+        with (
+            hostile_upstream_thread(upstream) as up,
+            threaded_gateway(
+                up.base_url,
+                KEY,
+                allow_caller_api_key=True,
+                retry_max_attempts=2,
+                max_send_message_bytes=256 * 1024,
+            ) as gw,
+        ):
+            yield Served(upstream, gw.stub, logs)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved)
 
 
 @pytest.fixture(scope="module")
@@ -224,9 +203,10 @@ def _seen_by_caller(pages: list[Any], err: grpc.RpcError | None) -> str:
         parts.append(str(err.details()))  # type: ignore[attr-defined]
         for k, v in err.trailing_metadata() or ():  # type: ignore[attr-defined]
             parts.append(f"{k}={v!r}")
-            if k == "grpc-status-details-bin":
-                details = unpack_details(status_pb2.Status.FromString(v))
-                parts += [str(details.info), str(details.bad_request), str(details.resource)]
+        status = rpc_status.from_call(err)
+        if status is not None:
+            details = unpack_details(status)
+            parts += [str(details.info), str(details.bad_request), str(details.resource)]
     return "\n".join(parts)
 
 

@@ -13,10 +13,6 @@ import io
 import itertools
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +25,6 @@ import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from classify_emulator.stack import free_port, stop, wait_for_port
 from classify_gateway.observability import JsonFormatter
 from tests.support.gateway import collect, error_details, running_gateway
 from tests.support.hostile_upstream import (
@@ -42,11 +37,11 @@ from tests.support.hostile_upstream import (
     script,
     sized,
 )
+from tests.support.processes import start_gateway
 
 C = grpc.StatusCode
 KEY = "tlk_HOSTILE_canary_7c21e0"
 CALLER_KEY = "tlk_HOSTILE_caller_canary_19ab"
-EXE = str(Path(sys.executable).parent / "classify-gateway")
 REQUEST = pb.ClassifyRequest(
     video_ids=["v1"],
     options=[pb.SEARCH_OPTION_VISUAL],
@@ -351,23 +346,10 @@ def test_peak_rss_refusing_a_96_mib_body_stays_under_200_mib(tmp_path: Path) -> 
         lambda seen: Reply(chunks=endless()),
     )
     with hostile_upstream_thread(handler) as up:
-        port = free_port()
-        env = {
-            **os.environ,
-            "CLASSIFY_GATEWAY_API_KEY": KEY,
-            "CLASSIFY_GATEWAY_UPSTREAM_URL": up.base_url,
-            "CLASSIFY_GATEWAY_LISTEN": f"127.0.0.1:{port}",
-            "CLASSIFY_GATEWAY_METRICS_LISTEN": f"127.0.0.1:{free_port()}",
-            "CLASSIFY_GATEWAY_RETRY_INITIAL_BACKOFF": "0.01",
-            "CLASSIFY_GATEWAY_RETRY_MAX_BACKOFF": "0.05",
-        }
-        proc = subprocess.Popen(
-            [EXE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        proc = start_gateway(up.base_url, KEY, retry_initial_backoff=0.01, retry_max_backoff=0.05)
         try:
-            wait_for_port(port, proc)
             peak_before = _peak_rss(proc.pid)
-            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with grpc.insecure_channel(proc.address) as channel:
                 stub = pb_grpc.ClassifyServiceStub(channel)
                 codes = []
                 for _ in range(3):
@@ -379,8 +361,7 @@ def test_peak_rss_refusing_a_96_mib_body_stays_under_200_mib(tmp_path: Path) -> 
             peak = _peak_rss(proc.pid)
             rss_after = psutil.Process(proc.pid).memory_info().rss
         finally:
-            proc.send_signal(signal.SIGTERM)
-            stop(proc, grace=10)
+            proc.stop(grace=10)
     print(
         f"peak RSS before {peak_before / MiB:.0f} MiB, while refusing 96 MiB bodies "
         f"{peak / MiB:.0f} MiB, after {rss_after / MiB:.0f} MiB"
