@@ -16,6 +16,7 @@ from importlib import metadata
 
 from classify_gateway import workers
 from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
+from classify_gateway.tracing import TracingConfigError, exporter_name, otlp_protocol
 from classify_gateway.workers import worker_slot
 
 PROG = "classify-gateway"
@@ -73,7 +74,10 @@ def _serve(ns: argparse.Namespace) -> int:
             # A worker shares the port its parent holds, and serves no metrics.
             check_listen("LISTEN", settings.listen)
             check_listen("METRICS_LISTEN", settings.metrics_listen)
-    except ConfigError as exc:
+        # OTEL_* values the tracing setup would refuse: say so now, in one line.
+        if exporter_name(settings) == "otlp":
+            otlp_protocol()
+    except (ConfigError, TracingConfigError) as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
     from classify_gateway.observability import setup_logging

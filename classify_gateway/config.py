@@ -160,7 +160,7 @@ class Settings:
     max_upstream_body_bytes: int = 0
     # Observability
     log_level: str = "INFO"
-    tracing_exporter: str = "none"  # none | console
+    tracing_exporter: str = "none"  # none | console | otlp (then OTEL_* env)
     service_name: str = "classify-gateway"
 
     def validate(self) -> Settings:
@@ -248,8 +248,8 @@ class Settings:
             ),
             (
                 "TRACING_EXPORTER",
-                self.tracing_exporter in {"none", "console"},
-                "must be none or console",
+                self.tracing_exporter in {"none", "console", "otlp"},
+                "must be none, console or otlp",
             ),
         ]
         # Whatever the parser let through (overrides skip it), no number may overflow.

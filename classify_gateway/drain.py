@@ -41,7 +41,8 @@ class DrainState:
             # Interrupted by the end of the drain grace (not by our caller): say so.
             current = asyncio.current_task()
             if self.cutoff and current is not None and current.cancelling() == 0:
-                raise own_error("GATEWAY_SHUTTING_DOWN") from None
+                # The interrupted request may have reached the upstream: no client retry.
+                raise own_error("GATEWAY_SHUTTING_DOWN").replace(pushback=True) from None
             raise
 
     def cut_off(self) -> int:

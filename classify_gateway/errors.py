@@ -173,6 +173,7 @@ class _ErrorFields(Exception):
     # True once the gateway has spent its own retries on this failure: the status then
     # carries `grpc-retry-pushback-ms: -1` so that clients' retry policies (gRFC A6) do
     # not multiply the upstream calls, and the quota they spend, by their own attempts.
+    # (Every UNAVAILABLE but a refusal at the door carries it anyway: see to_grpc_status.)
     pushback: bool = False
     # The upstream refused a page token (expired or unknown): resuming from it cannot work.
     token_refused: bool = False
@@ -410,9 +411,27 @@ def _fit(status: status_pb2.Status, details: list[Any]) -> status_pb2.Status:
     return current
 
 
+# UNAVAILABLE reasons that clients' retry policies may retry: refusals before any
+# upstream request (a draining pod turns a call away at the door; another pod serves
+# the retry). deploy/service-config.json retries UNAVAILABLE, the only code it retries.
+CLIENT_RETRYABLE = frozenset({"GATEWAY_SHUTTING_DOWN"})
+
+
+def client_may_retry(err: GatewayError) -> bool:
+    """Whether a gRPC client's retry policy may send this call again.
+
+    Only a refusal that cost no upstream request: every other UNAVAILABLE follows an
+    upstream request (a POST /classify starts a billed classification) that the
+    gateway already retried as far as its policy allows, or chose not to (a 500).
+    """
+    return err.reason in CLIENT_RETRYABLE and not err.pushback
+
+
 def to_grpc_status(err: GatewayError) -> grpc.Status:
+    """The status for `err`; with `grpc-retry-pushback-ms: -1` unless a client may retry it
+    (gRFC A6: a negative pushback ends the client's retries; Envoy ignores it)."""
     status = rpc_status.to_status(to_status_proto(err))
-    if not err.pushback:
+    if not err.pushback and (err.code != grpc.StatusCode.UNAVAILABLE or client_may_retry(err)):
         return status
     return _Status(status.code, status.details, (*status.trailing_metadata, (PUSHBACK_KEY, "-1")))
 

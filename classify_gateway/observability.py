@@ -7,6 +7,7 @@ defensively should it ever appear in a message.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -14,6 +15,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _STD_ATTRS = frozenset(
@@ -22,21 +26,36 @@ _STD_ATTRS = frozenset(
 
 
 class Metrics:
-    """Every metric of the gateway, on a registry of its own (tests make many)."""
+    """Every metric of the gateway, on a registry of its own (tests make many).
+
+    Labels follow the semantic conventions and never mix kinds: gRPC calls carry
+    `grpc_method` and `grpc_code` (a status code name), upstream HTTP requests carry
+    `http_method`, `http_route` (a path template, never a token) and `http_status` (the
+    numeric status, or "" when no answer came), with `error_type` naming the failure
+    when there was no HTTP answer (UPSTREAM_UNREACHABLE, UPSTREAM_TIMEOUT, ...).
+    The registry also carries the standard process_*, python_gc_* and python_info
+    collectors, as the default registry would (with `serve --workers N` the parent
+    serves the workers' sums instead, which have none: see classify_gateway/workers.py).
+    """
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        # The default registry's own collectors, on ours (new instances: a collector
+        # object can belong to one registry only).
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        GCCollector(registry=r)
         self.rpcs = Counter(
             "classify_gateway_rpcs",
-            "Finished RPCs by method and gRPC status code.",
-            ["method", "code"],
+            "Finished RPCs by gRPC method and status code.",
+            ["grpc_method", "grpc_code"],
             registry=r,
         )
         self.rpc_seconds = Histogram(
             "classify_gateway_rpc_duration_seconds",
             "RPC duration from start to final status.",
-            ["method"],
+            ["grpc_method"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
@@ -47,7 +66,7 @@ class Metrics:
             registry=r,
         )
         self.pages = Counter(
-            "classify_gateway_pages_streamed", "Pages sent to callers.", ["method"], registry=r
+            "classify_gateway_pages_streamed", "Pages sent to callers.", ["grpc_method"], registry=r
         )
         self.in_flight = Gauge(
             "classify_gateway_streams_in_flight",
@@ -57,21 +76,22 @@ class Metrics:
         )
         self.upstream_requests = Counter(
             "classify_gateway_upstream_requests",
-            "Upstream HTTP requests by route and outcome (HTTP status or failure reason).",
-            ["method", "route", "status"],
+            "Upstream HTTP requests (attempts) by route, HTTP status and, without an answer, "
+            "error type.",
+            ["http_method", "http_route", "http_status", "error_type"],
             registry=r,
         )
         self.upstream_seconds = Histogram(
             "classify_gateway_upstream_request_duration_seconds",
             "Upstream HTTP request duration, per attempt.",
-            ["method", "route"],
+            ["http_method", "http_route"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.retries = Counter(
             "classify_gateway_upstream_retries",
-            "Upstream retries by route and reason.",
-            ["route", "reason"],
+            "Upstream retries by route and the reason of the failure retried.",
+            ["http_route", "reason"],
             registry=r,
         )
         self.rate_limit_waits = Counter(
@@ -93,21 +113,77 @@ class Metrics:
             multiprocess_mode="livemin",
         )
         self.upstream_healthy.set(1)
+        self.ratelimit_remaining = Gauge(
+            "classify_gateway_upstream_ratelimit_remaining",
+            "X-Ratelimit-Remaining of the upstream's latest answer: requests left in its "
+            "quota window.",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.ratelimit_limit = Gauge(
+            "classify_gateway_upstream_ratelimit_limit",
+            "X-Ratelimit-Limit of the upstream's latest answer: the quota of the window.",
+            registry=r,
+            multiprocess_mode="mostrecent",
+        )
+        self.draining = Gauge(
+            "classify_gateway_draining",
+            "1 from SIGTERM until the process exits.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.drain_started = Gauge(
+            "classify_gateway_drain_started_timestamp_seconds",
+            "Unix time the drain started (0 while serving).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
 
     def upstream_request_done(self, method: str, route: str, status: str, seconds: float) -> None:
-        self.upstream_requests.labels(method, route, status).inc()
-        self.upstream_seconds.labels(method, route).observe(seconds)
+        """One attempt: `status` is the HTTP status, or the failure reason without one."""
+        http_route = _route_template(route)
+        if status.isdigit():
+            self.upstream_requests.labels(method, http_route, status, "").inc()
+        else:
+            self.upstream_requests.labels(method, http_route, "", status).inc()
+        self.upstream_seconds.labels(method, http_route).observe(seconds)
+
+    def upstream_ratelimit(self, headers: Mapping[str, str]) -> None:
+        """Record the upstream's X-Ratelimit-Remaining / -Limit, when it sent them."""
+        for name, gauge in (
+            ("x-ratelimit-remaining", self.ratelimit_remaining),
+            ("x-ratelimit-limit", self.ratelimit_limit),
+        ):
+            value = headers.get(name)
+            if value is not None:
+                with contextlib.suppress(ValueError):
+                    gauge.set(float(value))
+
+    def drain_started_now(self) -> None:
+        self.draining.set(1)
+        self.drain_started.set_to_current_time()
 
     def upstream_retry(self, route: str, reason: str) -> None:
-        self.retries.labels(route, reason).inc()
+        self.retries.labels(_route_template(route), reason).inc()
 
     def rate_limit_wait(self, seconds: float) -> None:
         self.rate_limit_waits.inc()
         self.rate_limit_wait_seconds.observe(seconds)
 
 
+def _route_template(route: str) -> str:
+    """ "GET /classify/{page_token}" -> "/classify/{page_token}": the method has its label."""
+    method, _, path = route.partition(" ")
+    return path if method.isupper() and path.startswith("/") else route
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; extra= fields become keys; secrets redacted."""
+    """One JSON object per line; extra= fields become keys; secrets redacted.
+
+    With a span active (tracing on), the line carries its `trace_id` and `span_id`
+    (lower-case hex, as W3C and OTLP write them), so logs and traces join up. An
+    explicit `trace_id` passed in extra= (the caller's, from traceparent) wins.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
@@ -120,9 +196,12 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
+        out.update(_span_ids())
         for key, value in record.__dict__.items():
             if key not in _STD_ATTRS and not key.startswith("_"):
                 out[key] = value
+        if not out.get("trace_id"):
+            out.pop("trace_id", None)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
         line = json.dumps(out, default=str, ensure_ascii=False)
@@ -131,13 +210,35 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
+def _span_ids() -> dict[str, str]:
+    """trace_id and span_id of the span active in this context, if any."""
+    from opentelemetry import trace
+
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return {}
+    return {"trace_id": f"{ctx.trace_id:032x}", "span_id": f"{ctx.span_id:016x}"}
+
+
 def setup_logging(level: str, secrets: Iterable[str] = (), stream: Any = None) -> None:
+    """Every logger's lines as JSON on stderr: the root logger gets the one handler.
+
+    grpc, aiohttp, asyncio and the warnings module log through the root logger, so
+    their lines come out as JSON too. The gateway's own logger follows `level`; the
+    others log WARNING and above (their INFO is noise in production). grpc's C core
+    writes to stderr itself, outside Python logging, and stays quiet at its default
+    GRPC_VERBOSITY (ERROR).
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
-    root = logging.getLogger("classify_gateway")
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    root.propagate = False
+    root.setLevel(logging.WARNING)
+    ours = logging.getLogger("classify_gateway")
+    ours.handlers[:] = []
+    ours.setLevel(level.upper())
+    ours.propagate = True
+    logging.captureWarnings(True)
 
 
 def trace_id_from(metadata: Mapping[str, str]) -> str:

@@ -204,6 +204,7 @@ class Gateway:
         grace = self.settings.drain_grace if grace is None else grace
         started = time.monotonic()
         self.drain.draining = True
+        self.metrics.drain_started_now()
         await self.health.enter_graceful_shutdown()
         log.info(
             "shutdown started",

@@ -1,8 +1,22 @@
 """OpenTelemetry tracing, off by default.
 
-With an exporter configured (`CLASSIFY_GATEWAY_TRACING_EXPORTER=console`), every
-RPC gets a SERVER span that continues the caller's W3C `traceparent` metadata, and
-the maintained httpx instrumentation makes a child span per upstream request and
+`CLASSIFY_GATEWAY_TRACING_EXPORTER` picks the exporter: `otlp` (the standard OTLP
+exporters, gRPC or HTTP/protobuf), `console` (span JSON on stdout, for a look), or `none`.
+When it is `none`, the standard `OTEL_TRACES_EXPORTER` (`otlp` or `console`) turns
+tracing on instead, so an OpenTelemetry operator's injected environment just works;
+`OTEL_SDK_DISABLED=true` turns it off whatever else is set.
+
+Everything else is the OpenTelemetry SDK's own environment, honoured as the spec says:
+`OTEL_EXPORTER_OTLP_ENDPOINT` / `_TRACES_ENDPOINT`, `_PROTOCOL` (`grpc` or
+`http/protobuf`, the default), `_HEADERS`, `_TIMEOUT`, `_COMPRESSION`, `_CERTIFICATE`;
+`OTEL_TRACES_SAMPLER` / `_ARG` (default `parentbased_always_on`: a caller's sampled
+trace is always continued); `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES`
+(`CLASSIFY_GATEWAY_SERVICE_NAME` is only the fallback when neither names the
+service); `OTEL_BSP_*` for the batch span processor, which every exporter goes
+through.
+
+Every RPC gets a SERVER span that continues the caller's W3C `traceparent` metadata,
+and the maintained httpx instrumentation makes a child span per upstream request and
 injects `traceparent` into it. With tracing off, the gateway still forwards the
 caller's `traceparent` and `tracestate` unchanged (classify_gateway/rpc.py), so the
 upstream's logs can be joined with the caller's trace at no cost here.
@@ -20,12 +34,80 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from importlib import metadata
 from typing import Any
 
 import grpc
 
 from classify_gateway.config import Settings
+
+EXPORTERS = ("none", "console", "otlp")
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+class TracingConfigError(ValueError):
+    """An OTEL_* value this gateway cannot honour (named in the message)."""
+
+
+def exporter_name(settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    """The exporter in effect: the gateway's setting, else OTEL_TRACES_EXPORTER."""
+    env = os.environ if env is None else env
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return "none"
+    if settings.tracing_exporter != "none":
+        return settings.tracing_exporter
+    standard = env.get("OTEL_TRACES_EXPORTER", "none").strip().lower() or "none"
+    if standard not in EXPORTERS:
+        raise TracingConfigError(
+            f"OTEL_TRACES_EXPORTER={standard!r} is not supported (one of {', '.join(EXPORTERS)})"
+        )
+    return standard
+
+
+def otlp_protocol(env: Mapping[str, str] | None = None) -> str:
+    """OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL, else http/protobuf."""
+    env = os.environ if env is None else env
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = env.get(name, "").strip()
+        if value:
+            if value not in OTLP_PROTOCOLS:
+                raise TracingConfigError(
+                    f"{name}={value!r} is not supported (one of {', '.join(OTLP_PROTOCOLS)})"
+                )
+            return value
+    return "http/protobuf"
+
+
+def make_resource(settings: Settings) -> Any:
+    """OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME first; our settings fill the gaps."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, SERVICE_VERSION, Resource
+
+    resource = Resource.create()
+    fallback: dict[str, str] = {}
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        fallback[SERVICE_NAME] = settings.service_name
+    if SERVICE_VERSION not in resource.attributes:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            fallback[SERVICE_VERSION] = metadata.version("classify-gateway")
+    return resource.merge(Resource(fallback)) if fallback else resource
+
+
+def make_exporter(name: str) -> Any:
+    """The span exporter for `name`; the OTLP ones read their OTEL_EXPORTER_OTLP_* env."""
+    if name == "console":
+        from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+        return ConsoleSpanExporter()
+    if otlp_protocol() == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    else:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
+            OTLPSpanExporter,
+        )
+    return OTLPSpanExporter()
+
 
 _installed = False
 # Server-side codes that are the server's failure (OpenTelemetry's gRPC conventions);
@@ -45,24 +127,23 @@ _SERVER_ERRORS = frozenset(
 def setup_tracing(settings: Settings, exporter: Any = None) -> list[grpc.aio.ServerInterceptor]:
     """Install tracing once per process; return the server interceptors to use.
 
-    `exporter` replaces the configured one (tests pass an in-memory exporter).
+    `exporter` replaces the configured one (tests pass an in-memory exporter, exported
+    synchronously); a configured exporter always goes through a BatchSpanProcessor, so
+    exporting never blocks a call.
     """
     global _installed
-    if settings.tracing_exporter == "none" and exporter is None:
+    name = exporter_name(settings)
+    if name == "none" and exporter is None:
         return []
     from opentelemetry import trace
-    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import (
-        BatchSpanProcessor,
-        ConsoleSpanExporter,
-        SimpleSpanProcessor,
-    )
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
 
     if not _installed:
-        provider = TracerProvider(resource=Resource.create({"service.name": settings.service_name}))
+        # No sampler argument: the SDK reads OTEL_TRACES_SAMPLER / OTEL_TRACES_SAMPLER_ARG.
+        provider = TracerProvider(resource=make_resource(settings))
         if exporter is None:
-            provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
+            provider.add_span_processor(BatchSpanProcessor(make_exporter(name)))
         else:
             provider.add_span_processor(SimpleSpanProcessor(exporter))
         trace.set_tracer_provider(provider)

@@ -256,7 +256,7 @@ class UpstreamClient:
         except httpx.HTTPError as exc:
             alive, status = False, type(exc).__name__
         self._metrics.upstream_request_done(
-            "GET", "GET /indexes (health probe)", status, time.monotonic() - started
+            "GET", "GET /indexes", status, time.monotonic() - started
         )
         self._health.record(alive)
         return alive
@@ -370,6 +370,7 @@ class UpstreamClient:
                 "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"
             ) from None
         status = response.status_code
+        self._metrics.upstream_ratelimit(response.headers)
         content = response.content
         try:
             body = redact_json(

@@ -131,19 +131,41 @@ async def test_metrics_endpoint(emulator: Any) -> None:
         await collect(gw.stub.Classify(type(req)()))
         text = await asyncio.to_thread(scrape, port)
     n = len(pages)
-    assert 'classify_gateway_rpcs_total{code="OK",method="Classify"} 2.0' in text
-    assert 'classify_gateway_rpcs_total{code="INVALID_ARGUMENT",method="Classify"} 1.0' in text
-    assert f'classify_gateway_pages_streamed_total{{method="Classify"}} {float(2 * n)}' in text
+    assert 'classify_gateway_rpcs_total{grpc_code="OK",grpc_method="Classify"} 2.0' in text
+    assert (
+        'classify_gateway_rpcs_total{grpc_code="INVALID_ARGUMENT",grpc_method="Classify"} 1.0'
+        in text
+    )
+    assert f'classify_gateway_pages_streamed_total{{grpc_method="Classify"}} {float(2 * n)}' in text
     assert "classify_gateway_rpc_duration_seconds_bucket" in text
     assert "classify_gateway_time_to_first_page_seconds_count 2.0" in text
     assert "classify_gateway_streams_in_flight 0.0" in text
     assert (
-        'classify_gateway_upstream_requests_total{method="POST",route="POST /classify",status="503"} 1.0'
-        in text
+        'classify_gateway_upstream_requests_total{error_type="",http_method="POST",'
+        'http_route="/classify",http_status="503"} 1.0' in text
     )
     assert re.search(
-        r'classify_gateway_upstream_retries_total\{reason="\w+",route="POST /classify"\} 1\.0', text
+        r'classify_gateway_upstream_retries_total\{http_route="/classify",reason="\w+"\} 1\.0', text
     )
     assert "classify_gateway_upstream_request_duration_seconds_bucket" in text
     assert "classify_gateway_rate_limit_waits_total" in text
     assert emulator.api_key not in text
+    # The standard collectors of the default registry are on ours too.
+    for name in (
+        "process_resident_memory_bytes",
+        "process_open_fds",
+        "python_gc_objects_collected_total",
+        "python_info",
+    ):
+        assert name in text, name
+    # Label kinds never mix: HTTP statuses are numbers (or "" when no answer came),
+    # gRPC codes are status code names, failure reasons have a label of their own.
+    http_statuses = set(re.findall(r'http_status="([^"]*)"', text))
+    assert http_statuses and all(s == "" or s.isdigit() for s in http_statuses), http_statuses
+    grpc_codes = set(re.findall(r'grpc_code="([^"]*)"', text))
+    assert grpc_codes and grpc_codes <= set(grpc.StatusCode.__members__), grpc_codes
+    assert not re.search(r'[{,](method|code|status|route)="', text)
+    # The upstream's quota headers (the emulator sends them) feed the quota gauges.
+    remaining = re.search(r"^classify_gateway_upstream_ratelimit_remaining (\S+)$", text, re.M)
+    limit = re.search(r"^classify_gateway_upstream_ratelimit_limit (\S+)$", text, re.M)
+    assert remaining and limit and 0 <= float(remaining.group(1)) <= float(limit.group(1)) > 0

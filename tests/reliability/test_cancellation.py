@@ -178,7 +178,9 @@ async def _cancellation_run(emu: Any) -> dict[str, Any]:
         r["idle_after"] = _pool_idle(gw)
         r["rpcs_by_code"] = {
             code: gauge(
-                metrics, "classify_gateway_rpcs_total", {"method": "Classify", "code": code}
+                metrics,
+                "classify_gateway_rpcs_total",
+                {"grpc_method": "Classify", "grpc_code": code},
             )
             for code in ("OK", "CANCELLED", "DEADLINE_EXCEEDED", "UNAVAILABLE", "UNKNOWN")
         }

@@ -101,7 +101,7 @@ async def _overload_run(emu: Any) -> dict[str, Any]:
                 code: gauge(
                     gw.gateway.metrics,
                     "classify_gateway_rpcs_total",
-                    {"method": "Classify", "code": code},
+                    {"grpc_method": "Classify", "grpc_code": code},
                 )
                 for code in ("OK", "RESOURCE_EXHAUSTED", "CANCELLED")
             }

@@ -115,7 +115,9 @@ def test_own_reasons(reason: str) -> None:
     assert err.retryable == BY_REASON[reason].retryable
     trailer = dict(st.trailing_metadata)
     assert "grpc-status-details-bin" in trailer
-    assert "grpc-retry-pushback-ms" not in trailer
+    # Clients (service config) retry UNAVAILABLE; only a refusal at the door may be retried.
+    pushback = st.code == grpc.StatusCode.UNAVAILABLE and reason != "GATEWAY_SHUTTING_DOWN"
+    assert (trailer.get("grpc-retry-pushback-ms") == "-1") == pushback
     d = unpack_details(to_status_proto(err))
     assert d.info is not None
     assert d.info.metadata["resume_page_token"] == "tok-1"
