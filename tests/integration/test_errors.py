@@ -339,20 +339,23 @@ SERVICE_CONFIG = (
 
 
 async def test_client_retry_policy_and_gateway_pushback(emulator: Any) -> None:
-    """The shipped service config retries a transient UNAVAILABLE before the first message,
-    but not one the gateway already retried upstream (grpc-retry-pushback-ms: -1)."""
+    """The shipped service config never replays a call that reached the upstream: every
+    UNAVAILABLE after an upstream request carries grpc-retry-pushback-ms: -1 (a 500 the
+    gateway does not retry, a 503 it retried). Only a refusal at the door (a draining
+    gateway, no upstream request) comes without it, and the client retries that."""
     req = classify_request(emulator, page_limit=50)
     options = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
     async with gw_for(emulator, retry_max_attempts=3) as gw:
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.gateway.port}", options=options)
         stub = pb_grpc.ClassifyServiceStub(channel)
-        # A single 500: the gateway does not retry it, the client's policy does.
+        # A single 500: the gateway does not retry it, and neither does the client.
         emulator.admin.add_fault(
             {"match": {"method": "POST"}, "times": 1, "action": {"type": "status", "status": 500}}
         )
-        pages, err = await collect(stub.Classify(req, timeout=10))
-        assert err is None and len(pages) == 1
-        assert [r["status"] for r in journal(emulator, "POST")] == [500, 200]
+        _, err = await collect(stub.Classify(req, timeout=10))
+        assert err is not None and err.code() == C.UNAVAILABLE
+        assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "-1"
+        assert [r["status"] for r in journal(emulator, "POST")] == [500]
         # A persistent 503: the gateway retries 3 times, then pushes back; no client retry.
         emulator.admin.reset()
         emulator.admin.add_fault(
@@ -362,4 +365,13 @@ async def test_client_retry_policy_and_gateway_pushback(emulator: Any) -> None:
         assert err is not None and err.code() == C.UNAVAILABLE
         assert dict(err.trailing_metadata())["grpc-retry-pushback-ms"] == "-1"
         assert len(journal(emulator, "POST")) == 3
+        # A draining gateway refuses at the door: no pushback, no upstream request, and
+        # the client's policy tries again (here the same gateway refuses each attempt).
+        emulator.admin.reset()
+        gw.gateway.drain.draining = True
+        _, err = await collect(stub.Classify(req, timeout=10))
+        assert err is not None and err.code() == C.UNAVAILABLE
+        assert "grpc-retry-pushback-ms" not in dict(err.trailing_metadata())
+        assert journal(emulator, "POST") == []
+        gw.gateway.drain.draining = False
         await channel.close()
