@@ -77,7 +77,12 @@ async def test_two_workers_one_port_one_metrics_endpoint_drain(emulator: Any) ->
             await asyncio.gather(*(ch.close() for ch in channels))
         # One endpoint counts the calls of both workers.
         assert (
-            metric(gw.metrics_url, "classify_gateway_rpcs_total", method="Classify", code="OK")
+            metric(
+                gw.metrics_url,
+                "classify_gateway_rpcs_total",
+                grpc_method="Classify",
+                grpc_code="OK",
+            )
             == 12
         )
 

@@ -214,7 +214,7 @@ async def test_an_unexpected_exception_is_internal_without_its_text(
             assert "boom" not in seen and KEY not in seen
         for method in ("Classify", "GetClassifyPage"):
             count = registry.get_sample_value(
-                "classify_gateway_rpcs_total", {"method": method, "code": "INTERNAL"}
+                "classify_gateway_rpcs_total", {"grpc_method": method, "grpc_code": "INTERNAL"}
             )
             assert count == 1, method
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]
@@ -434,13 +434,14 @@ async def test_a_cancelled_page_call_is_counted_and_logged() -> None:
             for _ in range(50):
                 if registry.get_sample_value(
                     "classify_gateway_rpcs_total",
-                    {"method": "GetClassifyPage", "code": "CANCELLED"},
+                    {"grpc_method": "GetClassifyPage", "grpc_code": "CANCELLED"},
                 ):
                     break
                 await asyncio.sleep(0.05)
         assert (
             registry.get_sample_value(
-                "classify_gateway_rpcs_total", {"method": "GetClassifyPage", "code": "CANCELLED"}
+                "classify_gateway_rpcs_total",
+                {"grpc_method": "GetClassifyPage", "grpc_code": "CANCELLED"},
             )
             == 1
         )
