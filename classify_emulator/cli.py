@@ -36,11 +36,10 @@ def main(argv: list[str] | None = None, prog: str = "python -m classify_emulator
     except ValueError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    host_port = args.listen
-    print(
-        f"emulator: serving the classify API v1.2 on http://{host_port}",
-        file=sys.stderr,
-        flush=True,
-    )
-    run(host_port, config)
+    run(args.listen, config, announce=_announce)
     return 0
+
+
+def _announce(url: str) -> None:
+    """Said once listening, with the real port (so `--listen 127.0.0.1:0` is usable)."""
+    print(f"emulator: serving the classify API v1.2 on {url}", file=sys.stderr, flush=True)

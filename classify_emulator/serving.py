@@ -11,6 +11,7 @@ the timeout) and returns; the process then exits with status 0.
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -36,6 +37,15 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class EmulatorServer(uvicorn.Server):
+    announce: Callable[[str], None] | None = None  # told "http://host:port" once bound
+
+    async def startup(self, sockets: Any = None) -> None:
+        """Start serving, then announce the bound address (the real port for `:0`)."""
+        await super().startup(sockets=sockets)
+        if self.announce is not None and self.servers and self.servers[0].sockets:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            self.announce(f"http://{f'[{host}]' if ':' in host else host}:{port}")
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         """A signal means "drain and stop"; a second SIGINT stops at once.
 
@@ -61,7 +71,10 @@ def build_server(
     return EmulatorServer(uvicorn.Config(create_app(config), host=host, port=port, **options))
 
 
-def run(listen: str, config: EmulatorConfig) -> None:
-    """Serve until SIGTERM/SIGINT (blocking)."""
+def run(listen: str, config: EmulatorConfig, announce: Callable[[str], None] | None = None) -> None:
+    """Serve until SIGTERM/SIGINT (blocking); `announce` gets the bound URL once listening."""
     host, port = parse_listen(listen)
-    build_server(host, port, config).run()
+    server = build_server(host, port, config)
+    if isinstance(server, EmulatorServer):
+        server.announce = announce
+    server.run()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import subprocess
 import sys
 import time
 
@@ -28,6 +29,33 @@ def test_serves_and_stops_on_sigterm() -> None:
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(timeout=10) == 0
         assert time.monotonic() - start < 5
+
+
+def test_port_zero_announces_the_port_it_got() -> None:
+    """`--listen 127.0.0.1:0` picks a free port and says which, once it is listening.
+
+    Started with Popen, not the harness's spawn(): the port is what is being tested.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "classify_emulator", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        prefix = "emulator: serving the classify API v1.2 on http://127.0.0.1:"
+        assert line.startswith(prefix), line
+        port = int(line.removeprefix(prefix))
+        assert port > 0
+        assert httpx.get(f"http://127.0.0.1:{port}/_emulator/health").status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_parse_listen() -> None:
