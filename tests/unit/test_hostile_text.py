@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
+from google.rpc import error_details_pb2
 
+from classify_gateway.errors import (
+    TRAILER_BUDGET,
+    GatewayError,
+    to_grpc_status,
+    to_status_proto,
+    trailer_size,
+)
 from classify_gateway.redact import redact, redact_json, safe_text, strip_controls
 from classify_gateway.translate import page_path
 from classify_gateway.validation import forwardable_trace_context, token_problem
@@ -49,3 +58,24 @@ def test_page_path_is_one_segment(token: str) -> None:
     assert token_problem(token) is None
     path = page_path(token)
     assert path.count("/") == 2 and "?" not in path and "#" not in path
+
+
+def test_every_status_fits_the_trailer_budget() -> None:
+    """Whatever an error carries, its trailer stays under grpc's 8 KiB metadata limit,
+    and the code and ErrorInfo's reason always arrive."""
+    err = GatewayError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        "é" * 5000,
+        violations=tuple((f"classes[{i}].name" + "x" * 300, "d" * 3000) for i in range(500)),
+        resource=("videos", "v" * 5000),
+        resume_token="t" * 4096,
+        upstream_code="c" * 5000,
+    )
+    status = to_status_proto(err)
+    assert trailer_size(status) <= TRAILER_BUDGET < 8 * 1024
+    info = error_details_pb2.ErrorInfo()
+    assert status.details[0].Unpack(info) and info.reason == "INVALID_REQUEST"
+    grpc_status = to_grpc_status(err)
+    total = sum(len(k) + len(v) for k, v in grpc_status.trailing_metadata)
+    assert total + len(grpc_status.details.encode()) * 3 < 8 * 1024
