@@ -54,6 +54,17 @@ class Rpcs:
     def unary(self, method: str, context: Context) -> Rpc:
         return Rpc(self, method, context, stream=False, resume="")
 
+    @staticmethod
+    def call_over(context: Context) -> grpc.StatusCode | None:
+        """How the call ended if it already has without the handler (the caller's deadline
+        passed, or it cancelled), else None."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= 0:
+            return grpc.StatusCode.DEADLINE_EXCEEDED
+        if context.cancelled():
+            return grpc.StatusCode.CANCELLED
+        return None
+
     async def escaped(self, method: str, context: Context, exc: Exception) -> None:
         """The outermost net: an exception that got out of a handler without passing
         through its `Rpc` (code before the `async with`) ends the call exactly as one
@@ -110,8 +121,13 @@ class Rpc:
         if exc is None:
             self._finish(grpc.StatusCode.OK)
             return
-        if isinstance(exc, asyncio.CancelledError):
-            self._finish(grpc.StatusCode.CANCELLED)
+        over = self._rpcs.call_over(self._context)
+        if isinstance(exc, asyncio.CancelledError) or (over and isinstance(exc, Exception)):
+            # The call ended without us: the caller cancelled it or its deadline passed
+            # (grpc cancels the handler, or a write fails while it waits on a caller that
+            # does not read). No status can be sent any more; log and count what the
+            # caller saw.
+            self._finish(over or grpc.StatusCode.CANCELLED)
             return
         if not isinstance(exc, Exception) or isinstance(exc, grpc.aio.AbortError):
             return  # interpreter exit, or a status already sent: not ours to change

@@ -75,8 +75,11 @@ def _guarded(rpcs: Rpcs, method: str, handler: Callable[[Any, Any], Awaitable[An
             return await handler(request, context)
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
-        except Exception as exc:
+        except Exception as exc:  # the point: nothing gets past
+            if rpcs.call_over(context) is not None:
+                return None  # the call is over and already counted: nothing to send
             await rpcs.escaped(method, context, exc)
+            return None
 
     return run
 

@@ -480,3 +480,35 @@ async def test_waiting_for_an_upstream_slot_ends_before_the_callers_deadline() -
     assert set(codes) == {C.RESOURCE_EXHAUSTED}
     logged = sorted(line["code"] for line in rpc_lines(logs))
     assert logged.count("RESOURCE_EXHAUSTED") == 40
+
+
+async def test_a_call_cut_by_its_deadline_is_logged_as_the_caller_saw_it() -> None:
+    """A stream whose caller does not read: the write waits on flow control until the
+    deadline, grpc cancels the handler; the caller sees DEADLINE_EXCEEDED, and so must
+    the log and the metrics (not CANCELLED)."""
+
+    def pages_of_700_kb(seen: Seen) -> Reply:
+        n = len(up.requests)  # 60 pages of about 700 KB: far more than any buffer holds
+        return Reply.json(page(f"p{n}" if n < 60 else "", videos=3000, name="n" * 200))
+
+    async with (
+        hostile_upstream(pages_of_700_kb) as up,
+        running_gateway(up.base_url, KEY) as gw,
+    ):
+        with captured_logs() as logs:
+            call = gw.stub.Classify(REQUEST, timeout=1.0)
+            await asyncio.sleep(2.0)  # read nothing until the deadline has passed
+            _, err = await collect(call)
+            for _ in range(50):
+                if rpc_lines(logs):
+                    break
+                await asyncio.sleep(0.05)
+        assert err is not None and err.code() == C.DEADLINE_EXCEEDED
+        registry = gw.gateway.metrics.registry
+        assert (
+            registry.get_sample_value(
+                "classify_gateway_rpcs_total", {"method": "Classify", "code": "DEADLINE_EXCEEDED"}
+            )
+            == 1
+        )
+    assert [line["code"] for line in rpc_lines(logs)] == ["DEADLINE_EXCEEDED"]
