@@ -22,19 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
+from classify_gateway.callers import load_weights
+from classify_gateway.config import Settings
 from classify_gateway.errors import own_error
-from classify_gateway.shared_state import QuotaAsk, SharedState, bucket_of
+from classify_gateway.shared_state import QuotaAsk, SharedState, bucket_of, build
 
 log = logging.getLogger("classify_gateway.quota")
 
 # Leave this much of the deadline for the request itself and the answer to the caller.
 DEADLINE_MARGIN = 0.1
 LEARN_CAP = 24 * 3600.0
+HEARTBEAT_INTERVAL = 2.0  # seconds; replicas count as alive for shared_state.HEARTBEAT_TTL
 UNLIMITED_RPS = 1_000_000.0  # UPSTREAM_RPS=0: only the daily budget and learned resets apply
 
 _MESSAGES = {
@@ -201,3 +207,43 @@ def _number(raw: str | None) -> float | None:
         return float(raw.strip())
     except ValueError:
         return None
+
+
+class QuotaObserver(QuotaHooks, Protocol):
+    """QuotaHooks plus the Redis fallback signal (observability.Metrics)."""
+
+    def redis_fallback(self, active: bool) -> None: ...
+
+
+def build_limiter(
+    settings: Settings, hooks: QuotaObserver | None = None
+) -> tuple[SharedLimiter, SharedState]:
+    """The limiter and shared state of one gateway process, from Settings.
+
+    In-process state unless CLASSIFY_GATEWAY_REDIS_URL is set; the caller weights file
+    is read here (a bad file stops start-up with ConfigError naming the setting).
+    """
+    on_change = hooks.redis_fallback if hooks is not None else None
+    state = build(settings, on_change=on_change)
+    limiter = SharedLimiter(
+        state,
+        rps=settings.upstream_rps,
+        burst=settings.upstream_burst,
+        max_concurrency=settings.upstream_max_concurrency,
+        daily_quota=settings.upstream_daily_quota,
+        weights=load_weights(settings.caller_weights),
+        hooks=hooks,
+    )
+    return limiter, state
+
+
+async def heartbeat(state: SharedState, interval: float = HEARTBEAT_INTERVAL) -> None:
+    """Tell the other replicas this one is alive, until cancelled.
+
+    The count of live replicas is what each divides UPSTREAM_RPS by when Redis fails.
+    """
+    member = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    while True:
+        n = await state.heartbeat(member)
+        log.debug("heartbeat", extra={"event": "heartbeat", "replicas": n})
+        await asyncio.sleep(interval)
