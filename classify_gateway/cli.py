@@ -15,6 +15,7 @@ from collections.abc import Callable
 from importlib import metadata
 
 from classify_gateway import workers
+from classify_gateway.callers import load_weights
 from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
 from classify_gateway.tracing import TracingConfigError, exporter_name, otlp_protocol
 from classify_gateway.workers import worker_slot
@@ -70,6 +71,7 @@ def _serve(ns: argparse.Namespace) -> int:
     slot = worker_slot()
     try:
         settings = from_env(**flags)
+        load_weights(settings.caller_weights)  # a bad file stops start-up here, named
         if slot is None:
             # A worker shares the port its parent holds, and serves no metrics.
             check_listen("LISTEN", settings.listen)

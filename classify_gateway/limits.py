@@ -1,22 +1,26 @@
-"""Admission of upstream requests: the `Limiter` interface and the in-process limiter.
+"""Admission of upstream requests: the `Limiter` interface and the simple in-process limiter.
 
 Every upstream request acquires a slot from a `Limiter` before it is sent and
-releases it when its answer is in. `RateLimiter` is process-wide: with N replicas
-the upstream sees N times its rate. A backend shared by the replicas (Redis) plugs
-in behind the same interface; `make_limiter` is where settings choose one.
+releases it when its answer is in, and tells it what the upstream said of its quota
+(`learn`). The gateway's limiter is classify_gateway/quota.py's `SharedLimiter`
+(shared by every replica through Redis, or in-process; fair per caller; pages 2..N
+first), built by `make_limiter`. `RateLimiter` here is the earlier process-wide
+GCRA, first come first served: kept as the baseline that docs/benchmarks.md compares
+against ("Quota spent on streams that fail").
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from classify_gateway.config import Settings
 from classify_gateway.errors import own_error
 
 if TYPE_CHECKING:
+    from classify_gateway.quota import QuotaObserver
     from classify_gateway.upstream import UpstreamCall
 
 # Leave this much of the caller's deadline for sending the answer back: a status sent
@@ -42,6 +46,11 @@ class Limiter(Protocol):
 
     def release(self) -> None:
         """The request that `acquire` admitted has its answer (or failed)."""
+        ...
+
+    async def learn(self, api_key: str, status: int, headers: Mapping[str, str]) -> float:
+        """The upstream answered `status` with `headers` (called only for a 429 or for
+        `X-Ratelimit-Remaining: 0`); return the seconds every replica now waits."""
         ...
 
 
@@ -111,9 +120,16 @@ class RateLimiter:
     def release(self) -> None:
         self._sem.release()
 
+    async def learn(self, api_key: str, status: int, headers: Mapping[str, str]) -> float:
+        return 0.0  # the retry policy's Retry-After handling is all it does
 
-def make_limiter(settings: Settings) -> Limiter:
-    """The limiter the settings ask for (today always the in-process one)."""
-    return RateLimiter(
-        settings.upstream_max_concurrency, settings.upstream_rps, settings.upstream_burst
-    )
+
+def make_limiter(settings: Settings, hooks: QuotaObserver | None = None) -> Limiter:
+    """The gateway's limiter (quota.SharedLimiter) over the state the settings ask for.
+
+    The shared state behind it (in-process, or Redis with an in-process fallback) is
+    the limiter's `state`; the gateway closes it at shutdown.
+    """
+    from classify_gateway.quota import build_limiter
+
+    return build_limiter(settings, hooks)[0]

@@ -139,6 +139,38 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        # The upstream quota (classify_gateway/quota.py) and its shared state.
+        self.quota_wait_seconds = Histogram(
+            "classify_gateway_quota_wait_seconds",
+            "Time each upstream request waited for the upstream quota (0 for most).",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.quota_rejections = Counter(
+            "classify_gateway_quota_rejections",
+            "Upstream requests refused by the quota before they were sent, by calling "
+            "service and why (rate, share, daily, upstream, concurrency).",
+            ["caller", "reason"],
+            registry=r,
+        )
+        self.quota_wasted = Counter(
+            "classify_gateway_quota_spent_on_failed_streams",
+            "Upstream requests spent on Classify streams that then ended on the quota "
+            "(GATEWAY_RATE_LIMITED) before their last page.",
+            registry=r,
+        )
+        self.redis_fallback_active = Gauge(
+            "classify_gateway_redis_fallback",
+            "1 while this process limits on its own because Redis does not answer.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.redis_fallbacks = Counter(
+            "classify_gateway_redis_fallbacks",
+            "Switches from the shared quota in Redis to the in-process fallback.",
+            registry=r,
+        )
+
     def upstream_request_done(self, method: str, route: str, status: str, seconds: float) -> None:
         """One attempt: `status` is the HTTP status, or the failure reason without one."""
         http_route = _route_template(route)
@@ -169,6 +201,18 @@ class Metrics:
     def rate_limit_wait(self, seconds: float) -> None:
         self.rate_limit_waits.inc()
         self.rate_limit_wait_seconds.observe(seconds)
+
+    # quota.QuotaObserver
+    def quota_wait(self, seconds: float) -> None:
+        self.quota_wait_seconds.observe(seconds)
+
+    def quota_rejected(self, caller: str, reason: str) -> None:
+        self.quota_rejections.labels(caller, reason).inc()
+
+    def redis_fallback(self, active: bool) -> None:
+        self.redis_fallback_active.set(1 if active else 0)
+        if active:
+            self.redis_fallbacks.inc()
 
 
 def _route_template(route: str) -> str:

@@ -169,7 +169,11 @@ class SharedLimiter:
         self._sem.release()
 
     async def learn(
-        self, key: str, status: int, headers: Mapping[str, str], now_epoch: float | None = None
+        self,
+        api_key: str,
+        status: int,
+        headers: Mapping[str, str],
+        now_epoch: float | None = None,
     ) -> float:
         """Tell every replica what the upstream said of its quota; return the block set.
 
@@ -192,7 +196,7 @@ class SharedLimiter:
             seconds = reset - now_epoch
         seconds = min(LEARN_CAP, seconds)
         if seconds > 0:
-            await self.state.block(self._bucket(key), seconds)
+            await self.state.block(self._bucket(api_key), seconds)
             log.warning(
                 "upstream quota spent: every replica waits for its reset",
                 extra={"event": "quota_learned", "status": status, "seconds": round(seconds, 3)},

@@ -21,6 +21,7 @@ from typing import Any, TypeAlias, TypeVar
 import grpc
 from google.protobuf.message import Message
 
+from classify_gateway.callers import identity_of
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.errors import GatewayError, own_error, scrub, to_grpc_status
@@ -136,6 +137,9 @@ class Rpc:
             if self.stream:
                 # Resuming from a refused token can only fail again.
                 err = err.replace(resume_token=None if err.token_refused else self.resume or None)
+            if self.stream and self.pages and err.reason == "GATEWAY_RATE_LIMITED":
+                # Quota spent for nothing: pages fetched, the stream did not finish.
+                rpcs.metrics.quota_wasted.inc(self.pages)
         else:
             # Any other exception is a gateway bug. The caller gets INTERNAL with
             # ErrorInfo and nothing of the exception (its text may hold anything, a key
@@ -171,7 +175,9 @@ class Rpc:
         remaining = self._context.time_remaining()
         budget = settings.default_deadline if remaining is None else remaining
         forward = forwardable_trace_context(self._metadata)
-        return UpstreamCall(api_key, time.monotonic() + budget, forward)
+        md = {k.lower(): v for k, v in self._metadata if isinstance(v, str)}
+        caller = identity_of(md, settings.caller_identity)
+        return UpstreamCall(api_key, time.monotonic() + budget, forward, caller)
 
     async def write(self, page: Any) -> None:
         """Send one page of a stream; afterwards the caller resumes after it."""

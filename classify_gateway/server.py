@@ -24,9 +24,9 @@ from grpc_reflection.v1alpha import reflection
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.health import UpstreamHealth
-from classify_gateway.limits import make_limiter
 from classify_gateway.metrics_http import MetricsServer
 from classify_gateway.observability import Metrics
+from classify_gateway.quota import build_limiter, heartbeat
 from classify_gateway.rpc import Rpcs
 from classify_gateway.servicer import ClassifyServicer
 from classify_gateway.tracing import setup_tracing, shutdown_tracing
@@ -115,8 +115,10 @@ class Gateway:
         self.upstream_health = UpstreamHealth()
         # Tracing first: the httpx instrumentation wraps clients created after it.
         interceptors = setup_tracing(settings)
+        # One quota for every replica and worker when REDIS_URL is set (quota.py).
+        self.limiter, self.shared_state = build_limiter(settings, self.metrics)
         self.upstream = UpstreamClient(
-            settings, self.metrics, self.upstream_health, make_limiter(settings), self.drain
+            settings, self.metrics, self.upstream_health, self.limiter, self.drain
         )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
         rpcs = Rpcs(settings, self.metrics, self.drain)
@@ -133,6 +135,7 @@ class Gateway:
             raise OSError(f"cannot listen on {settings.listen}")
         self._metrics_server: MetricsServer | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
 
     async def start(self, *, serve_metrics: bool = True) -> None:
@@ -141,6 +144,9 @@ class Gateway:
         await self.server.start()
         await self._set_health(health_pb2.HealthCheckResponse.SERVING)
         self._watcher = asyncio.create_task(self._watch_upstream())
+        if self.settings.redis_url:
+            # Live replicas, for the share of the quota each takes if Redis fails.
+            self._heartbeat = asyncio.create_task(heartbeat(self.shared_state))
         log.info(
             "gateway started",
             extra={
@@ -223,11 +229,13 @@ class Gateway:
         except TimeoutError:
             cut = self.drain.cut_off()
             await stopping
-        if self._watcher:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
+        for task in (self._watcher, self._heartbeat):
+            if task:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.upstream.aclose()
+        await self.shared_state.aclose()
         shutdown_tracing()
         if self._metrics_server is not None:
             await self._metrics_server.close()

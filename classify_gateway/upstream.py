@@ -109,6 +109,7 @@ class UpstreamCall:
     api_key: str
     deadline: float  # absolute, time.monotonic()
     forward: Mapping[str, str]  # traceparent / tracestate of the caller
+    caller: str = ""  # the calling service, for fair share (callers.identity_of)
 
     def headers(self, with_body: bool) -> dict[str, str]:
         headers = {"x-api-key": self.api_key, **self.forward}
@@ -371,6 +372,10 @@ class UpstreamClient:
             ) from None
         status = response.status_code
         self._metrics.upstream_ratelimit(response.headers)
+        if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
+            # The upstream's own quota is spent: every replica stops until its reset
+            # instead of each finding the 429 for itself (quota.SharedLimiter.learn).
+            await self._limiter.learn(headers.get("x-api-key", ""), status, response.headers)
         content = response.content
         try:
             body = redact_json(

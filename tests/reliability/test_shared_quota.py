@@ -30,7 +30,17 @@ from tests.support.redis_server import RedisServer
 pytestmark = pytest.mark.slow
 
 RPS, BURST = 10, 5
-FAST = {"retry_initial_backoff": 0.01, "retry_max_backoff": 0.05, "redis_timeout_ms": 100}
+# Redis answers in well under a millisecond here; 500 ms only keeps a loaded CI machine
+# from tripping the fallback where the test is not about it.
+FAST = {
+    "retry_initial_backoff": 0.01,
+    "retry_max_backoff": 0.05,
+    "redis_timeout_ms": 500,
+    "drain_grace": 1,
+}
+# Requests are granted on Redis's clock and counted on arrival at the emulator; process
+# scheduling on a loaded machine moves arrivals by up to this much.
+JITTER = 0.3
 BAD_CODES = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 
 
@@ -133,9 +143,10 @@ async def test_three_gateways_share_one_quota(upstream: Any, redis: RedisServer)
     assert not {o.code for o in outcomes} & BAD_CODES
     span = sent[-1] - sent[0]
     # At most RPS per second plus one burst in total, for all three gateways together.
-    assert len(sent) <= RPS * span + BURST + 1, (len(sent), span)
-    assert max_in_window(sent, 1.0) <= RPS + BURST + 1
+    assert len(sent) <= RPS * (span + JITTER) + BURST, (len(sent), span)
+    assert max_in_window(sent, 1.0) <= RPS * (1 + JITTER) + BURST
     # ... and most of that capacity served (not lost to the coordination).
+    print(f"3 gateways: {ok} calls served, upstream saw {len(sent)} in {span:.1f} s")
     assert ok >= 0.6 * (RPS * seconds + BURST), (ok, len(sent))
 
 
@@ -159,9 +170,10 @@ async def test_redis_killed_mid_load(upstream: Any, redis: RedisServer) -> None:
     assert sum(o.code == grpc.StatusCode.OK for o in after) >= 0.5 * RPS * 3, codes
     # Each gateway falls back to RPS / 3 (the replicas it last saw): the total stays bounded.
     late = [t for t in sent if t > killed_at[0]]
-    assert max_in_window(late, 1.0) <= RPS + BURST + 1
+    assert max_in_window(late, 1.0) <= RPS * (1 + JITTER) + BURST
     span = (late[-1] - late[0]) if late else 0.0
-    assert len(late) <= RPS * span + 3 * BURST, (len(late), span)
+    assert len(late) <= RPS * (span + JITTER) + BURST, (len(late), span)
+    print(f"Redis killed: {dict(codes)}; after the kill {len(late)} upstream in {span:.1f} s")
 
 
 def xfcc(service: str) -> tuple[tuple[str, str], ...]:
@@ -184,7 +196,9 @@ async def test_a_quiet_service_keeps_its_share_across_replicas(
     assert not {o.code for o in outcomes} & BAD_CODES
     # Without fair share the quiet service got about 8 % (1 of 12 successes).
     assert ok["quiet"] >= 0.3 * (ok["quiet"] + ok["busy"]), ok
-    assert len(classify_posts(upstream)) <= RPS * 6.0 + BURST + RPS  # still one quota
+    sent = classify_posts(upstream)  # still one quota for both replicas
+    assert len(sent) <= RPS * (sent[-1] - sent[0] + JITTER) + BURST, len(sent)
+    print(f"fair share across 2 replicas: {dict(ok)}")
 
 
 async def test_weights_three_to_one(upstream: Any, tmp_path: Path) -> None:
@@ -204,4 +218,5 @@ async def test_weights_three_to_one(upstream: Any, tmp_path: Path) -> None:
         outcomes = await hammer(one_page(upstream), loops, 6.0)
     ok = Counter(o.caller for o in outcomes if o.code == grpc.StatusCode.OK)
     share = ok["search"] / (ok["search"] + ok["batch"])
+    print(f"weights 3:1: {dict(ok)} ({share:.0%} to the weight-3 caller)")
     assert 0.65 <= share <= 0.85, ok
