@@ -26,6 +26,7 @@ from classify_gateway.drain import DrainState
 from classify_gateway.health import UpstreamHealth
 from classify_gateway.metrics_http import MetricsServer
 from classify_gateway.observability import Metrics
+from classify_gateway.limits import Limiter
 from classify_gateway.quota import build_limiter, heartbeat
 from classify_gateway.rpc import Rpcs
 from classify_gateway.servicer import ClassifyServicer
@@ -108,7 +109,10 @@ def add_classify_service(servicer: ClassifyServicer, rpcs: Rpcs, server: grpc.ai
 class Gateway:
     """The running gateway: gRPC server, upstream client, metrics, health."""
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
+    def __init__(
+        self, settings: Settings, metrics: Metrics | None = None, limiter: Limiter | None = None
+    ) -> None:
+        """`limiter` replaces the one the settings build (bench/quota_streams.py compares)."""
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.drain = DrainState()
@@ -116,9 +120,9 @@ class Gateway:
         # Tracing first: the httpx instrumentation wraps clients created after it.
         interceptors = setup_tracing(settings)
         # One quota for every replica and worker when REDIS_URL is set (quota.py).
-        self.limiter, self.shared_state = build_limiter(settings, self.metrics)
+        built, self.shared_state = build_limiter(settings, self.metrics)
         self.upstream = UpstreamClient(
-            settings, self.metrics, self.upstream_health, self.limiter, self.drain
+            settings, self.metrics, self.upstream_health, limiter or built, self.drain
         )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
         rpcs = Rpcs(settings, self.metrics, self.drain)

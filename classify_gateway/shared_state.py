@@ -161,7 +161,10 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     gkey, ckey = b, f"{b}:{ask.caller}"
     tatg = max(state.tat.get(gkey, now), now)
     tatc = max(state.tat.get(ckey, now), now)
-    gwait = max(0.0, tatg - tolg - now)
+    # The burst is for pages 2..N of admitted streams: a first page only starts when
+    # the schedule is rested, so new streams cannot crowd out the ones under way.
+    tol = 0.0 if ask.first_page else tolg
+    gwait = max(0.0, tatg - tol - now)
     # A caller alone is within its share by definition: it may use everything.
     cwait = 0.0 if total_weight <= ask.weight else max(0.0, tatc - tolc - now)
     horizon = 0.0 if ask.first_page else ask.max_wait * 1000
@@ -170,7 +173,7 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
         if wait > horizon:
             return Grant(False, retry_in=max(MIN_RETRY_MS, wait - horizon) / 1000, reason="rate")
     else:  # over its share: only slack, and one slot stays free for the others
-        slack_at = tatg - tolg + ig
+        slack_at = tatg - tol + ig
         if slack_at > now:
             retry = min(cwait - horizon, slack_at - now)
             why = "rate" if gwait > 0 else "share"
@@ -284,7 +287,9 @@ local ic = ig * total / weight
 local tolc = ic
 local tatg = math.max(tonumber(redis.call('GET', KEYS[1]) or now), now)
 local tatc = math.max(tonumber(redis.call('GET', KEYS[2]) or now), now)
-local gwait = math.max(0, tatg - tolg - now)
+local tol = tolg
+if first_page then tol = 0 end
+local gwait = math.max(0, tatg - tol - now)
 local cwait = 0
 if total > weight then cwait = math.max(0, tatc - tolc - now) end
 local horizon = max_wait
@@ -296,7 +301,7 @@ if cwait <= horizon then
     return {0, tostring(math.max(2, wait - horizon)), 'rate'}
   end
 else
-  local slack_at = tatg - tolg + ig
+  local slack_at = tatg - tol + ig
   if slack_at > now then
     local why = 'share'
     if gwait > 0 then why = 'rate' end

@@ -54,6 +54,9 @@ class Case:
     # False: the error offers no resume token (resuming could only fail again); the caller
     # starts the classification over, and that run must equal the fault-free one.
     resumable: bool = True
+    # The 429 said when the upstream's quota comes back: every replica waits for it
+    # (quota.SharedLimiter.learn), so a resume before then is refused without a request.
+    learned_reset: bool = False
 
 
 TRICKLE_SLOW = {"type": "trickle", "chunk_bytes": 256, "interval_ms": 100}  # ~30 s a page
@@ -108,6 +111,7 @@ CASES: dict[str, Case] = {
         1,
         max_elapsed=1.0,
         retry_delay=(55, 61),
+        learned_reset=True,
     ),
     # A connection reset after 20 bytes of the body.
     "reset_once": Case({"type": "reset", "after_bytes": 20}, 1, C.OK, faulted=1),
@@ -223,7 +227,19 @@ async def test_fault_mid_stream(emulator: Any, name: str) -> None:
         # The token names exactly the first page not received.
         assert token == last_token != ""
 
-        rest, err = await collect(gw.stub.Classify(resume_request(token), timeout=10))
+        if case.learned_reset:
+            spent = len(emulator.admin.requests())
+            _, err = await collect(gw.stub.Classify(resume_request(token), timeout=10))
+            assert err is not None and err.code() == C.RESOURCE_EXHAUSTED, err
+            d = error_details(err)
+            assert d.info is not None and d.info.reason == "GATEWAY_RATE_LIMITED"
+            assert d.retry is not None and d.retry.retry_delay.ToTimedelta().total_seconds() > 50
+            assert len(emulator.admin.requests()) == spent, "nothing spent before the reset"
+            # Another gateway (not sharing state) resumes where the stream stopped.
+            async with gateway_for(emulator, **settings) as fresh:
+                rest, err = await collect(fresh.stub.Classify(resume_request(token), timeout=10))
+        else:
+            rest, err = await collect(gw.stub.Classify(resume_request(token), timeout=10))
         assert err is None, err
         assert [p.page_number for p in rest] == list(range(1, len(rest) + 1))
         assert page_keys(pages + rest) == expected  # no duplicate, no gap

@@ -63,46 +63,49 @@ async def test_key_value_and_leases(state: SharedState) -> None:
     assert await state.get("lease") is None
 
 
-async def test_burst_then_first_pages_refused_and_continuations_reserved(
-    state: SharedState,
-) -> None:
-    grants = [await state.reserve(ask()) for _ in range(3)]
-    assert all(g.ok and g.wait == 0 for g in grants)
+async def test_first_pages_paced_continuations_burst_and_reserve(state: SharedState) -> None:
+    first = await state.reserve(ask())
+    assert first.ok and first.wait == 0
     refused = await state.reserve(ask())
-    # A first page never queues behind the quota: it is told when to ask again.
+    # A first page never queues and never uses the burst: it is told when to ask again.
     assert not refused.ok and refused.reason == "rate" and 0 < refused.retry_in <= 0.5
-    # Page 2 of an admitted stream reserves the next slot and learns its wait.
+    # Pages 2..N of admitted streams use the burst ...
+    burst = [await state.reserve(ask(first_page=False)) for _ in range(2)]
+    assert all(g.ok and g.wait == 0 for g in burst)
+    # ... then reserve the next slot and learn their wait,
     cont = await state.reserve(ask(first_page=False, max_wait=5))
     assert cont.ok and 0.3 < cont.wait <= 0.5
-    # ... unless the wait would outlive its deadline.
+    # unless the wait would outlive their deadline.
     late = await state.reserve(ask(first_page=False, max_wait=0.1))
     assert not late.ok
 
 
 async def test_continuations_go_before_new_first_pages(state: SharedState) -> None:
-    for _ in range(3):
-        assert (await state.reserve(ask())).ok
-    conts = [await state.reserve(ask(first_page=False, max_wait=5)) for _ in range(2)]
+    assert (await state.reserve(ask())).ok
+    conts = [await state.reserve(ask(first_page=False, max_wait=5)) for _ in range(4)]
     assert all(c.ok for c in conts)
-    await asyncio.sleep(0.55)  # one slot came back, but it is promised to a continuation
+    await asyncio.sleep(0.55)  # slots came back, but they are promised to continuations
     assert not (await state.reserve(ask())).ok
 
 
-async def test_fair_share_leaves_room_for_a_quiet_caller(state: SharedState) -> None:
-    # "busy" takes the whole burst; then it is over its share while "quiet" is active.
-    busy = [await state.reserve(ask(caller="busy", rps=5, burst=4)) for _ in range(4)]
-    assert all(g.ok for g in busy)
-    first_quiet = await state.reserve(ask(caller="quiet", rps=5, burst=4))
-    assert not first_quiet.ok  # no slot free now: quiet waits its turn
-    await asyncio.sleep(first_quiet.retry_in + 0.01)
-    # The slot that comes back goes to the caller within its share, not to "busy".
-    assert not (await state.reserve(ask(caller="busy", rps=5, burst=4))).ok
-    assert (await state.reserve(ask(caller="quiet", rps=5, burst=4))).ok
+async def test_a_caller_over_its_share_leaves_room_for_the_other(state: SharedState) -> None:
+    quiet = {"caller": "quiet", "rps": 5, "burst": 4}
+    busy = {"caller": "busy", "rps": 5, "burst": 4}
+    assert (await state.reserve(ask(**quiet))).ok  # both callers are active now
+    taken = [await state.reserve(ask(first_page=False, **busy)) for _ in range(3)]
+    # Half the rate each: "busy" gets two slots of the burst, then it is over its share
+    # although the quota still has room ...
+    assert [g.ok for g in taken] == [True, True, False]
+    assert taken[2].reason == "share"
+    # ... which goes to the caller within its share.
+    assert (await state.reserve(ask(first_page=False, **quiet))).ok
 
 
 async def test_a_caller_alone_may_use_everything(state: SharedState) -> None:
-    grants = [await state.reserve(ask(caller="alone", rps=5, burst=4)) for _ in range(4)]
-    assert all(g.ok for g in grants)
+    alone = {"caller": "alone", "rps": 5, "burst": 4}
+    grants = [await state.reserve(ask(**alone))]
+    grants += [await state.reserve(ask(first_page=False, **alone)) for _ in range(3)]
+    assert all(g.ok and g.wait == 0 for g in grants)
 
 
 async def test_upstream_block_stops_every_request(state: SharedState) -> None:
@@ -115,8 +118,8 @@ async def test_upstream_block_stops_every_request(state: SharedState) -> None:
 
 async def test_daily_quota(state: SharedState) -> None:
     for _ in range(2):
-        assert (await state.reserve(ask(daily_quota=2, rps=100, burst=10))).ok
-    g = await state.reserve(ask(daily_quota=2, rps=100, burst=10))
+        assert (await state.reserve(ask(daily_quota=2, rps=100, burst=10, first_page=False))).ok
+    g = await state.reserve(ask(daily_quota=2, rps=100, burst=10, first_page=False))
     assert not g.ok and g.reason == "daily" and 0 < g.retry_in <= 86400
 
 
@@ -212,7 +215,7 @@ async def test_fallback_divides_the_rate_by_live_replicas(redis: Any) -> None:
     assert state.replicas == 3
     redis.pause()  # slow, not gone: every command times out
     try:
-        grants = [await state.reserve(ask(rps=30, burst=9)) for _ in range(5)]
+        grants = [await state.reserve(ask(rps=30, burst=9, first_page=False)) for _ in range(5)]
         # 9 // 3 = a burst of 3 on this replica while Redis is away.
         assert [g.ok for g in grants] == [True, True, True, False, False]
     finally:
