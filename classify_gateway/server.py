@@ -24,9 +24,9 @@ from grpc_reflection.v1alpha import reflection
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.health import UpstreamHealth
+from classify_gateway.limits import Limiter
 from classify_gateway.metrics_http import MetricsServer
 from classify_gateway.observability import Metrics
-from classify_gateway.limits import Limiter
 from classify_gateway.quota import build_limiter, heartbeat
 from classify_gateway.rpc import Rpcs
 from classify_gateway.servicer import ClassifyServicer
