@@ -149,8 +149,12 @@ class SharedLimiter:
             # replicas so that they do not all ask in the same millisecond.
             await self._sleep(grant.retry_in * random.uniform(1.0, 1.2))
         if self._sem.locked():
+            # Give up early enough that the refusal reaches the caller before its deadline.
+            budget = deadline - DEADLINE_MARGIN - self._clock()
             try:
-                async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                if budget <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(budget):
                     await self._sem.acquire()
             except TimeoutError:
                 self._hooks.quota_rejected(caller or "-", "concurrency")

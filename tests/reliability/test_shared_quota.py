@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,7 +22,9 @@ import grpc
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from classify_gateway.server import SERVICE_NAME
 from tests.support.classify import classify_request
 from tests.support.gateway import collect
 from tests.support.processes import Process, emulator_process, start_gateway
@@ -128,6 +131,11 @@ def max_in_window(times: Sequence[float], window: float) -> int:
     return best
 
 
+def metrics_text(gw: Process) -> str:
+    url = f"http://{gw.env['CLASSIFY_GATEWAY_METRICS_LISTEN']}/metrics"
+    return urllib.request.urlopen(url, timeout=5).read().decode()
+
+
 def one_page(emu: Any) -> pb.ClassifyRequest:
     return classify_request(emu, count=4, page_limit=10, max_pages=1)
 
@@ -163,6 +171,16 @@ async def test_redis_killed_mid_load(upstream: Any, redis: RedisServer) -> None:
             killed_at.append(time.time())
 
         outcomes = await hammer(one_page(upstream), loops, 6.0, during=kill_after_2s)
+        # Redis loss is no reason to refuse traffic: readiness stays SERVING, and the
+        # fallback is visible in the metrics.
+        for gw in gws:
+            async with grpc.aio.insecure_channel(gw.address) as channel:
+                check = health_pb2_grpc.HealthStub(channel).Check
+                answer = await check(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
+                assert answer.status == health_pb2.HealthCheckResponse.SERVING
+            metrics = metrics_text(gw)
+            assert "classify_gateway_redis_fallback 1.0" in metrics
+            assert "classify_gateway_redis_fallbacks_total 1.0" in metrics
     sent = classify_posts(upstream)
     codes = Counter(o.code for o in outcomes)
     assert not set(codes) & BAD_CODES, codes
