@@ -507,7 +507,8 @@ async def test_a_call_cut_by_its_deadline_is_logged_as_the_caller_saw_it() -> No
         registry = gw.gateway.metrics.registry
         assert (
             registry.get_sample_value(
-                "classify_gateway_rpcs_total", {"method": "Classify", "code": "DEADLINE_EXCEEDED"}
+                "classify_gateway_rpcs_total",
+                {"grpc_method": "Classify", "grpc_code": "DEADLINE_EXCEEDED"},
             )
             == 1
         )
