@@ -138,7 +138,6 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
-
         # The upstream quota (classify_gateway/quota.py) and its shared state.
         self.quota_wait_seconds = Histogram(
             "classify_gateway_quota_wait_seconds",
@@ -170,15 +169,39 @@ class Metrics:
             "Switches from the shared quota in Redis to the in-process fallback.",
             registry=r,
         )
+        # Labelled children, looked up once per label set rather than once per call
+        # (`labels()` takes a lock and builds a tuple key every time).
+        self._rpc_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
+        self._upstream_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
+    def rpc_finished(self, method: str, code: str, seconds: float, pages: int) -> None:
+        """One finished RPC: its status, its duration, the pages it sent."""
+        children = self._rpc_children.get((method, code))
+        if children is None:
+            children = (
+                self.rpcs.labels(method, code),
+                self.rpc_seconds.labels(method),
+                self.pages.labels(method),
+            )
+            self._rpc_children[(method, code)] = children
+        count, duration, sent = children
+        count.inc()
+        duration.observe(seconds)
+        sent.inc(pages)
 
     def upstream_request_done(self, method: str, route: str, status: str, seconds: float) -> None:
         """One attempt: `status` is the HTTP status, or the failure reason without one."""
-        http_route = _route_template(route)
-        if status.isdigit():
-            self.upstream_requests.labels(method, http_route, status, "").inc()
-        else:
-            self.upstream_requests.labels(method, http_route, "", status).inc()
-        self.upstream_seconds.labels(method, http_route).observe(seconds)
+        children = self._upstream_children.get((method, route, status))
+        if children is None:
+            http_route = _route_template(route)
+            if status.isdigit():
+                requests = self.upstream_requests.labels(method, http_route, status, "")
+            else:
+                requests = self.upstream_requests.labels(method, http_route, "", status)
+            children = (requests, self.upstream_seconds.labels(method, http_route))
+            self._upstream_children[(method, route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def upstream_ratelimit(self, headers: Mapping[str, str]) -> None:
         """Record the upstream's X-Ratelimit-Remaining / -Limit, when it sent them."""
@@ -221,6 +244,10 @@ def _route_template(route: str) -> str:
     return path if method.isupper() and path.startswith("/") else route
 
 
+# One encoder for every line (json.dumps with arguments builds a new one per call).
+_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra= fields become keys; secrets redacted.
 
@@ -248,7 +275,7 @@ class JsonFormatter(logging.Formatter):
             out.pop("trace_id", None)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        line = json.dumps(out, default=str, ensure_ascii=False)
+        line = _ENCODER.encode(out)
         for secret in self._secrets:
             line = line.replace(secret, "<redacted>")
         return line

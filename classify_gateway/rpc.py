@@ -202,12 +202,8 @@ class Rpc:
     # -- the end -------------------------------------------------------------------------
 
     def _finish(self, code: grpc.StatusCode, err: GatewayError | None = None) -> None:
-        metrics = self._rpcs.metrics
         seconds = time.monotonic() - self.started
-        metrics.rpcs.labels(self.method, code.name).inc()
-        metrics.rpc_seconds.labels(self.method).observe(seconds)
-        if self.pages:
-            metrics.pages.labels(self.method).inc(self.pages)
+        self._rpcs.metrics.rpc_finished(self.method, code.name, seconds, self.pages)
         if not log.isEnabledFor(logging.INFO):
             return
         fields: dict[str, Any] = {

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import logging
 import random
 import time
@@ -111,11 +112,14 @@ class UpstreamCall:
     forward: Mapping[str, str]  # traceparent / tracestate of the caller
     caller: str = ""  # the calling service, for fair share (callers.identity_of)
 
-    def headers(self, with_body: bool) -> dict[str, str]:
-        headers = {"x-api-key": self.api_key, **self.forward}
-        if with_body:
-            headers["content-type"] = "application/json"
-        return headers
+    @functools.cached_property
+    def get_headers(self) -> dict[str, str]:
+        """Headers of this call's GET requests, built once per call (not per page)."""
+        return {"x-api-key": self.api_key, **self.forward}
+
+    @functools.cached_property
+    def post_headers(self) -> dict[str, str]:
+        return {**self.get_headers, "content-type": "application/json"}
 
 
 class UpstreamClient:
@@ -274,7 +278,7 @@ class UpstreamClient:
     ) -> Any:
         """Parsed JSON of a 2xx answer, after the retries the error table allows."""
         route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
-        headers = call.headers(content is not None)
+        headers = call.get_headers if content is None else call.post_headers
         deadline = call.deadline
         attempt = 0
         while True:
