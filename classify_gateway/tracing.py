@@ -16,8 +16,8 @@ service); `OTEL_BSP_*` for the batch span processor, which every exporter goes
 through.
 
 Every RPC gets a SERVER span that continues the caller's W3C `traceparent` metadata,
-and the maintained httpx instrumentation makes a child span per upstream request and
-injects `traceparent` into it. With tracing off, the gateway still forwards the
+and the maintained httpx instrumentation's transport makes a child span per upstream
+request and injects `traceparent` into it. With tracing off, the gateway still forwards the
 caller's `traceparent` and `tracestate` unchanged (classify_gateway/rpc.py), so the
 upstream's logs can be joined with the caller's trace at no cost here.
 
@@ -40,6 +40,7 @@ from importlib import metadata
 from typing import Any
 
 import grpc
+import httpx
 
 from classify_gateway.config import Settings
 
@@ -234,15 +235,15 @@ def _traced_handler(handler: Any, span: Callable[[Any], Any]) -> Any:
     return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codecs)
 
 
-def instrument_httpx_client(client: Any) -> None:
-    """Trace one httpx client (whatever its transport) once tracing is installed.
+def instrument_transport(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
+    """The upstream transport, wrapped in OpenTelemetry's (a CLIENT span per request,
+    `traceparent` injected) once tracing is installed; unchanged otherwise."""
+    if not _installed:
+        return transport
+    from opentelemetry.instrumentation.httpx import AsyncOpenTelemetryTransport
 
-    Per client rather than process-wide, so that only the upstream client is traced.
-    """
-    if _installed:
-        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-
-        HTTPXClientInstrumentor.instrument_client(client)
+    wrapped: httpx.AsyncBaseTransport = AsyncOpenTelemetryTransport(transport)
+    return wrapped
 
 
 def shutdown_tracing() -> None:

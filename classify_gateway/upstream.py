@@ -35,7 +35,7 @@ from classify_gateway.health import UpstreamHealth
 from classify_gateway.limits import DEADLINE_MARGIN, Limiter, make_limiter
 from classify_gateway.observability import Metrics
 from classify_gateway.redact import redact_json
-from classify_gateway.tracing import instrument_httpx_client
+from classify_gateway.tracing import instrument_transport
 from classify_gateway.translate import (
     PageT,
     classify_path,
@@ -147,21 +147,45 @@ class UpstreamClient:
         limits = httpx.Limits(
             max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
         )
-        self._client = httpx.AsyncClient(
-            base_url=settings.upstream_base,
-            headers={"accept": "application/json", "user-agent": "classify-gateway/0.1"},
-            limits=limits,
-            # One timeout per layer: the transport bounds the connect (a dead host fails
-            # fast and is retried); each attempt as a whole is bounded in `_attempt` by
-            # the per-attempt timeout or the caller's deadline, whichever ends first.
-            timeout=httpx.Timeout(None, connect=settings.upstream_connect_timeout),
-            transport=AiohttpTransport(limits, settings.upstream_body_cap),
-            follow_redirects=False,
+        # httpx's Request/Response and transport interface, without AsyncClient: its
+        # per-request machinery (base-URL merge and re-parse, default-header merge, cookie
+        # extraction, auth and redirect hooks) cost more CPU than the aiohttp wire under it
+        # (docs/benchmarks.md). What it did for us is done once here: the base URL, the
+        # default headers and the timeouts.
+        self._transport = instrument_transport(AiohttpTransport(limits, settings.upstream_body_cap))
+        self._base = settings.upstream_base
+        self._default_headers = (
+            ("accept", "application/json"),
+            ("accept-encoding", "gzip, deflate"),
+            ("user-agent", "classify-gateway/0.1"),
         )
-        instrument_httpx_client(self._client)
+        # One timeout per layer: the transport bounds the connect (a dead host fails fast
+        # and is retried); each attempt as a whole is bounded in `_attempt` by the
+        # per-attempt timeout or the caller's deadline, whichever ends first.
+        self._timeouts = {
+            "connect": settings.upstream_connect_timeout,
+            "read": None,
+            "write": None,
+            "pool": None,
+        }
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._transport.aclose()
+
+    async def _send(
+        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+    ) -> httpx.Response:
+        """One HTTP exchange, the body read; httpx exceptions as the transport raises them."""
+        request = httpx.Request(
+            method,
+            self._base + path,
+            headers=[*self._default_headers, *headers.items()],
+            content=content,
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return response
 
     # -- one classification --------------------------------------------------------
 
@@ -249,10 +273,8 @@ class UpstreamClient:
         started = time.monotonic()
         try:
             async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
-                response = await self._client.get(
-                    "/indexes",
-                    params={"page_limit": 1},
-                    headers={"x-api-key": api_key} if api_key else None,
+                response = await self._send(
+                    "GET", "/indexes?page_limit=1", None, {"x-api-key": api_key} if api_key else {}
                 )
             alive = response.status_code < 500
             status = str(response.status_code)
@@ -356,9 +378,7 @@ class UpstreamClient:
         try:
             # The one bound on the whole exchange (connect, send, a trickled body).
             async with asyncio.timeout(per_attempt):
-                response = await self._client.request(
-                    method, path, content=content, headers=headers
-                )
+                response = await self._send(method, path, content, headers)
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             if per_attempt < self._settings.upstream_timeout:
                 raise own_error("DEADLINE_EXCEEDED") from None

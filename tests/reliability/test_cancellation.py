@@ -41,7 +41,7 @@ SETTLE = 5.0
 
 
 def _transport(gw: Any) -> Any:
-    return gw.gateway.upstream._client._transport
+    return gw.gateway.upstream._transport
 
 
 def _pool_busy(gw: Any) -> int:

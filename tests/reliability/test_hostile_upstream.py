@@ -191,12 +191,11 @@ async def test_an_unexpected_exception_is_internal_without_its_text(
         hostile_upstream(lambda seen: Reply.json(page())) as up,
         running_gateway(up.base_url, KEY) as gw,
     ):
-        client = gw.gateway.upstream._client
 
         async def broken(*args: Any, **kw: Any) -> Any:
             raise ValueError(f"boom with the key {KEY} in it")
 
-        monkeypatch.setattr(client, "request", broken)
+        monkeypatch.setattr(gw.gateway.upstream, "_send", broken)
         traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         with captured_logs() as logs:
             _pages, err = await collect(
