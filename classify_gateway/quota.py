@@ -42,6 +42,7 @@ DEADLINE_MARGIN = 0.1
 LEARN_CAP = 24 * 3600.0
 HEARTBEAT_INTERVAL = 2.0  # seconds; replicas count as alive for shared_state.HEARTBEAT_TTL
 UNLIMITED_RPS = 1_000_000.0  # UPSTREAM_RPS=0: only the daily budget and learned resets apply
+MAX_CALLER_LABELS = 100  # distinct `caller` label values per process beyond the weights file
 
 _MESSAGES = {
     "daily": "the daily upstream budget (CLASSIFY_GATEWAY_UPSTREAM_DAILY_QUOTA) is spent",
@@ -104,6 +105,19 @@ class SharedLimiter:
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[str, str] = {}
+        self._labels: set[str] = set()
+
+    def _label(self, caller: str) -> str:
+        """The `caller` label: identities in the weights file and the first
+        MAX_CALLER_LABELS others; "other" beyond (metadata:<key> is caller-supplied)."""
+        if not caller:
+            return "-"
+        if caller in self._weights or caller in self._labels:
+            return caller
+        if len(self._labels) < MAX_CALLER_LABELS:
+            self._labels.add(caller)
+            return caller
+        return "other"
 
     def _bucket(self, key: str) -> str:
         bucket = self._buckets.get(key)
@@ -139,7 +153,7 @@ class SharedLimiter:
                 break
             now = self._clock()
             if now + grant.retry_in >= deadline - DEADLINE_MARGIN:
-                self._hooks.quota_rejected(caller or "-", grant.reason)
+                self._hooks.quota_rejected(self._label(caller), grant.reason)
                 raise own_error(
                     "GATEWAY_RATE_LIMITED",
                     _MESSAGES.get(grant.reason),
@@ -157,7 +171,7 @@ class SharedLimiter:
                 async with asyncio.timeout(budget):
                     await self._sem.acquire()
             except TimeoutError:
-                self._hooks.quota_rejected(caller or "-", "concurrency")
+                self._hooks.quota_rejected(self._label(caller), "concurrency")
                 raise own_error(
                     "GATEWAY_RATE_LIMITED",
                     "the gateway's cap on concurrent upstream requests did not free a slot "

@@ -170,3 +170,20 @@ async def test_daily_budget(make: Any) -> None:
     with pytest.raises(GatewayError) as err:
         await limiter.acquire(call(1))
     assert "DAILY_QUOTA" in err.value.message
+
+
+async def test_caller_labels_are_bounded() -> None:
+    hooks = Recorder()
+    limiter = SharedLimiter(
+        InProcessState(), rps=1.0, burst=1, max_concurrency=8, weights={"vip": 2}, hooks=hooks
+    )
+    await limiter.acquire(call(5))
+    limiter.release()
+    for i in range(105):
+        with pytest.raises(GatewayError):
+            await limiter.acquire(call(0.2, caller=f"svc-{i}"))
+    with pytest.raises(GatewayError):
+        await limiter.acquire(call(0.2, caller="vip"))
+    labels = [c for c, _ in hooks.rejected]
+    assert len(set(labels[:100])) == 100 and set(labels[100:105]) == {"other"}
+    assert labels[-1] == "vip"
