@@ -32,6 +32,7 @@ from bench.scenarios import (
     ghz,
     memory,
     profile,
+    sharing,
     slow_consumer,
     translation,
 )
@@ -46,6 +47,7 @@ SCENARIOS: list[tuple[str, Callable[[Stage], Awaitable[dict[str, Any]]]]] = [
     ("memory", memory.run),
     ("ghz", ghz.run),
     ("profile", profile.run),
+    ("sharing", sharing.run),
 ]
 
 # The goals of issue 16, on this machine, gateway pinned to one core, in one run.

@@ -72,15 +72,23 @@ def pin(pid: int, cores: set[int]) -> bool:
     return True
 
 
+# The scenarios measure the gateway's own cost per page with identical calls, which must
+# not share pages: coalescing and the page cache are off unless a scenario turns them on
+# (bench/scenarios/sharing.py measures them).
+NO_SHARING: dict[str, object] = {"coalesce": False, "cache_ttl": 0}
+
+
 def start_gateway(
     upstream_url: str,
     settings: dict[str, object] | None = None,
     cmd: list[str] | None = None,
     log: str = "gateway.log",
 ) -> Process:
-    """`classify-gateway serve` (or `cmd`) with the shipped defaults, plus `settings`."""
+    """`classify-gateway serve` (or `cmd`) with the shipped defaults but NO_SHARING, plus
+    `settings`."""
     port = free_port()
-    env = gateway_settings(upstream_url + API_VERSION, API_KEY, port, **(settings or {}))
+    merged = {**NO_SHARING, **(settings or {})}
+    env = gateway_settings(upstream_url + API_VERSION, API_KEY, port, **merged)
     proc = spawn("gateway", cmd or [EXE, "serve"], port, env, RESULTS / log, cwd=ROOT)
     pin(proc.pid, GATEWAY_CORES)
     return proc

@@ -138,6 +138,12 @@ class Settings:
     caller_identity: str = "none"  # none | xfcc | metadata:<key>
     caller_weights: str = ""  # path of a JSON or YAML file {identity: weight}
     workers: int = 1
+    # Coalescing and page cache (docs/design.md, "Spending the quota once")
+    coalesce: bool = True  # share chains of identical calls in flight; off only for A/B runs
+    cache_ttl: float = 300.0  # seconds a page stays cached; 0 = no cache (coalescing stays on)
+    cache_max_bytes: int = 64 * 1024 * 1024  # memory bound of the in-process cache (LRU)
+    coalesce_buffer_pages: int = 16  # pages a shared chain holds for its slower readers
+    chain_lease: float = 10.0  # with Redis: a replica's claim on a chain, renewed while it fetches
     # Serving
     listen: str = "0.0.0.0:50051"
     metrics_listen: str = "0.0.0.0:9090"
@@ -216,6 +222,10 @@ class Settings:
                 "must be none, xfcc or metadata:<key>",
             ),
             ("WORKERS", 1 <= self.workers <= 64, "must be 1..64"),
+            ("CACHE_TTL", self.cache_ttl >= 0, "must be >= 0 (0 = no cache)"),
+            ("CACHE_MAX_BYTES", self.cache_max_bytes >= 0, "must be >= 0"),
+            ("COALESCE_BUFFER_PAGES", self.coalesce_buffer_pages >= 1, "must be >= 1"),
+            ("CHAIN_LEASE", self.chain_lease > 0, "must be > 0"),
             (
                 "MAX_CONCURRENT_STREAMS",
                 1 <= self.max_concurrent_streams <= MAX_CONCURRENT_STREAMS,

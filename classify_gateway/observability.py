@@ -169,6 +169,57 @@ class Metrics:
             "Switches from the shared quota in Redis to the in-process fallback.",
             registry=r,
         )
+        # Coalescing and the page cache (classify_gateway/sharing.py).
+        self.pages_by_source = Counter(
+            "classify_gateway_pages_by_source",
+            "Pages sent to callers by where they came from: upstream (fetched for this call), "
+            "coalesced (fetched once for an identical call in flight), cache, replica (a chain "
+            "another replica fetched, read through Redis).",
+            ["source"],
+            registry=r,
+        )
+        self.upstream_saved = Counter(
+            "classify_gateway_upstream_requests_saved",
+            "Upstream requests not made because the page was shared: coalesced, cache, replica.",
+            ["how"],
+            registry=r,
+        )
+        self.cache_lookups = Counter(
+            "classify_gateway_cache_lookups",
+            "Page cache lookups by result (hit, miss).",
+            ["result"],
+            registry=r,
+        )
+        self.cache_evictions = Counter(
+            "classify_gateway_cache_evictions",
+            "Page cache entries evicted to stay under CACHE_MAX_BYTES (LRU).",
+            registry=r,
+        )
+        self.cache_bytes = Gauge(
+            "classify_gateway_cache_bytes",
+            "Bytes held by the in-process page cache (pages plus bookkeeping).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.cache_entries = Gauge(
+            "classify_gateway_cache_entries",
+            "Entries (pages and page tokens) in the in-process page cache.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.shared_chains = Counter(
+            "classify_gateway_shared_chains",
+            "With Redis: chains this replica claimed (fetches for the fleet), followed "
+            "(another replica fetches), or took over (its holder died or stopped).",
+            ["event"],
+            registry=r,
+        )
+        self.coalesce_lagged = Counter(
+            "classify_gateway_coalesce_lagged",
+            "Readers of a shared chain that fell more than COALESCE_BUFFER_PAGES behind and "
+            "went on from the cache or from their own token.",
+            registry=r,
+        )
         # Labelled children, looked up once per label set rather than once per call
         # (`labels()` takes a lock and builds a tuple key every time).
         self._rpc_children: dict[tuple[str, str], tuple[Any, Any, Any]] = {}
@@ -188,6 +239,26 @@ class Metrics:
         count.inc()
         duration.observe(seconds)
         sent.inc(pages)
+
+    # Coalescing and the page cache (page_cache.CacheHooks)
+    def cache_lookup(self, hit: bool) -> None:
+        self.cache_lookups.labels("hit" if hit else "miss").inc()
+
+    def cache_evicted(self, entries: int) -> None:
+        self.cache_evictions.inc(entries)
+
+    def cache_size(self, entries: int, size: int) -> None:
+        self.cache_entries.set(entries)
+        self.cache_bytes.set(size)
+
+    def chain_event(self, event: str) -> None:
+        self.shared_chains.labels(event).inc()
+
+    def page_delivered(self, source: str) -> None:
+        """One page sent to a caller, from `source` (see page_delivery.FROM_*)."""
+        self.pages_by_source.labels(source).inc()
+        if source != "upstream":
+            self.upstream_saved.labels(source).inc()
 
     def upstream_request_done(self, method: str, route: str, status: str, seconds: float) -> None:
         """One attempt: `status` is the HTTP status, or the failure reason without one."""

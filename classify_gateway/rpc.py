@@ -84,6 +84,8 @@ class Rpc:
         self.stream = stream
         self.started = time.monotonic()
         self.pages = 0
+        # Where its pages came from (page_delivery.FROM_*), for the log line and metrics.
+        self.sources: dict[str, int] = {}
         # Token of the first page the caller has not received ("" before page 1 of a
         # new classification: then the caller resumes by sending the request again).
         self.resume = resume
@@ -179,20 +181,29 @@ class Rpc:
         caller = identity_of(md, settings.caller_identity)
         return UpstreamCall(api_key, time.monotonic() + budget, forward, caller)
 
-    async def write(self, page: Any) -> None:
-        """Send one page of a stream; afterwards the caller resumes after it."""
+    async def write(self, page: Any, source: str = "upstream") -> None:
+        """Send one page of a stream; afterwards the caller resumes after it.
+
+        `source` says where the page came from (upstream, coalesced, cache, replica).
+        """
         self._check_size(page, _FRAME_OVERHEAD)
         await self._context.write(page)
         self.pages += 1
+        self._count(source)
         if self.pages == 1:
             self._rpcs.metrics.first_page_seconds.observe(time.monotonic() - self.started)
         self.resume = page.page_info.next_page_token
 
-    def sent(self, page: MessageT) -> MessageT:
+    def sent(self, page: MessageT, source: str = "upstream") -> MessageT:
         """The unary answer, checked and counted; return it from the handler."""
         self._check_size(page, 0)
         self.pages += 1
+        self._count(source)
         return page
+
+    def _count(self, source: str) -> None:
+        self.sources[source] = self.sources.get(source, 0) + 1
+        self._rpcs.metrics.page_delivered(source)
 
     def _check_size(self, page: Message, overhead: int) -> None:
         if page.ByteSize() + overhead > self._rpcs.settings.max_send_message_bytes:
@@ -211,6 +222,7 @@ class Rpc:
             "method": self.method,
             "code": code.name,
             "pages": self.pages,
+            "pages_from": self.sources,
             "duration_ms": round(seconds * 1000, 2),
             "trace_id": self.trace_id,
         }

@@ -30,6 +30,7 @@ from classify_gateway.observability import Metrics
 from classify_gateway.quota import build_limiter, heartbeat
 from classify_gateway.rpc import Rpcs
 from classify_gateway.servicer import ClassifyServicer
+from classify_gateway.sharing import Sharing
 from classify_gateway.tracing import setup_tracing, shutdown_tracing
 from classify_gateway.upstream import UpstreamClient
 from classify_gateway.validation import lenient
@@ -126,7 +127,11 @@ class Gateway:
         )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
         rpcs = Rpcs(settings, self.metrics, self.drain)
-        self.servicer = ClassifyServicer(rpcs, self.upstream)
+        # Coalescing and the page cache; with REDIS_URL, across replicas in the same shared
+        # state as the quota.
+        shared = self.shared_state if settings.redis_url else None
+        self.sharing = Sharing(settings, self.upstream, self.metrics, shared)
+        self.servicer = ClassifyServicer(rpcs, self.sharing)
         add_classify_service(self.servicer, rpcs, self.server)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -1,11 +1,12 @@
 """ClassifyService: validate, set up, stream the pages. Nothing else.
 
-The upstream side of a call (paths, tokens, the prefetch of exactly one page,
-retries) is `UpstreamClient.pages` and `.page`; everything around a call
-(admission, drain accounting, deadline, metrics, the log line, the final status
-with its resume token) is `Rpc`. Handlers use `context.write` rather than yielding
-so that a cancelled call leaves `pages` at once, which cancels the in-flight
-upstream request (closing its connection: the upstream sees the disconnect).
+Where the pages come from (the page cache, a chain shared with identical calls, or
+the upstream through `UpstreamClient.pages`: paths, tokens, the prefetch of exactly
+one page, retries) is `Sharing`; everything around a call (admission, drain
+accounting, deadline, metrics, the log line, the final status with its resume token)
+is `Rpc`. Handlers use `context.write` rather than yielding so that a cancelled call
+leaves its chain at once; the last reader out cancels the in-flight upstream request
+(closing its connection: the upstream sees the disconnect).
 """
 
 from __future__ import annotations
@@ -17,14 +18,14 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from classify_gateway.rpc import Rpcs
-from classify_gateway.upstream import UpstreamClient
+from classify_gateway.sharing import Sharing, wants_fresh
 from classify_gateway.validation import validate_classify, validate_page_request
 
 
 class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
-    def __init__(self, rpcs: Rpcs, upstream: UpstreamClient) -> None:
+    def __init__(self, rpcs: Rpcs, sharing: Sharing) -> None:
         self._rpcs = rpcs
-        self._upstream = upstream
+        self._sharing = sharing
         self._max_pages_cap = rpcs.settings.max_pages_cap
 
     async def Classify(  # type: ignore[override]
@@ -33,13 +34,19 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
         async with self._rpcs.stream("Classify", context) as rpc:
             validate_classify(request, self._max_pages_cap)
             rpc.resume = request.page_token  # until page 1, resume where it started
-            async with self._upstream.pages(request, rpc.upstream_call()) as pages:
-                async for page in pages:
-                    await rpc.write(page)
+            fresh = wants_fresh(context.invocation_metadata())
+            call = await self._sharing.call_for(request, rpc.upstream_call(), fresh=fresh)
+            async with self._sharing.pages(call) as pages:
+                async for page, source in pages:
+                    await rpc.write(page.message(rpc.pages + 1), source)
 
     async def GetClassifyPage(
         self, request: pb.GetClassifyPageRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.GetClassifyPageResponse:
         async with self._rpcs.unary("GetClassifyPage", context) as rpc:
             validate_page_request(request)
-            return rpc.sent(await self._upstream.page(request.page_token, rpc.upstream_call()))
+            fresh = wants_fresh(context.invocation_metadata())
+            one = pb.ClassifyRequest(page_token=request.page_token, max_pages=1)
+            call = await self._sharing.call_for(one, rpc.upstream_call(), fresh=fresh)
+            page, source = await self._sharing.page(call)
+            return rpc.sent(page.page_response(), source)

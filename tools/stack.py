@@ -36,7 +36,9 @@ def main() -> int:
     cmd = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
     if not cmd:
         parser.error("give a command after --")
-    with running_stack(log_dir=LOG_DIR) as stack:
+    # The clients' suites inject faults and read the emulator's journal, request by request:
+    # sharing (coalescing, the page cache) is off, as in the Python tests of the same things.
+    with running_stack({"coalesce": False, "cache_ttl": 0}, log_dir=LOG_DIR) as stack:
         for k, v in stack.env.items():
             print(f"stack: {k}={v}", flush=True)
         return subprocess.call(cmd, env={**os.environ, **stack.env})

@@ -244,7 +244,13 @@ def analyse(samples: list[list[float]], seconds: float) -> dict[str, Any]:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     tally = Tally()
-    gateway_settings = {"retry_max_attempts": 2, "log_level": "WARNING"}
+    # Sharing off: every logical request must reach the faulty upstream (tests/support/gateway.py).
+    gateway_settings = {
+        "retry_max_attempts": 2,
+        "log_level": "WARNING",
+        "coalesce": False,
+        "cache_ttl": 0,
+    }
     log_dir = Path(args.log_dir) if args.log_dir else ROOT / ".cache" / "soak-logs"
     with running_stack(gateway_settings, log_dir) as stack:
         emu = SimpleNamespace(

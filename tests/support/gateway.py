@@ -22,11 +22,17 @@ from classify_gateway.observability import Metrics
 from classify_gateway.server import Gateway
 from tests.support.upstream import FakeUpstream, serving
 
+# Test gateways pass every call through to the upstream: the tests of faults, retries,
+# deadlines and limits repeat the same request and count upstream requests, which a
+# shared chain or a cache hit would hide. Sharing has its own tests
+# (tests/integration/test_sharing*.py), which turn it on.
+NO_SHARING: dict[str, Any] = {"coalesce": False, "cache_ttl": 0}
 FAST = {
     "retry_initial_backoff": 0.01,
     "retry_max_backoff": 0.05,
     "listen": "127.0.0.1:0",
     "metrics_listen": "127.0.0.1:0",
+    **NO_SHARING,
 }
 
 

@@ -22,11 +22,12 @@ from classify_emulator.stack import (
     running,
     spawn,
     start_emulator,
-    start_gateway,
     stop,
     wait_for_port,
 )
+from classify_emulator.stack import start_gateway as _start_gateway
 from classify_emulator.testing import AdminClient
+from tests.support.gateway import NO_SHARING
 
 __all__ = [
     "EXE",
@@ -75,8 +76,23 @@ def serve_process(
     """A real `classify-gateway serve`, listening, its stdout and stderr on pipes.
 
     The caller stops it (`proc.stop()`) and reads the pipes (drain_pipe for long runs).
+    Sharing is off unless `settings` turn it on (tests/support/gateway.py, NO_SHARING).
     """
     return start_gateway(upstream_url, api_key, subprocess.PIPE, port, **settings)
+
+
+def start_gateway(
+    upstream_url: str,
+    api_key: str,
+    output: Output = None,
+    port: int | None = None,
+    cmd: list[str] | None = None,
+    **settings: object,
+) -> Process:
+    """classify_emulator.stack.start_gateway, with sharing off unless `settings` turn it on
+    (tests/support/gateway.py, NO_SHARING)."""
+    merged = {**NO_SHARING, **settings}
+    return _start_gateway(upstream_url, api_key, output, port, cmd, **merged)
 
 
 def drain_pipe(pipe: IO[bytes] | None, into: list[bytes]) -> threading.Thread:

@@ -64,11 +64,24 @@ type ClassifyServiceClient interface {
 	// `next_page_token` received (or the `resume_page_token` of the error's
 	// ErrorInfo): the stream continues with the first page not yet received.
 	// Tokens expire at `page_info.page_expired_at`.
+	//
+	// Shared pages: identical calls (same upstream API key, same request once
+	// upstream defaults are made explicit) share one upstream page chain while
+	// it is being fetched, and completed pages are cached for a while
+	// (`CLASSIFY_GATEWAY_CACHE_TTL`, never past `page_expired_at`), in one
+	// gateway process or, with Redis, across replicas. Every caller still gets
+	// every page from the first, in order, byte for byte as the upstream sent
+	// it, with its own `page_number`; nothing is ever shared between API keys.
+	// To get fresh results, send the metadata `cache-control: no-cache`: the
+	// gateway then asks the upstream (it neither reads the cache nor joins a
+	// chain started before the call) and refreshes the cache with the answer.
 	Classify(ctx context.Context, in *ClassifyRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[ClassifyResponse], error)
 	// Returns exactly one page of a classification result for a page token
 	// (upstream `GET /classify/{page_token}`). This is the AIP-158 shape for
 	// callers that page by hand: pass `next_page_token` (or `prev_page_token`)
-	// of the previous page.
+	// of the previous page. The page may come from the gateway's page cache (see
+	// `Classify`); `cache-control: no-cache` metadata asks the upstream instead
+	// and refreshes the cache.
 	GetClassifyPage(ctx context.Context, in *GetClassifyPageRequest, opts ...grpc.CallOption) (*GetClassifyPageResponse, error)
 }
 
@@ -134,11 +147,24 @@ type ClassifyServiceServer interface {
 	// `next_page_token` received (or the `resume_page_token` of the error's
 	// ErrorInfo): the stream continues with the first page not yet received.
 	// Tokens expire at `page_info.page_expired_at`.
+	//
+	// Shared pages: identical calls (same upstream API key, same request once
+	// upstream defaults are made explicit) share one upstream page chain while
+	// it is being fetched, and completed pages are cached for a while
+	// (`CLASSIFY_GATEWAY_CACHE_TTL`, never past `page_expired_at`), in one
+	// gateway process or, with Redis, across replicas. Every caller still gets
+	// every page from the first, in order, byte for byte as the upstream sent
+	// it, with its own `page_number`; nothing is ever shared between API keys.
+	// To get fresh results, send the metadata `cache-control: no-cache`: the
+	// gateway then asks the upstream (it neither reads the cache nor joins a
+	// chain started before the call) and refreshes the cache with the answer.
 	Classify(*ClassifyRequest, grpc.ServerStreamingServer[ClassifyResponse]) error
 	// Returns exactly one page of a classification result for a page token
 	// (upstream `GET /classify/{page_token}`). This is the AIP-158 shape for
 	// callers that page by hand: pass `next_page_token` (or `prev_page_token`)
-	// of the previous page.
+	// of the previous page. The page may come from the gateway's page cache (see
+	// `Classify`); `cache-control: no-cache` metadata asks the upstream instead
+	// and refreshes the cache.
 	GetClassifyPage(context.Context, *GetClassifyPageRequest) (*GetClassifyPageResponse, error)
 	mustEmbedUnimplementedClassifyServiceServer()
 }

@@ -1,0 +1,131 @@
+"""Pages shared across replicas through a real redis-server: two in-process "replicas"
+(each its own Coalescer, shared state, page store and claim) over one fake upstream that
+counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from classify_gateway.coalescing import ChainStart, Coalescer, Hub
+from classify_gateway.page_cache import NoHooks, Page
+from classify_gateway.page_delivery import FROM_CACHE, FROM_REPLICA, Call, PageDelivery
+from classify_gateway.shared_pages import SharedChains, SharedPageStore, encode_page
+from classify_gateway.shared_state import RedisState, ResilientState
+from tests.support.counting_source import CountingSource, chain_page
+
+
+class Replica:
+    def __init__(self, r: Redis, up: CountingSource, ttl: float, lease: float = 2.0) -> None:
+        self.hooks = NoHooks()
+        state = ResilientState(RedisState(r, "test"))
+        self.store = SharedPageStore(state, ttl, self.hooks)
+        self.chains = SharedChains(state, up.open, lease=lease, poll=0.02, hooks=self.hooks)
+
+        async def put(hub: Hub, position: int, page: Page) -> None:
+            if not hub.remote:
+                await self.store.put(hub.chain_key, position, page, "kh")
+
+        self.delivery = PageDelivery(Coalescer(self.chains.open, on_page=put), self.store)
+
+
+@pytest.fixture
+async def r(redis: Any) -> AsyncIterator[Redis]:
+    client = Redis.from_url(redis.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def call(**kw: Any) -> Call:
+    return Call("kh", "chain", ChainStart(1), time.monotonic() + 30, **kw)
+
+
+async def read(replica: Replica, c: Call | None = None) -> list[tuple[bytes, str]]:
+    out = []
+    gen: Any = replica.delivery.pages(c or call())
+    try:
+        async for page, source in gen:
+            out.append((page.body, source))
+    finally:
+        await gen.aclose()
+    return out
+
+
+async def test_ten_calls_over_two_replicas_cost_one_chain_and_a_repeat_costs_nothing(
+    r: Redis,
+) -> None:
+    up = CountingSource(5, delay=0.02)
+    a, b = Replica(r, up, ttl=300), Replica(r, up, ttl=300)
+    results = await asyncio.gather(*(read(a if i % 2 else b) for i in range(10)))
+    assert (up.posts, up.gets) == (1, 4)
+    bodies = [[body for body, _ in res] for res in results]
+    assert all(x == bodies[0] for x in bodies) and len(bodies[0]) == 5
+    assert FROM_REPLICA in {s for res in results for _, s in res}
+    again = await read(b)
+    assert {s for _, s in again} == {FROM_CACHE}
+    assert [body for body, _ in again] == bodies[0]
+    assert (up.posts, up.gets) == (1, 4)
+
+
+async def test_without_cache_identical_calls_in_flight_still_share_across_replicas(
+    r: Redis,
+) -> None:
+    up = CountingSource(4, delay=0.03)
+    a, b = Replica(r, up, ttl=0), Replica(r, up, ttl=0)
+    results = await asyncio.gather(read(a), read(b), read(a), read(b))
+    assert (up.posts, up.gets) == (1, 3)
+    assert all(len(res) == 4 for res in results)
+    await read(b)  # TTL 0: a repeat goes upstream again
+    assert (up.posts, up.gets) == (2, 6)
+
+
+async def test_a_reader_takes_over_when_the_holder_dies(r: Redis) -> None:
+    """A dead replica held the lease and published pages 1-2: after its lease expires,
+    a reader on another replica continues from page 2's next_page_token."""
+    up = CountingSource(5)
+    dead_chain = "deadchain"
+    await r.set("test:kv:pages:lease:chain", f"dead|{dead_chain}", px=300)
+    for pos in (1, 2):
+        page = Page.from_message(chain_page(pos, 5), dead_chain)
+        await r.set(f"test:kv:pages:chain:{dead_chain}:{pos}", encode_page(page))
+    await r.set(f"test:kv:pages:chain:{dead_chain}:head", b'{"published": 2}')
+    b = Replica(r, up, ttl=0, lease=1.0)
+    got = await asyncio.wait_for(read(b), 10)
+    assert len(got) == 5
+    assert [s for _, s in got][:2] == [FROM_REPLICA, FROM_REPLICA]
+    assert (up.posts, up.gets) == (0, 3)  # pages 3, 4, 5 from the token of page 2
+
+
+async def test_upstream_error_reaches_readers_on_the_other_replica(r: Redis) -> None:
+    up = CountingSource(5, delay=0.02, fail_at=3)
+    a, b = Replica(r, up, ttl=0), Replica(r, up, ttl=0)
+
+    async def reasons(rep: Replica) -> tuple[int, str]:
+        n = 0
+        try:
+            async for _ in rep.delivery.pages(call()):  # type: ignore[attr-defined]
+                n += 1
+        except Exception as err:
+            return n, getattr(err, "reason", repr(err))
+        return n, "OK"
+
+    got = await asyncio.gather(reasons(a), reasons(b))
+    assert got == [(2, "UPSTREAM_UNREACHABLE"), (2, "UPSTREAM_UNREACHABLE")]
+    assert up.posts == 1
+
+
+async def test_redis_down_is_a_miss_not_a_failure() -> None:
+    dead = Redis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.1, socket_timeout=0.1)
+    up = CountingSource(3)
+    a = Replica(dead, up, ttl=300)
+    got = await read(a)
+    assert len(got) == 3
+    assert (up.posts, up.gets) == (1, 2)
+    await dead.aclose()

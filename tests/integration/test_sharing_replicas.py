@@ -1,0 +1,99 @@
+"""Two real gateway processes sharing one real redis-server: one chain per request across
+replicas, a repeat on the other replica served from Redis, and a replica killed mid-chain
+whose chain another replica finishes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.integration.test_sharing import Gateway, pages_bytes, upstream
+from tests.support.classify import classify_request
+from tests.support.gateway import collect, read_rest
+
+
+@pytest.fixture(scope="module")
+def open_emulator() -> Iterator[Any]:
+    from classify_emulator.config import EmulatorConfig
+    from classify_emulator.testing import running_emulator
+
+    with running_emulator(EmulatorConfig(journal_limit=100000)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(open_emulator: Any) -> Iterator[Any]:
+    open_emulator.admin.reset()
+    open_emulator.admin.set_config(latency_ms=80)
+    yield open_emulator
+    open_emulator.admin.reset()
+
+
+@pytest.fixture
+def redis_url(redis: Any) -> str:
+    return str(redis.url)
+
+
+async def test_ten_calls_over_two_replicas_cost_one_chain(emu: Any, redis_url: str) -> None:
+    a = Gateway(emu, redis_url=redis_url)
+    b = Gateway(emu, redis_url=redis_url)
+    try:
+        req = classify_request(emu, count=10, page_limit=2)
+        async with a.stub() as stub_a, b.stub() as stub_b:
+            results = await asyncio.gather(
+                *(collect((stub_a if i % 2 else stub_b).Classify(req)) for i in range(10))
+            )
+            assert all(err is None for _, err in results)
+            first = pages_bytes(results[0][0])
+            assert len(first) == 5
+            assert all(pages_bytes(p) == first for p, _ in results)
+            assert upstream(emu) == (1, 4)
+            # A repeat on either replica is served from Redis.
+            emu.admin.clear_requests()
+            again_a, err_a = await collect(stub_a.Classify(req))
+            again_b, err_b = await collect(stub_b.Classify(req))
+    finally:
+        a.stop()
+        b.stop()
+    assert err_a is None and err_b is None
+    assert pages_bytes(again_a) == first and pages_bytes(again_b) == first
+    assert upstream(emu) == (0, 0)
+    sources: dict[str, int] = {}
+    for r in a.rpcs() + b.rpcs():
+        for k, v in r["pages_from"].items():
+            sources[k] = sources.get(k, 0) + v
+    # 5 pages fetched once; the other replica read them from Redis.
+    assert sources.get("upstream") == 5
+    assert sources.get("replica", 0) + sources.get("cache", 0) >= 15
+
+
+async def test_killing_the_fetching_replica_mid_chain(emu: Any, redis_url: str) -> None:
+    emu.admin.set_config(latency_ms=250)
+    a = Gateway(emu, redis_url=redis_url, chain_lease=1)
+    b = Gateway(emu, redis_url=redis_url, chain_lease=1)
+    try:
+        req = classify_request(emu, count=12, page_limit=2)  # 6 pages, ~1.5 s of upstream
+        async with a.stub() as stub_a, b.stub() as stub_b:
+            on_a = stub_a.Classify(req)
+            first_a = await on_a.read()  # replica A holds the chain now
+            assert first_a.page_number == 1
+            waiting = [stub_b.Classify(req) for _ in range(3)]
+            firsts = await asyncio.gather(*(c.read() for c in waiting))
+            assert all(f.page_number == 1 for f in firsts)
+            a.kill()
+            rests = await asyncio.gather(*(read_rest(c) for c in waiting))
+    finally:
+        a.stop()
+        b.stop()
+    for first, (rest, err) in zip(firsts, rests, strict=True):
+        assert err is None
+        pages = [first, *rest]
+        assert [p.page_number for p in pages] == [1, 2, 3, 4, 5, 6]
+        assert pages_bytes(pages) == pages_bytes([firsts[0], *rests[0][0]])
+    posts, gets = upstream(emu)
+    assert posts == 1  # B never started the classification again
+    assert 5 <= gets <= 6  # at most the page A was fetching when it died, twice
+    assert any(r["pages_from"].get("upstream") for r in b.rpcs())  # B took the chain over

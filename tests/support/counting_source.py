@@ -1,0 +1,61 @@
+"""A counting page source for hub and shared-chain tests: no HTTP, just pages and counts."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncGenerator
+
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+
+from classify_gateway.coalescing import ChainStart, Hub
+from classify_gateway.errors import own_error
+from classify_gateway.page_cache import Page
+
+
+def chain_page(i: int, n: int, chain: str = "c") -> pb.ClassifyResponse:
+    msg = pb.ClassifyResponse()
+    msg.data.add(video_id=f"{chain}-video-{i}")
+    msg.page_info.next_page_token = f"{chain}-t{i + 1}" if i < n else ""
+    msg.page_info.prev_page_token = f"{chain}-t{i - 1}" if i > 1 else ""
+    msg.page_info.page_expired_at.FromSeconds(int(time.time()) + 300)
+    return msg
+
+
+class CountingSource:
+    """A chain of n pages; page i is fetched by POST (i=1) or by token `c-t{i}`."""
+
+    def __init__(self, n: int, delay: float = 0.0, fail_at: int | None = None) -> None:
+        self.n = n
+        self.delay = delay
+        self.fail_at = fail_at
+        self.posts = 0
+        self.gets = 0
+        self.cancelled = 0
+        self.gate: asyncio.Event | None = None
+
+    def open(self, hub: Hub, start: ChainStart) -> AsyncGenerator[Page, None]:
+        return self._pages(hub, start)
+
+    async def _pages(self, hub: Hub, start: ChainStart) -> AsyncGenerator[Page, None]:
+        i = start.position
+        cap = hub.max_wanted()
+        try:
+            while True:
+                if i == 1 and not start.token:
+                    self.posts += 1
+                else:
+                    self.gets += 1
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                if self.gate is not None:
+                    await self.gate.wait()
+                if self.fail_at == i:
+                    raise own_error("UPSTREAM_UNREACHABLE")
+                yield Page.from_message(chain_page(i, self.n), hub.chain_id)
+                if i >= self.n or (cap is not None and i >= cap):
+                    return
+                i += 1
+        except asyncio.CancelledError:
+            self.cancelled += 1
+            raise
