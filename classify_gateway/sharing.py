@@ -58,15 +58,16 @@ class Sharing:
         opener = self._upstream_pages
         if shared is not None:
             store = SharedPageStore(shared, settings.cache_ttl, metrics)
-            self.chains = SharedChains(
-                shared,
-                self._upstream_pages,
-                lease=settings.chain_lease,
-                poll=max(0.005, settings.redis_timeout_ms / 2000),
-                hooks=metrics,
-            )
-            opener = self.chains.open
             self.cache_enabled = settings.cache_ttl > 0
+            if settings.coalesce:  # COALESCE=false: no chain is shared, across replicas either
+                self.chains = SharedChains(
+                    shared,
+                    self._upstream_pages,
+                    lease=settings.chain_lease,
+                    poll=max(0.005, settings.redis_timeout_ms / 2000),
+                    hooks=metrics,
+                )
+                opener = self.chains.open
         else:
             cache = PageCache(settings.cache_ttl, settings.cache_max_bytes, metrics)
             store = cache
