@@ -214,6 +214,7 @@ class Metrics:
             ["event"],
             registry=r,
         )
+        self._source_children: dict[str, tuple[Any, Any]] = {}
         self.coalesce_lagged = Counter(
             "classify_gateway_coalesce_lagged",
             "Readers of a shared chain that fell more than COALESCE_BUFFER_PAGES behind and "
@@ -256,9 +257,14 @@ class Metrics:
 
     def page_delivered(self, source: str) -> None:
         """One page sent to a caller, from `source` (see page_delivery.FROM_*)."""
-        self.pages_by_source.labels(source).inc()
-        if source != "upstream":
-            self.upstream_saved.labels(source).inc()
+        children = self._source_children.get(source)
+        if children is None:
+            saved = self.upstream_saved.labels(source) if source != "upstream" else None
+            children = (self.pages_by_source.labels(source), saved)
+            self._source_children[source] = children
+        children[0].inc()
+        if children[1] is not None:
+            children[1].inc()
 
     def upstream_request_done(self, method: str, route: str, status: str, seconds: float) -> None:
         """One attempt: `status` is the HTTP status, or the failure reason without one."""
