@@ -265,12 +265,14 @@ async def serve(settings: Settings, *, serve_metrics: bool = True) -> int:
     A worker of `serve --workers N` passes serve_metrics=False: its parent serves the
     one /metrics endpoint for all workers.
     """
-    gateway = Gateway(settings)
-    await gateway.start(serve_metrics=serve_metrics)
+    # The handlers go in before the port opens: a SIGTERM that arrives as soon as the
+    # port answers (a fast rollout, a test) drains instead of killing the process.
     loop = asyncio.get_running_loop()
     stop_requested = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop_requested.set)
+    gateway = Gateway(settings)
+    await gateway.start(serve_metrics=serve_metrics)
     await stop_requested.wait()
     await gateway.stop()
     return 0
