@@ -10,17 +10,14 @@ from typing import Any
 
 import pytest
 
-from tests.integration.test_sharing import Gateway, pages_bytes, upstream
 from tests.support.classify import classify_request
 from tests.support.gateway import collect, read_rest
+from tests.support.sharing import Gateway, any_key_emulator, pages_bytes, upstream
 
 
 @pytest.fixture(scope="module")
 def open_emulator() -> Iterator[Any]:
-    from classify_emulator.config import EmulatorConfig
-    from classify_emulator.testing import running_emulator
-
-    with running_emulator(EmulatorConfig(journal_limit=100000)) as emu:
+    with any_key_emulator() as emu:
         yield emu
 
 
