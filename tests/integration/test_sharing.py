@@ -14,6 +14,7 @@ import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from tests.support.classify import classify_request
+from tests.support.emulators import reset_around
 from tests.support.gateway import collect
 from tests.support.sharing import (
     KEY_A,
@@ -34,10 +35,7 @@ def open_emulator() -> Iterator[Any]:
 
 @pytest.fixture
 def emu(open_emulator: Any) -> Iterator[Any]:
-    open_emulator.admin.reset()
-    open_emulator.admin.set_config(latency_ms=60)
-    yield open_emulator
-    open_emulator.admin.reset()
+    yield from reset_around(open_emulator, latency_ms=60)
 
 
 @pytest.fixture(scope="module")

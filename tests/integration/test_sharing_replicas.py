@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from tests.support.classify import classify_request
+from tests.support.emulators import reset_around
 from tests.support.gateway import collect, read_rest
 from tests.support.sharing import Gateway, any_key_emulator, pages_bytes, upstream
 
@@ -23,10 +24,7 @@ def open_emulator() -> Iterator[Any]:
 
 @pytest.fixture
 def emu(open_emulator: Any) -> Iterator[Any]:
-    open_emulator.admin.reset()
-    open_emulator.admin.set_config(latency_ms=80)
-    yield open_emulator
-    open_emulator.admin.reset()
+    yield from reset_around(open_emulator, latency_ms=80)
 
 
 @pytest.fixture

@@ -8,9 +8,12 @@ from typing import Any
 PAGES = "/classify/"  # the path fragment of every page GET (never of a POST)
 
 
-def reset_around(emulator: Any) -> Iterator[Any]:
-    """Yield the emulator reset (faults, journal, tokens, quotas, config), and reset it after."""
+def reset_around(emulator: Any, **config: Any) -> Iterator[Any]:
+    """Yield the emulator reset (faults, journal, tokens, quotas, config), with `config`
+    (runtime settings such as `latency_ms`) applied, and reset it after."""
     emulator.admin.reset()
+    if config:
+        emulator.admin.set_config(**config)
     yield emulator
     emulator.admin.reset()
 
