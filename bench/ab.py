@@ -7,7 +7,11 @@ streams). Reports each variant's gateway CPU per page and its ratio to the shipp
 gateway within each round (min / median / max). Writes bench/results/ab_VARIANTS.json.
 
 Variants are a command and settings, so an idea can be measured before it is written
-into the gateway (`uvloop` runs the same `serve` under uvloop's event loop).
+into the gateway (`uvloop` runs the same `serve` under uvloop's event loop). A variant
+`ref:COMMIT` runs the gateway of another commit (checked out once into a git worktree
+in the temporary directory, outside the tree ruff and pytest read), so that a change to
+the gateway is measured against the code before it, in the same run:
+`python -m bench.ab ref:main~1`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,9 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from bench import procs
@@ -50,6 +57,39 @@ VARIANTS: dict[str, tuple[list[str] | None, dict[str, object]]] = {
 }
 
 
+REF_SERVE = (
+    "import sys; sys.path[:0] = [{root!r}, {root!r} + '/generated']; "
+    "from classify_gateway.cli import main; sys.exit(main(['serve']))"
+)
+
+
+def variant(name: str) -> tuple[list[str] | None, dict[str, object]]:
+    """The command and settings of a variant: a named one, or `ref:COMMIT`."""
+    if not name.startswith("ref:"):
+        return VARIANTS[name]
+    rev = subprocess.run(
+        ["git", "-C", str(procs.ROOT), "rev-parse", "--verify", name[4:] + "^{commit}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    tree = Path(tempfile.gettempdir()) / "classify-gateway-refs" / rev[:12]
+    if not tree.exists():
+        tree.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["git", "-C", str(procs.ROOT), "worktree", "add", "--detach", str(tree), rev],
+            check=True,
+            capture_output=True,
+        )
+    return [procs.PY, "-c", REF_SERVE.format(root=str(tree))], {}
+
+
+def known_variant(name: str) -> str:
+    if name.startswith("ref:") or (name in VARIANTS and name != "shipped"):
+        return name
+    raise argparse.ArgumentTypeError(f"unknown variant {name!r} (choose from {list(VARIANTS)})")
+
+
 async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, Any]:
     procs.pin(os.getpid(), procs.DRIVER_CORES)
     out: dict[str, Any] = {}
@@ -57,7 +97,7 @@ async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, An
         gateways = {}
         try:
             for name in ["shipped", *names]:
-                cmd, settings = VARIANTS[name]
+                cmd, settings = variant(name)
                 gateways[name] = procs.start_gateway(
                     upstream.url, settings, cmd, f"gateway_{name}.log"
                 )
@@ -96,7 +136,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("variants", nargs="*", choices=[v for v in VARIANTS if v != "shipped"])
+    ap.add_argument("variants", nargs="*", type=known_variant, help="names, or ref:COMMIT")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=3.0)
     ns = ap.parse_args()
@@ -107,7 +147,8 @@ def main() -> None:
     res["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     procs.RESULTS.mkdir(parents=True, exist_ok=True)
     # One file per run of variants; docs/benchmarks.md quotes the recorded ones.
-    (procs.RESULTS / f"ab_{'_'.join(names)}.json").write_text(json.dumps(res, indent=2) + "\n")
+    stem = "_".join(n.replace(":", "-") for n in names)
+    (procs.RESULTS / f"ab_{stem}.json").write_text(json.dumps(res, indent=2) + "\n")
     for phase, rows in res["results"].items():
         for n, r in rows.items():
             print(

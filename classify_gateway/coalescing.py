@@ -55,6 +55,7 @@ class ChainStart:
     position: int
     token: str = ""
     request: pb.ClassifyRequest | None = None  # the classification, for a chain from its POST
+    body: bytes | None = None  # its upstream JSON body, when already built (Sharing.call_for)
 
     def upstream_request(self) -> pb.ClassifyRequest:
         """The ClassifyRequest that makes the upstream client fetch from here."""
@@ -377,6 +378,46 @@ class Coalescer:
         if live is None or fresh or not live.can_join(1, None) or start.position == 1:
             self._hubs[chain_key] = hub
         return hub, False
+
+    async def solo(
+        self,
+        chain_key: str,
+        start: ChainStart,
+        chain_id: str | None,
+        *,
+        deadline: float,
+        last_position: int | None,
+        key_hash: str = "",
+        upstream: Any = None,
+    ) -> AsyncGenerator[Page, None]:
+        """The pages of a chain nobody else can join (COALESCE=false), read in the
+        caller's own task: no producer task, no buffer, no hand-over per page.
+
+        The same source and the same page sink as a hub's (so pages are cached alike),
+        and the same order of events: a page is yielded as it arrives, the last page is
+        cached once its source has ended cleanly, an error comes after the pages before
+        it. Leaving early closes the source, which cancels its in-flight request.
+        """
+        hub = Hub(chain_key, start, self._open, chain_id=chain_id, buffer_pages=1)
+        hub.key_hash = key_hash
+        hub.upstream = upstream
+        # The one reader: what the source asks the hub (deadline(), max_wanted()).
+        hub._subs.add(Subscription(hub, start.position, deadline, last_position))
+        source = self._open(hub, start)
+        final: tuple[int, Page] | None = None
+        try:
+            async for page in source:
+                hub.upstream_pages += 1
+                position = hub.published = hub.published + 1
+                if not page.next_token:
+                    final = (position, page)
+                elif self._on_page is not None:
+                    await self._on_page(hub, position, page)
+                yield page
+            if final is not None and self._on_page is not None:
+                await self._on_page(hub, *final)
+        finally:
+            await source.aclose()
 
     def _finished(self, hub: Hub) -> None:
         if self._hubs.get(hub.chain_key) is hub:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
@@ -352,7 +353,11 @@ class JsonFormatter(logging.Formatter):
             out.pop("trace_id", None)
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        line = _ENCODER.encode(out)
+        try:
+            # orjson: a tenth of json's time for the per-RPC line.
+            line = orjson.dumps(out, default=str).decode()
+        except TypeError:  # what orjson refuses (a lone surrogate, a huge int): json
+            line = _ENCODER.encode(out)
         for secret in self._secrets:
             line = line.replace(secret, "<redacted>")
         return line

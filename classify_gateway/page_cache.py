@@ -70,12 +70,35 @@ class Page:
 
     def message(self, page_number: int) -> pb.ClassifyResponse:
         """A fresh ClassifyResponse for one stream (each stream sets its own page_number)."""
-        msg = pb.ClassifyResponse.FromString(self.body)
-        msg.page_number = page_number
-        return msg
+        return pb.ClassifyResponse.FromString(self.wire(page_number))
+
+    def wire(self, page_number: int) -> bytes:
+        """This page as one stream's serialized ClassifyResponse, with its page_number.
+
+        The shared body plus field 3 appended: a protobuf parser reads fields in any
+        order, so every reader gets its own page_number without a parse and a second
+        serialization of the whole page (what `message` costs; the server's response
+        serializer passes bytes through, `server.passthrough`).
+        """
+        if page_number <= 0:
+            return self.body
+        return self.body + _PAGE_NUMBER_TAG + _varint(page_number)
 
     def page_response(self) -> pb.GetClassifyPageResponse:
         return pb.GetClassifyPageResponse.FromString(self.body)
+
+
+# ClassifyResponse.page_number: field 3, wire type 0 (varint).
+_PAGE_NUMBER_TAG = bytes([3 << 3 | 0])
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def new_chain_id() -> str:

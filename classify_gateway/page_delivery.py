@@ -94,6 +94,26 @@ class PageDelivery:
                     continue
             first = position == call.start.position
             start = call.start if first else ChainStart(position, token)
+            last = position + (call.max_pages - sent) - 1 if call.max_pages else None
+            if not self.coalesce:
+                # Nobody can join this chain: read it in this task, without a hub.
+                solo = self.coalescer.solo(
+                    call.chain_key,
+                    start,
+                    chain_id,
+                    deadline=call.deadline,
+                    last_position=last,
+                    key_hash=call.key_hash,
+                    upstream=call.upstream,
+                )
+                async with contextlib.aclosing(solo) as pages:
+                    async for page in pages:
+                        chain_id = page.chain_id
+                        sent += 1
+                        yield page, FROM_UPSTREAM
+                        if not wanted():
+                            return
+                return
             hub, _joined = self.coalescer.hub_for(
                 call.chain_key,
                 start,
@@ -104,7 +124,6 @@ class PageDelivery:
                 upstream=call.upstream,
             )
             fresh = False
-            last = position + (call.max_pages - sent) - 1 if call.max_pages else None
             sub = hub.subscribe(position, call.deadline, last)
             try:
                 while wanted():

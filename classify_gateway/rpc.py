@@ -16,16 +16,16 @@ import asyncio
 import logging
 import time
 from types import TracebackType
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf.message import Message
 
 from classify_gateway.callers import identity_of
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.errors import GatewayError, own_error, scrub, to_grpc_status
 from classify_gateway.observability import Metrics, trace_id_from
+from classify_gateway.page_cache import Page
 from classify_gateway.upstream import UpstreamCall
 from classify_gateway.validation import (
     API_KEY_HEADER,
@@ -36,7 +36,6 @@ from classify_gateway.validation import (
 log = logging.getLogger("classify_gateway.rpc")
 # A streamed message costs a few bytes of framing on top of the message itself.
 _FRAME_OVERHEAD = 8
-MessageT = TypeVar("MessageT", bound=Message)
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
 
 
@@ -181,32 +180,35 @@ class Rpc:
         caller = identity_of(md, settings.caller_identity)
         return UpstreamCall(api_key, time.monotonic() + budget, forward, caller)
 
-    async def write(self, page: Any, source: str = "upstream") -> None:
+    async def write(self, page: Page, source: str = "upstream") -> None:
         """Send one page of a stream; afterwards the caller resumes after it.
 
         `source` says where the page came from (upstream, coalesced, cache, replica).
+        The page goes as its serialized bytes with this stream's page_number (`Page.wire`).
         """
-        self._check_size(page, _FRAME_OVERHEAD)
-        await self._context.write(page)
+        wire = page.wire(self.pages + 1)
+        self._check_size(len(wire) + _FRAME_OVERHEAD)
+        await self._context.write(wire)
         self.pages += 1
         self._count(source)
         if self.pages == 1:
             self._rpcs.metrics.first_page_seconds.observe(time.monotonic() - self.started)
-        self.resume = page.page_info.next_page_token
+        self.resume = page.next_token
 
-    def sent(self, page: MessageT, source: str = "upstream") -> MessageT:
-        """The unary answer, checked and counted; return it from the handler."""
-        self._check_size(page, 0)
+    def sent(self, page: Page, source: str = "upstream") -> bytes:
+        """The unary answer (a GetClassifyPageResponse, serialized), checked and counted;
+        return it from the handler."""
+        self._check_size(len(page.body))
         self.pages += 1
         self._count(source)
-        return page
+        return page.body
 
     def _count(self, source: str) -> None:
         self.sources[source] = self.sources.get(source, 0) + 1
         self._rpcs.metrics.page_delivered(source)
 
-    def _check_size(self, page: Message, overhead: int) -> None:
-        if page.ByteSize() + overhead > self._rpcs.settings.max_send_message_bytes:
+    def _check_size(self, size: int) -> None:
+        if size > self._rpcs.settings.max_send_message_bytes:
             # grpc would end the call with a bare RESOURCE_EXHAUSTED (no details).
             raise own_error("PAGE_TOO_LARGE")
 

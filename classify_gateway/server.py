@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -86,6 +87,19 @@ def _guarded(rpcs: Rpcs, method: str, handler: Callable[[Any, Any], Awaitable[An
     return run
 
 
+def passthrough(message_type: type[Message]) -> Callable[[Any], bytes]:
+    """The response serializer of a method: a message is serialized, bytes (a page
+    already serialized once for every reader, `page_cache.Page.wire`) go as they are."""
+    serialize = message_type.SerializeToString
+
+    def run(response: Any) -> bytes:
+        if type(response) is bytes:
+            return response
+        return serialize(response)
+
+    return run
+
+
 def add_classify_service(servicer: ClassifyServicer, rpcs: Rpcs, server: grpc.aio.Server) -> None:
     """Register ClassifyService like the generated `add_..._to_server`, with two changes:
     requests are parsed by `validation.lenient`, so that bytes that do not decode reach
@@ -95,12 +109,12 @@ def add_classify_service(servicer: ClassifyServicer, rpcs: Rpcs, server: grpc.ai
         "Classify": grpc.unary_stream_rpc_method_handler(
             _guarded(rpcs, "Classify", servicer.Classify),
             request_deserializer=lenient(pb.ClassifyRequest),
-            response_serializer=pb.ClassifyResponse.SerializeToString,
+            response_serializer=passthrough(pb.ClassifyResponse),
         ),
         "GetClassifyPage": grpc.unary_unary_rpc_method_handler(
             _guarded(rpcs, "GetClassifyPage", servicer.GetClassifyPage),
             request_deserializer=lenient(pb.GetClassifyPageRequest),
-            response_serializer=pb.GetClassifyPageResponse.SerializeToString,
+            response_serializer=passthrough(pb.GetClassifyPageResponse),
         ),
     }
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

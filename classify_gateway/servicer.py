@@ -38,15 +38,15 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
             call = await self._sharing.call_for(request, rpc.upstream_call(), fresh=fresh)
             async with self._sharing.pages(call) as pages:
                 async for page, source in pages:
-                    await rpc.write(page.message(rpc.pages + 1), source)
+                    await rpc.write(page, source)
 
-    async def GetClassifyPage(
+    async def GetClassifyPage(  # type: ignore[override]
         self, request: pb.GetClassifyPageRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> pb.GetClassifyPageResponse:
+    ) -> bytes:
         async with self._rpcs.unary("GetClassifyPage", context) as rpc:
             validate_page_request(request)
             fresh = wants_fresh(context.invocation_metadata())
             one = pb.ClassifyRequest(page_token=request.page_token, max_pages=1)
             call = await self._sharing.call_for(one, rpc.upstream_call(), fresh=fresh)
             page, source = await self._sharing.page(call)
-            return rpc.sent(page.page_response(), source)
+            return rpc.sent(page, source)  # the page's serialized response

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
+import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_gateway.canonical import api_key_hash, request_key, token_chain_key
@@ -23,6 +24,7 @@ from classify_gateway.page_cache import Page, PageCache, PageStore, new_chain_id
 from classify_gateway.page_delivery import FROM_CACHE, FROM_UPSTREAM, Call, PageDelivery
 from classify_gateway.shared_pages import SharedChains, SharedPageStore
 from classify_gateway.shared_state import SharedState
+from classify_gateway.translate import request_to_json
 from classify_gateway.upstream import UpstreamCall, UpstreamClient
 
 NO_CACHE = "no-cache"
@@ -73,6 +75,7 @@ class Sharing:
             store = cache
             self.cache_enabled = cache.enabled
         self.store = store if self.cache_enabled else None
+        self._keyed = settings.coalesce or self.store is not None
         self.coalescer = Coalescer(
             opener, buffer_pages=settings.coalesce_buffer_pages, on_page=self._cache_page
         )
@@ -92,8 +95,12 @@ class Sharing:
         }
         token = request.page_token
         if not token:
-            key = request_key(kh, self._base, request)
-            return Call(kh, key, ChainStart(1, request=request), **common)
+            sent = request_to_json(request)
+            # The chain key names what may be shared; with nothing to share it with
+            # (COALESCE=false, no cache) it is not computed.
+            key = request_key(kh, self._base, request, sent) if self._keyed else ""
+            start = ChainStart(1, request=request, body=orjson.dumps(sent))
+            return Call(kh, key, start, **common)
         if self.store is not None and not fresh:
             target = await self.store.find_token(kh, token)
             if target is not None:
@@ -138,15 +145,7 @@ class Sharing:
             unlimited.max_pages = 0
             request = unlimited
         call = dataclasses.replace(hub.upstream, deadline=hub.deadline())
-        async with self._upstream.pages(request, call) as pages:
-            async for message in _numbered(pages):
+        async with self._upstream.pages(request, call, body=start.body) as pages:
+            async for message in pages:
+                message.page_number = 0  # set per stream (Page.wire)
                 yield Page.from_message(message, hub.chain_id)
-
-
-async def _numbered(
-    pages: AsyncIterator[pb.ClassifyResponse],
-) -> AsyncIterator[pb.ClassifyResponse]:
-    """The upstream client's pages without their page_number (it is set per stream)."""
-    async for message in pages:
-        message.page_number = 0
-        yield message

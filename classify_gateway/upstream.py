@@ -103,6 +103,14 @@ def retry_hint(headers: Mapping[str, str], status: int, now_epoch: float) -> flo
     return None
 
 
+# Sent with every upstream request (what httpx.AsyncClient's default headers were).
+DEFAULT_HEADERS = (
+    ("accept", "application/json"),
+    ("accept-encoding", "gzip, deflate"),
+    ("user-agent", "classify-gateway/0.1"),
+)
+
+
 @dataclass(frozen=True)
 class UpstreamCall:
     """What one RPC brings to its upstream requests: key, deadline, headers to forward."""
@@ -113,13 +121,16 @@ class UpstreamCall:
     caller: str = ""  # the calling service, for fair share (callers.identity_of)
 
     @functools.cached_property
-    def get_headers(self) -> dict[str, str]:
-        """Headers of this call's GET requests, built once per call (not per page)."""
-        return {"x-api-key": self.api_key, **self.forward}
+    def get_headers(self) -> httpx.Headers:
+        """Headers of this call's GET requests, built once per call (not per page):
+        each request copies the list instead of normalising every header again."""
+        return httpx.Headers([*DEFAULT_HEADERS, ("x-api-key", self.api_key), *self.forward.items()])
 
     @functools.cached_property
-    def post_headers(self) -> dict[str, str]:
-        return {**self.get_headers, "content-type": "application/json"}
+    def post_headers(self) -> httpx.Headers:
+        headers = self.get_headers.copy()
+        headers["content-type"] = "application/json"
+        return headers
 
 
 class UpstreamClient:
@@ -154,11 +165,8 @@ class UpstreamClient:
         # default headers and the timeouts.
         self._transport = instrument_transport(AiohttpTransport(limits, settings.upstream_body_cap))
         self._base = settings.upstream_base
-        self._default_headers = (
-            ("accept", "application/json"),
-            ("accept-encoding", "gzip, deflate"),
-            ("user-agent", "classify-gateway/0.1"),
-        )
+        # The URLs of the two POST paths, parsed once (a URL is parsed per request).
+        self._urls = {p: httpx.URL(self._base + p) for p in ("/classify", "/classify/bulk")}
         # One timeout per layer: the transport bounds the connect (a dead host fails fast
         # and is retried); each attempt as a whole is bounded in `_attempt` by the
         # per-attempt timeout or the caller's deadline, whichever ends first.
@@ -173,13 +181,14 @@ class UpstreamClient:
         await self._transport.aclose()
 
     async def _send(
-        self, method: str, path: str, content: bytes | None, headers: Mapping[str, str]
+        self, method: str, path: str, content: bytes | None, headers: httpx.Headers
     ) -> httpx.Response:
         """One HTTP exchange, the body read; httpx exceptions as the transport raises them."""
+        url = self._urls.get(path)
         request = httpx.Request(
             method,
-            self._base + path,
-            headers=[*self._default_headers, *headers.items()],
+            url if url is not None else httpx.URL(self._base + path),
+            headers=headers,
             content=content,
             extensions={"timeout": self._timeouts},
         )
@@ -190,17 +199,19 @@ class UpstreamClient:
     # -- one classification --------------------------------------------------------
 
     def pages(
-        self, request: pb.ClassifyRequest, call: UpstreamCall
+        self, request: pb.ClassifyRequest, call: UpstreamCall, *, body: bytes | None = None
     ) -> contextlib.aclosing[AsyncGenerator[pb.ClassifyResponse, None]]:
         """The pages of one (validated) classification, page_number counted from 1.
+
+        `body`: the POST's JSON (`translate.request_to_json`), when the caller built it.
 
         Use as `async with client.pages(...) as pages: async for page in pages:`;
         leaving the block cancels the page being prefetched at once.
         """
-        return contextlib.aclosing(self._pages(request, call))
+        return contextlib.aclosing(self._pages(request, call, body))
 
     async def _pages(
-        self, request: pb.ClassifyRequest, call: UpstreamCall
+        self, request: pb.ClassifyRequest, call: UpstreamCall, body: bytes | None
     ) -> AsyncGenerator[pb.ClassifyResponse, None]:
         # Page N+1 is requested as soon as page N's JSON is parsed, before page N is
         # translated and handed out; page N+2 only once the consumer asks for N+1, i.e.
@@ -214,21 +225,21 @@ class UpstreamClient:
             seen.add(request.page_token)
             first = self._get_page(request.page_token, call, first_page=True)
         else:
-            first = self._call(
-                "POST", classify_path(request), orjson.dumps(request_to_json(request)), call, True
-            )
-        body = await drain.wait(drain.start(first))
+            if body is None:
+                body = orjson.dumps(request_to_json(request))
+            first = self._call("POST", classify_path(request), body, call, True)
+        answer = await drain.wait(drain.start(first))
         number = 0
         prefetch: asyncio.Task[Any] | None = None
         try:
             while True:
-                token = next_token_of(body)
+                token = next_token_of(answer)
                 refusal = _token_refusal(token, seen)
                 if refusal is None and token:
                     seen.add(token)
                     if (cap == 0 or number + 1 < cap) and not drain.cutoff:
                         prefetch = drain.start(self._get_page(token, call, first_page=False))
-                page = _checked_page(body, pb.ClassifyResponse)
+                page = _checked_page(answer, pb.ClassifyResponse)
                 if refusal is not None:
                     page.page_info.next_page_token = ""  # never offered for resume
                 number += 1
@@ -241,7 +252,7 @@ class UpstreamClient:
                     if token and drain.cutoff:
                         raise own_error("GATEWAY_SHUTTING_DOWN")
                     return
-                body = await drain.wait(prefetch)
+                answer = await drain.wait(prefetch)
                 prefetch = None
         finally:
             if prefetch is not None:
@@ -273,8 +284,9 @@ class UpstreamClient:
         started = time.monotonic()
         try:
             async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
+                key = [("x-api-key", api_key)] if api_key else []
                 response = await self._send(
-                    "GET", "/indexes?page_limit=1", None, {"x-api-key": api_key} if api_key else {}
+                    "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
                 )
             alive = response.status_code < 500
             status = str(response.status_code)
@@ -312,7 +324,7 @@ class UpstreamClient:
                 self._metrics.rate_limit_wait(waited)
             started = time.monotonic()
             try:
-                body = await self._attempt(method, path, content, headers, deadline)
+                body = await self._attempt(method, path, content, headers, call.api_key, deadline)
             except GatewayError as failure:
                 err = failure
             else:
@@ -363,7 +375,8 @@ class UpstreamClient:
         method: str,
         path: str,
         content: bytes | None,
-        headers: dict[str, str],
+        headers: httpx.Headers,
+        api_key: str,
         deadline: float,
     ) -> Any:
         """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
@@ -399,12 +412,10 @@ class UpstreamClient:
         if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
             # The upstream's own quota is spent: every replica stops until its reset
             # instead of each finding the 429 for itself (quota.SharedLimiter.learn).
-            await self._limiter.learn(headers.get("x-api-key", ""), status, response.headers)
+            await self._limiter.learn(api_key, status, response.headers)
         content = response.content
         try:
-            body = redact_json(
-                content, orjson.loads(content), (headers["x-api-key"], self._settings.api_key)
-            )
+            body = redact_json(content, orjson.loads(content), (api_key, self._settings.api_key))
         except orjson.JSONDecodeError:
             body = None
         if 200 <= status < 300:

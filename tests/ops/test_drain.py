@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from classify_gateway.server import SERVICE_NAME
 from tests.support.classify import classify_request
 from tests.support.gateway import collect, error_details, read_rest
+from tests.support.logs import events
 from tests.support.processes import free_port, serve_process, stop
 
 
@@ -78,7 +79,7 @@ async def test_drain_on_signal(emulator: Any, sig: signal.Signals) -> None:
         # Nothing cut silently: the token names exactly the first page not received.
         assert info.metadata["resume_page_token"] == received[-1].page_info.next_page_token
     out = proc.stderr.read().decode() if proc.stderr else ""
-    assert '"event": "shutdown_complete"' in out
+    assert events(out)["shutdown_complete"] == 1
     assert emulator.api_key not in out
 
 

@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.classify import classify_request
 from tests.support.gateway import collect, read_rest
+from tests.support.logs import events
 from tests.support.serve import serve_logged
 
 # Each channel its own connection (grpc otherwise shares one between equal channels).
@@ -103,5 +104,5 @@ async def test_two_workers_one_port_one_metrics_endpoint_drain(emulator: Any) ->
         assert code == 0 and took < 5 + 3
         assert not any(c.is_running() and c.status() != psutil.STATUS_ZOMBIE for c in children)
         log = gw.log_text()
-        assert log.count('"event": "shutdown_complete"') == 3  # two workers and the parent
+        assert events(log)["shutdown_complete"] == 3  # two workers and the parent
         assert emulator.api_key not in log

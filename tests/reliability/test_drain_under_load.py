@@ -29,6 +29,7 @@ from tests.support.gateway import (
     read_rest,
     resume_request,
 )
+from tests.support.logs import events
 from tests.support.processes import drain_pipe, free_port, serve_process, stop
 
 GRACE = 3.0
@@ -123,7 +124,7 @@ async def test_sigterm_during_200_streams(
     assert completed >= SHORT * 0.9, "the short streams should finish inside the grace"
     assert cut >= LONG * 0.9, "the long streams should outlive the grace: the test lost its point"
     log = b"".join(err_lines + out).decode(errors="replace")
-    assert '"event": "shutdown_complete"' in log
+    assert events(log)["shutdown_complete"] >= 1
 
     # Resuming every cut stream elsewhere yields exactly the pages it had not received.
     emu.admin.clear_faults()

@@ -55,6 +55,20 @@ def test_page_bytes_round_trip_and_page_number_is_per_stream() -> None:
     assert p.page_response().SerializeToString() == p.body
 
 
+def test_wire_is_the_message_with_this_streams_page_number() -> None:
+    """What a stream sends (the shared body plus field 3) parses to the same message as
+    setting page_number and serializing, for one-byte and multi-byte varints; page 0
+    (none) is the body itself."""
+    p = page(3)
+    for n in (1, 127, 128, 300, 16_384, 2**31 - 1):
+        expected = pb.ClassifyResponse.FromString(p.body)
+        expected.page_number = n
+        got = pb.ClassifyResponse.FromString(p.wire(n))
+        assert got == expected
+        assert got.page_number == n
+    assert p.wire(0) == p.body
+
+
 def test_get_after_put_and_expiry_after_ttl() -> None:
     cache, clock, hooks = make(ttl=60)
     cache.put_now("k", 1, page(1), "kh")
