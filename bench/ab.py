@@ -54,6 +54,9 @@ VARIANTS: dict[str, tuple[list[str] | None, dict[str, object]]] = {
     "uvloop": ([procs.PY, "-c", UVLOOP_SERVE], {}),
     "httpx_transport_direct": ([procs.PY, "-c", TRANSPORT_SERVE], {}),
     "log_warning": (None, {"log_level": "WARNING"}),
+    # The shipped sharing settings (every other variant runs without them): the calls are
+    # distinct, so this is what coalescing and the cache cost when nothing is shared.
+    "defaults": (None, {"coalesce": True, "cache_ttl": 300}),
 }
 
 
@@ -104,7 +107,8 @@ async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, An
             for pages in (1, 10):
                 procs.upstream_config(upstream.url, shape="docs", pages=pages)
                 clients = {
-                    n: GatewayClient(g.address, bench_request()) for n, g in gateways.items()
+                    n: GatewayClient(g.address, bench_request()).distinct()
+                    for n, g in gateways.items()
                 }
                 per_round: dict[str, list[float]] = {n: [] for n in gateways}
                 for c in clients.values():

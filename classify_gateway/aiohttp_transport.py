@@ -24,11 +24,16 @@ gateway bounds each whole exchange with one asyncio timeout instead (upstream.py
 
 from __future__ import annotations
 
+import zlib
+
 import aiohttp
 import httpx
 import yarl
 
 _READ_CHUNK = 256 * 1024
+# What the gateway asks for (upstream.DEFAULT_HEADERS: Accept-Encoding) and decodes here.
+_WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
+_ENTITY_HEADERS = (b"content-encoding", b"content-length")
 
 
 class ResponseTooLarge(httpx.RequestError):
@@ -50,6 +55,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     and rising for an endless one). Past the cap the transport stops reading, closes that
     connection (it is never reused: the rest of the body is still on it) and raises
     ResponseTooLarge. A declared Content-Length over the cap is refused before reading.
+    A gzip or deflate body is inflated here under the same cap (`_decode`) and handed on
+    decoded: the cap bounds what reaches memory, not only what crossed the wire.
     """
 
     def __init__(self, limits: httpx.Limits, max_body_bytes: int | None = None) -> None:
@@ -93,6 +100,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 body = await self._read(response, request)
                 status = response.status
                 headers = list(response.raw_headers)
+                encoding = response.headers.get("content-encoding", "").strip().lower()
+            if encoding and encoding != "identity":
+                # Decoded here, under the same cap, and handed on as identity: httpx would
+                # inflate a 32 KiB body into 32 MiB (or 32 GiB) after the cap had passed it.
+                body = _decode(body, encoding, self._max_body, request)
+                headers = [(k, v) for k, v in headers if k.lower() not in _ENTITY_HEADERS]
         except ResponseTooLarge:
             raise
         except aiohttp.ClientConnectorError as exc:
@@ -138,3 +151,32 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _decode(body: bytes, encoding: str, cap: int | None, request: httpx.Request) -> bytes:
+    """`body` inflated (gzip or deflate), never past `cap` bytes.
+
+    Anything else is refused as undecodable (httpx.DecodingError, which the upstream
+    client answers as a malformed response): an encoding the gateway never asked for,
+    stacked encodings, data that is not what its header says, a stream cut short.
+    """
+    wbits = _WBITS.get(encoding)
+    if wbits is None:
+        raise httpx.DecodingError(
+            f"unsupported content-encoding {encoding[:40]!r}", request=request
+        )
+    if encoding == "deflate" and body[:1] and body[0] & 0x0F != 8:
+        wbits = -zlib.MAX_WBITS  # raw deflate, as some servers send it (httpx accepts it)
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, (cap + 1) if cap else 0)
+        if cap and (len(out) > cap or inflater.unconsumed_tail):
+            raise ResponseTooLarge(cap, len(out), request)
+        out += inflater.flush()
+    except zlib.error as exc:
+        raise httpx.DecodingError(
+            f"{encoding} body does not decode: {exc}", request=request
+        ) from None
+    if not inflater.eof:
+        raise httpx.DecodingError(f"{encoding} body is cut short", request=request)
+    return out

@@ -403,6 +403,12 @@ class UpstreamClient:
                 "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read; "
                 "ask for a smaller page_limit",
             ) from None
+        except httpx.DecodingError:
+            raise own_error(
+                "UPSTREAM_MALFORMED_RESPONSE",
+                "the upstream's answer does not decode (its Content-Encoding is not gzip or "
+                "deflate, or the body is not what that header says)",
+            ) from None
         except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
             raise own_error(
                 "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import io
 import itertools
 import json
 import logging
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -326,6 +328,65 @@ async def test_an_oversized_body_is_refused_and_its_connection_closed(
             await asyncio.sleep(0.05)
         assert up.bytes_sent < 64 * MiB
         assert up.open_connections == 0
+
+
+def _compressed(data: bytes, encoding: str) -> bytes:
+    if encoding == "gzip":
+        return gzip.compress(data, compresslevel=9)
+    return zlib.compress(data, 9)  # HTTP's "deflate" is the zlib format
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compressed_page_is_decoded(encoding: str) -> None:
+    """The gateway asks for gzip and deflate (Accept-Encoding): what it asked for works."""
+    body = _compressed(json.dumps(page()).encode(), encoding)
+    reply = Reply(body=body, headers=[(b"content-encoding", encoding.encode())])
+    async with hostile_upstream(script(reply)) as up, running_gateway(up.base_url, KEY) as gw:
+        pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
+    assert err is None, err
+    assert [p.data[0].video_id for p in pages] == ["v0"]
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+async def test_a_compression_bomb_is_capped_by_its_decoded_size(encoding: str) -> None:
+    """A 32 KiB body that inflates to 32 MiB of valid JSON, against a 1 MiB cap: the cap
+    bounds what is decoded, not only what is read off the wire, so the page is refused
+    as too large instead of being inflated into memory and served."""
+    pad = b"a" * (32 * MiB)
+    body = _compressed(b'{"data": [], "pad": "' + pad + b'"}', encoding)
+    assert len(body) < 64 * 1024
+    reply = Reply(body=body, headers=[(b"content-encoding", encoding.encode())])
+    async with (
+        hostile_upstream(script(reply)) as up,
+        running_gateway(up.base_url, KEY, max_upstream_body_bytes=MiB) as gw,
+    ):
+        pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
+    assert err is not None and err.code() == C.DATA_LOSS, err
+    assert reason(err) == "PAGE_TOO_LARGE"
+    assert pages == []
+    assert len(up.requests) == 1  # never retried
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body"),
+    [
+        ("gzip", b"\x1f\x8b\x08\x00garbage that is not deflate data"),
+        ("gzip", gzip.compress(json.dumps(page()).encode())[:-12]),  # cut off mid-stream
+        ("deflate", b"not zlib at all"),
+        ("br", b"\x0b\x02\x80{}\x03"),  # never asked for, and not decodable here
+        ("gzip, gzip", gzip.compress(gzip.compress(b"{}"))),
+    ],
+    ids=["gzip-garbage", "gzip-truncated", "deflate-garbage", "br", "stacked"],
+)
+async def test_a_body_that_does_not_decode_is_malformed_not_internal(
+    encoding: str, body: bytes
+) -> None:
+    reply = Reply(body=body, headers=[(b"content-encoding", encoding.encode())])
+    async with hostile_upstream(script(reply)) as up, running_gateway(up.base_url, KEY) as gw:
+        pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
+    assert err is not None and err.code() == C.UNAVAILABLE, err
+    assert reason(err) == "UPSTREAM_MALFORMED_RESPONSE"
+    assert pages == []
 
 
 def _peak_rss(pid: int) -> int:
