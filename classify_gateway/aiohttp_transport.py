@@ -63,6 +63,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._max_body = max_body_bytes
         self._session: aiohttp.ClientSession | None = None
+        # Built once, not per request: the timeouts by (connect, read), and the URL of
+        # each repeated target (the POST paths; page tokens differ, so the map is capped).
+        self._timeouts: dict[tuple[float | None, float | None], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, yarl.URL] = {}
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -85,17 +89,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         try:
             async with session.request(
                 request.method,
-                # encoded=True: send the target exactly as httpx built it; yarl would
-                # otherwise re-quote it and resolve dot segments on its own.
-                yarl.URL(str(request.url), encoded=True),
+                self._url(request),
                 headers=request.headers.multi_items(),
                 data=request.content or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(
-                    total=None,
-                    sock_connect=timeout.get("connect"),
-                    sock_read=timeout.get("read"),
-                ),
+                timeout=self._timeout(timeout.get("connect"), timeout.get("read")),
             ) as response:
                 body = await self._read(response, request)
                 status = response.status
@@ -128,6 +126,24 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             extensions={"http_version": b"HTTP/1.1"},
         )
 
+    def _url(self, request: httpx.Request) -> yarl.URL:
+        # encoded=True: send the target exactly as httpx built it; yarl would otherwise
+        # re-quote it and resolve dot segments on its own.
+        raw = str(request.url)
+        url = self._urls.get(raw)
+        if url is None:
+            url = yarl.URL(raw, encoded=True)
+            if request.method == "POST" and len(self._urls) < 16:
+                self._urls[raw] = url
+        return url
+
+    def _timeout(self, connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+        timeout = self._timeouts.get((connect, read))
+        if timeout is None:
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect, sock_read=read)
+            self._timeouts[(connect, read)] = timeout
+        return timeout
+
     async def _read(self, response: aiohttp.ClientResponse, request: httpx.Request) -> bytes:
         cap = self._max_body
         if cap is None:
@@ -136,6 +152,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if declared is not None and declared > cap:
             response.close()
             raise ResponseTooLarge(cap, declared, request)
+        if declared is not None:
+            # aiohttp's parser reads exactly the declared length (at most the cap) and
+            # fails a body cut short: one read, no chunk loop.
+            return await response.read()
         chunks: list[bytes] = []
         size = 0
         async for chunk in response.content.iter_chunked(_READ_CHUNK):

@@ -382,6 +382,13 @@ def setup_logging(level: str, secrets: Iterable[str] = (), stream: Any = None) -
     writes to stderr itself, outside Python logging, and stays quiet at its default
     GRPC_VERBOSITY (ERROR).
     """
+    # What the JSON lines never show is not gathered for every record either (the
+    # logging docs' "Optimization" section): the caller's file and line (a stack walk),
+    # the thread, the process (a getpid system call).
+    setattr(logging, "_srcfile", None)  # noqa: B010 (documented, but private to typing)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
     root = logging.getLogger()

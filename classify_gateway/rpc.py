@@ -89,7 +89,8 @@ class Rpc:
         # new classification: then the caller resumes by sending the request again).
         self.resume = resume
         self._metadata: list[tuple[str, str | bytes]] = list(context.invocation_metadata() or ())
-        self.trace_id = trace_id_from(forwardable_trace_context(self._metadata))
+        self._forward = forwardable_trace_context(self._metadata)
+        self.trace_id = trace_id_from(self._forward)
         # Every key this call could have sent upstream: redacted from all it gets back.
         self._secrets = [rpcs.settings.api_key] + [
             v for k, v in self._metadata if k.lower() == API_KEY_HEADER and isinstance(v, str)
@@ -175,10 +176,9 @@ class Rpc:
                 raise own_error("API_KEY_MISSING")
         remaining = self._context.time_remaining()
         budget = settings.default_deadline if remaining is None else remaining
-        forward = forwardable_trace_context(self._metadata)
         md = {k.lower(): v for k, v in self._metadata if isinstance(v, str)}
         caller = identity_of(md, settings.caller_identity)
-        return UpstreamCall(api_key, time.monotonic() + budget, forward, caller)
+        return UpstreamCall(api_key, time.monotonic() + budget, self._forward, caller)
 
     async def write(self, page: Page, source: str = "upstream") -> None:
         """Send one page of a stream; afterwards the caller resumes after it.

@@ -253,7 +253,8 @@ def classify_violations(request: pb.ClassifyRequest, max_pages_cap: int = 10000)
         if not c.prompts:
             out.append((f"{path}.prompts", "at least one prompt is required"))
         for j, prompt in enumerate(c.prompts):
-            _check_text(prompt, f"{path}.prompts[{j}]", "a prompt", out)
+            if not prompt.strip() or len(prompt) > MAX_TEXT_LENGTH:  # the path only then
+                _check_text(prompt, f"{path}.prompts[{j}]", "a prompt", out)
         total_prompts += len(c.prompts)
         _check_options(list(c.options), f"{path}.options", out, required=False)
         _check_conversation_option(c.conversation_option, f"{path}.conversation_option", out)
