@@ -49,24 +49,7 @@ httpx.AsyncClient.request = request
 from classify_gateway.cli import main
 sys.exit(main(["serve"]))
 """
-# What the upstream leg costs (aiohttp, the transport, httpx's Request/Response): the
-# same gateway with every upstream exchange answered in process by a canned page.
-CANNED_SERVE = """
-import asyncio, json, sys, httpx
-from classify_gateway import upstream
-from tests.support.upstream import DOCS_PAGE, chain
-BODIES = {}
-async def send(self, method, path, content, headers):
-    await asyncio.sleep(0)
-    pages = BODIES.setdefault(0, [json.dumps(p).encode() for p in chain([DOCS_PAGE] * 10)])
-    index = 0 if method == "POST" else int(path.rsplit("/p", 1)[1])
-    return httpx.Response(200, content=pages[index if index < 10 else 9])
-upstream.UpstreamClient._send = send
-from classify_gateway.cli import main
-sys.exit(main(["serve"]))
-"""
 VARIANTS: dict[str, tuple[list[str] | None, dict[str, object]]] = {
-    "canned_upstream": ([procs.PY, "-c", CANNED_SERVE], {}),
     "shipped": (None, {}),
     "uvloop": ([procs.PY, "-c", UVLOOP_SERVE], {}),
     "httpx_transport_direct": ([procs.PY, "-c", TRANSPORT_SERVE], {}),
