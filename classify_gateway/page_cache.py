@@ -20,6 +20,8 @@ be used upstream. The whole cache holds at most `CLASSIFY_GATEWAY_CACHE_MAX_BYTE
 
 from __future__ import annotations
 
+import itertools
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -101,8 +103,29 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+class _ChainIds:
+    """Chain ids unique across processes and replicas without a random draw per chain
+    (`uuid4` read the OS's random source for every call, about 1 % of a 1-page call):
+    a random prefix per process, drawn again in a forked child, then a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.prefix = uuid.uuid4().hex[:16]
+        self.counter = itertools.count(1)
+
+    def new(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_CHAIN_IDS = _ChainIds()
+os.register_at_fork(after_in_child=_CHAIN_IDS.reset)
+
+
 def new_chain_id() -> str:
-    return uuid.uuid4().hex
+    """A new upstream chain's id: hex, unique across the processes sharing a cache."""
+    return _CHAIN_IDS.new()
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.page_cache import EXPIRY_MARGIN, CacheHooks, Page, PageCache
+from classify_gateway.page_cache import EXPIRY_MARGIN, CacheHooks, Page, PageCache, new_chain_id
 
 
 class Clock:
@@ -121,3 +123,21 @@ def test_tokens_name_the_neighbouring_pages_under_the_same_key_only() -> None:
     assert nxt is not None and (nxt.chain_key, nxt.position, nxt.chain_id) == ("k", 3, "chain-1")
     assert prev is not None and prev.position == 1
     assert cache.find_token_now("other-key-hash", "t3") is None
+
+
+def test_chain_ids_are_hex_and_unique_across_a_fork() -> None:
+    """Chain ids name chains in Redis for every replica and `--workers` child: a forked
+    child must not continue its parent's sequence under the same prefix."""
+    ids = {new_chain_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    assert all(int(i, 16) >= 0 and " " not in i and "|" not in i for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write, new_chain_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 100).decode()
+    os.waitpid(pid, 0)
+    parent = new_chain_id()
+    assert child not in ids and child[:16] != parent[:16]
