@@ -29,6 +29,7 @@ from bench.scenarios import (
     added_latency,
     cpu_per_page,
     first_page,
+    floor,
     ghz,
     memory,
     profile,
@@ -41,6 +42,7 @@ from bench.stage import Stage
 SCENARIOS: list[tuple[str, Callable[[Stage], Awaitable[dict[str, Any]]]]] = [
     ("translation", translation.run),
     ("cpu_per_page", cpu_per_page.run),
+    ("floor", floor.run),
     ("added_latency", added_latency.run),
     ("slow_consumer", slow_consumer.run),
     ("first_page", first_page.run),

@@ -165,6 +165,24 @@ def _memory(res: dict[str, Any]) -> str:
     return columns_table(rows, "streams", MEMORY_COLUMNS)
 
 
+def _floor(res: dict[str, Any]) -> str:
+    f = res.get("floor") or {}
+    if not f or f.get("skipped"):
+        return "Not run."
+    names = {
+        "grpc_bare": "grpc.aio alone (a prebuilt page per call)",
+        "grpc_aiohttp": "grpc.aio + one aiohttp POST per call",
+        "gateway": "the gateway",
+    }
+    cpu = f.get("cpu_ms_per_1page_call", {})
+    mem = f.get("kib_per_waiting_stream", {})
+    gateway_mem = dig(res, "memory.waiting.points")
+    if gateway_mem:
+        mem = {**mem, "gateway": gateway_mem[-1]["kib_per_stream"]}
+    rows = [(label, cpu.get(name), mem.get(name)) for name, label in names.items()]
+    return table(["server", "CPU ms per 1-page call", "KiB per waiting stream"], rows)
+
+
 def _translation(res: dict[str, Any]) -> str:
     return columns_table(cases(res.get("translation"), "page_bytes"), "page", TRANSLATION_COLUMNS)
 
@@ -317,6 +335,8 @@ def fields(res: dict[str, Any]) -> dict[str, str]:
         "slow_vs_prefetch": fmt(sc.get("gateway_vs_direct_prefetch")),
         "first_page": fmt((res.get("first_page") or {}).get("added_p50_ms")),
         "memory_table": _memory(res),
+        "floor_table": _floor(res),
+        "floor_streams": fmt(dig(res, "floor.kib_per_waiting_stream.streams")),
         "translation_table": _translation(res),
         "ghz": _ghz(res),
         "profile": _profile(res),

@@ -13,7 +13,6 @@ import dataclasses
 from collections.abc import AsyncGenerator
 from typing import Any
 
-import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_gateway.canonical import api_key_hash, request_key, token_chain_key
@@ -24,7 +23,7 @@ from classify_gateway.page_cache import Page, PageCache, PageStore, new_chain_id
 from classify_gateway.page_delivery import FROM_CACHE, FROM_UPSTREAM, Call, PageDelivery
 from classify_gateway.shared_pages import SharedChains, SharedPageStore
 from classify_gateway.shared_state import SharedState
-from classify_gateway.translate import request_to_json
+from classify_gateway.translate import request_body, request_to_json
 from classify_gateway.upstream import UpstreamCall, UpstreamClient
 
 NO_CACHE = "no-cache"
@@ -99,7 +98,7 @@ class Sharing:
             # The chain key names what may be shared; with nothing to share it with
             # (COALESCE=false, no cache) it is not computed.
             key = request_key(kh, self._base, request, sent) if self._keyed else ""
-            start = ChainStart(1, request=request, body=orjson.dumps(sent))
+            start = ChainStart(1, request=request, body=request_body(sent))
             return Call(kh, key, start, **common)
         if self.store is not None and not fresh:
             target = await self.store.find_token(kh, token)

@@ -42,6 +42,7 @@ from classify_gateway.translate import (
     next_token_of,
     page_from_json,
     page_path,
+    request_body,
     request_to_json,
 )
 from classify_gateway.validation import token_problem
@@ -226,7 +227,7 @@ class UpstreamClient:
             first = self._get_page(request.page_token, call, first_page=True)
         else:
             if body is None:
-                body = orjson.dumps(request_to_json(request))
+                body = request_body(request_to_json(request))
             first = self._call("POST", classify_path(request), body, call, True)
         answer = await drain.wait(drain.start(first))
         number = 0

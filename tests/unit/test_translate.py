@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from classify_gateway.translate import (
     page_from_json,
     page_path,
     parse_timestamp,
+    request_body,
     request_to_json,
 )
 
@@ -218,3 +220,22 @@ def test_next_token_of() -> None:
     assert next_token_of({"page_info": {"next_page_token": None}}) == ""
     assert next_token_of({"page_info": {}}) == ""
     assert next_token_of([]) == ""
+
+
+def test_request_body_is_the_json_in_a_buffer_of_its_own_size() -> None:
+    """The POST body lives while the upstream thinks: it must not keep orjson's 4 KiB
+    write buffer (10,000 waiting streams would hold 40 MB of it)."""
+    sent = {
+        "video_ids": ["v1"],
+        "options": ["visual"],
+        "classes": [{"name": "a", "prompts": ["b"]}],
+    }
+    assert json.loads(request_body(sent)) == sent
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        bodies = [request_body(sent) for _ in range(100)]
+        per_body = (tracemalloc.get_traced_memory()[0] - before) / len(bodies)
+    finally:
+        tracemalloc.stop()
+    assert per_body < 4 * len(bodies[0]) + 100, per_body

@@ -1,0 +1,66 @@
+"""The floor under the gateway: a grpc.aio ClassifyService with nothing of the gateway in it.
+
+`python -m bench.floor_server PORT MODE [UPSTREAM_URL]`, run by bench/scenarios/floor.py:
+
+* `bare`: every call writes one prebuilt page (the documentation's, as the gateway sends
+  it) and ends: what grpc.aio costs per call by itself;
+* `aiohttp`: every call first POSTs the classify body to the upstream with one pooled
+  aiohttp session (no pool limit) and reads the answer: grpc.aio plus the least an
+  HTTP client can do per call;
+* `wait`: every call waits forever: grpc.aio's memory per open stream by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from typing import Any
+
+import aiohttp
+import grpc
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+
+from classify_gateway.server import SERVICE_NAME
+from classify_gateway.translate import page_from_json
+from tests.support.upstream import DOCS_PAGE
+
+HEADERS = {"x-api-key": "bench-key", "content-type": "application/json"}
+
+
+async def serve(port: int, mode: str, upstream: str) -> None:
+    page = page_from_json(DOCS_PAGE, pb.ClassifyResponse).SerializeToString()
+    session: aiohttp.ClientSession | None = None
+    forever = asyncio.Event()
+
+    async def classify(request: Any, context: Any) -> None:
+        nonlocal session
+        if mode == "wait":
+            await forever.wait()
+        if mode == "aiohttp":
+            if session is None:
+                session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
+            async with session.post(upstream, data=b"{}", headers=HEADERS) as response:
+                await response.read()
+        await context.write(page)
+
+    handler = grpc.unary_stream_rpc_method_handler(
+        classify,
+        request_deserializer=pb.ClassifyRequest.FromString,
+        response_serializer=bytes,
+    )
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_concurrent_streams", 100_000),
+            ("grpc.server.max_pending_requests", 100_000),
+        ]
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(SERVICE_NAME, {"Classify": handler}),)
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await server.wait_for_termination()
+
+
+if __name__ == "__main__":
+    asyncio.run(serve(int(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else ""))

@@ -1,0 +1,103 @@
+"""The floor under the gateway: grpc.aio alone, and grpc.aio plus one aiohttp request.
+
+The gateway can cost no less than the server it is built on. Two stand-ins
+(bench/floor_server.py), each pinned alone on the gateway's core like the gateway:
+`bare` writes a prebuilt page per call; `aiohttp` first makes one upstream POST with a
+pooled aiohttp session. CPU per 1-page call is measured in interleaved rounds with the
+gateway (16 callers, closed loop, docs page); memory per open stream at 5,000 streams,
+each stand-in waiting (`wait`: on nothing; `aiohttp`: on an upstream that holds its
+answer, one connection per stream, as in the memory scenario).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench import procs
+from bench.clients import GatewayClient, bench_request
+from bench.loadgen import closed_loop
+from bench.meters import MS, CpuMeter, r3, spread
+from bench.stage import Stage
+
+STREAMS = 5000
+CHANNELS = 20
+
+
+def _start(stage: Stage, mode: str) -> procs.Process:
+    port = procs.free_port()
+    cmd = [
+        procs.PY,
+        "-m",
+        "bench.floor_server",
+        str(port),
+        mode,
+        stage.upstream.url + procs.API_VERSION + "/classify",
+    ]
+    proc = procs.spawn(
+        f"floor_{mode}", cmd, port, None, procs.RESULTS / f"floor_{mode}.log", cwd=procs.ROOT
+    )
+    procs.pin(proc.pid, procs.GATEWAY_CORES)
+    return proc
+
+
+async def run(stage: Stage) -> dict[str, Any]:
+    rounds, seconds = (1, 1.5) if stage.quick else (3, 4.0)
+    stage.serve("docs", 1)
+    servers = {"grpc_bare": _start(stage, "bare"), "grpc_aiohttp": _start(stage, "aiohttp")}
+    out: dict[str, Any] = {"rounds": rounds, "seconds_per_round": seconds}
+    try:
+        targets = {"gateway": stage.gateway, **servers}
+        clients = {n: GatewayClient(p.address, bench_request()) for n, p in targets.items()}
+        per_round: dict[str, list[float]] = {n: [] for n in targets}
+        for c in clients.values():
+            await c.start()
+            await closed_loop(c.call, 4, 1.0, 40)
+        for _ in range(rounds):
+            for n, c in clients.items():
+                with CpuMeter({n: procs.ps(targets[n])}) as m:
+                    res = await closed_loop(c.call, 16, seconds, 1_000_000)
+                per_round[n].append(m.used[n] / max(res.pages, 1) * MS)
+        for c in clients.values():
+            await c.aclose()
+        out["cpu_ms_per_1page_call"] = {n: spread(v) for n, v in per_round.items()}
+    finally:
+        for p in servers.values():
+            p.stop(grace=2)
+    out["kib_per_waiting_stream"] = {
+        "grpc_bare": await _memory(stage, "wait", latency_ms=0),
+        "grpc_aiohttp": await _memory(stage, "aiohttp", latency_ms=600_000),
+        "streams": STREAMS,
+    }
+    stage.serve("docs", 1)
+    return out
+
+
+async def _memory(stage: Stage, mode: str, latency_ms: int) -> float:
+    stage.serve("docs", 1, latency_ms=latency_ms)
+    server = _start(stage, mode)
+    client = GatewayClient(server.address, bench_request(), CHANNELS, [("grpc.http2.bdp_probe", 0)])
+    calls: list[Any] = []
+    try:
+        await client.start()
+        await asyncio.sleep(1.0)
+        idle = procs.ps(server).memory_info().rss
+        for i in range(STREAMS):
+            calls.append(client.stubs[i % CHANNELS].Classify(client.request, timeout=600))
+            if i % 500 == 0:
+                await asyncio.sleep(0)
+        # Until the RSS stops growing (every stream has arrived and is waiting).
+        last, deadline = idle, time.monotonic() + 60
+        while time.monotonic() < deadline:
+            await asyncio.sleep(1.0)
+            rss = procs.ps(server).memory_info().rss
+            grown, last = rss - last, rss
+            if grown < 0.01 * (rss - idle):
+                break
+        return r3((last - idle) / 1024 / STREAMS)
+    finally:
+        for c in calls:
+            c.cancel()
+        await client.aclose()
+        server.stop(grace=2)
