@@ -2,7 +2,8 @@
 
 The server (classify_gateway/server.py) owns the lifecycle and flips these flags;
 each RPC counts itself in and out (classify_gateway/rpc.py), and every upstream
-request runs as a task started here, so that the end of the grace period can
+request runs under it (a prefetch as a task started here, the first request of a call
+in the task that waits for it, `run`), so that the end of the grace period can
 interrupt them all and each open stream can still tell its caller where to resume.
 """
 
@@ -25,6 +26,40 @@ class DrainState:
         self.cutoff = False
         self.streams = 0
         self._upstream_tasks: set[asyncio.Task[Any]] = set()
+        # Tasks inside `run` (a request in the task that waits for it), and those of them
+        # the cut-off cancelled.
+        self._inline: set[asyncio.Task[Any]] = set()
+        self._cut: set[asyncio.Task[Any]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Upstream requests the end of the drain would interrupt now."""
+        return len(self._upstream_tasks) + len(self._inline)
+
+    async def run(self, call: Awaitable[T]) -> T:
+        """Run one upstream request in the current task, interruptible by the drain.
+
+        For a request nothing else runs beside (the first page of a call): no task of its
+        own, one less hand-over between tasks. The cut-off cancels the current task; the
+        cancellation it caused becomes GATEWAY_SHUTTING_DOWN here, as in `wait`; one from
+        anywhere else (the caller went away) stays a cancellation.
+        """
+        task = asyncio.current_task()
+        if task is None:  # not in a task (never in the gateway): nothing to interrupt
+            return await call
+        self._inline.add(task)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if task in self._cut:
+                self._cut.discard(task)
+                if task.uncancel() == 0:
+                    # The interrupted request may have reached the upstream: no client retry.
+                    raise own_error("GATEWAY_SHUTTING_DOWN").replace(pushback=True) from None
+            raise
+        finally:
+            self._inline.discard(task)
+            self._cut.discard(task)
 
     def start(self, call: Awaitable[T]) -> asyncio.Task[T]:
         """Run one upstream request as a task that the end of the drain can interrupt."""
@@ -51,4 +86,8 @@ class DrainState:
         tasks = list(self._upstream_tasks)
         for t in tasks:
             t.cancel()
-        return len(tasks)
+        inline = list(self._inline)
+        for t in inline:
+            self._cut.add(t)
+            t.cancel()
+        return len(tasks) + len(inline)

@@ -229,7 +229,7 @@ class UpstreamClient:
             if body is None:
                 body = request_body(request_to_json(request))
             first = self._call("POST", classify_path(request), body, call, True)
-        answer = await drain.wait(drain.start(first))
+        answer = await drain.run(first)
         number = 0
         prefetch: asyncio.Task[Any] | None = None
         try:
@@ -261,8 +261,7 @@ class UpstreamClient:
 
     async def page(self, page_token: str, call: UpstreamCall) -> pb.GetClassifyPageResponse:
         """One page by its token (GetClassifyPage)."""
-        task = self._drain.start(self._get_page(page_token, call, first_page=True))
-        body = await self._drain.wait(task)
+        body = await self._drain.run(self._get_page(page_token, call, first_page=True))
         refusal = _token_refusal(next_token_of(body), {page_token})
         if refusal is not None:
             raise refusal

@@ -161,7 +161,7 @@ async def _cancellation_run(emu: Any) -> dict[str, Any]:
         def quiet() -> bool:
             return (
                 drain.streams == 0
-                and not drain._upstream_tasks
+                and drain.in_flight == 0
                 and gauge(metrics, "classify_gateway_streams_in_flight") == 0
                 and len(asyncio.all_tasks()) <= r["tasks_before"]
                 and _pool_busy(gw) == 0
@@ -169,7 +169,7 @@ async def _cancellation_run(emu: Any) -> dict[str, Any]:
 
         await settle(quiet, SETTLE)
         r["streams"] = drain.streams
-        r["upstream_tasks"] = len(drain._upstream_tasks)
+        r["upstream_tasks"] = drain.in_flight
         r["in_flight"] = gauge(metrics, "classify_gateway_streams_in_flight")
         r["tasks_after"] = len(asyncio.all_tasks())
         r["fds_after"] = open_fds()
