@@ -27,8 +27,8 @@ from typing import Any
 
 from bench import procs
 from bench.clients import GatewayClient, bench_request
-from bench.loadgen import closed_loop
-from bench.meters import MS, CpuMeter, r3, spread
+from bench.loadgen import interleaved_cpu_per_page
+from bench.meters import r3, spread
 
 UVLOOP_SERVE = (
     "import sys, uvloop; uvloop.install(); "
@@ -112,15 +112,10 @@ async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, An
                     n: GatewayClient(g.address, bench_request()).distinct()
                     for n, g in gateways.items()
                 }
-                per_round: dict[str, list[float]] = {n: [] for n in gateways}
                 for c in clients.values():
                     await c.start()
-                    await closed_loop(c.call, 4, 1.0, 40)
-                for _ in range(rounds):
-                    for n, c in clients.items():
-                        with CpuMeter({"gateway": procs.ps(gateways[n])}) as m:
-                            res = await closed_loop(c.call, 16, seconds, 1_000_000)
-                        per_round[n].append(m.used["gateway"] / max(res.pages, 1) * MS)
+                servers = {n: procs.ps(g) for n, g in gateways.items()}
+                per_round = await interleaved_cpu_per_page(clients, servers, rounds, seconds)
                 for c in clients.values():
                     await c.aclose()
                 base = per_round["shipped"]

@@ -14,6 +14,11 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
+
+import psutil
+
+from bench.meters import MS, CpuMeter
 
 # One call: returns the monotonic times at which each page reached the caller.
 CallFn = Callable[[int], Awaitable[list[float]]]
@@ -104,3 +109,27 @@ async def open_loop(
         await asyncio.wait_for(asyncio.gather(*tasks), timeout=120)
     res.seconds = time.monotonic() - started
     return res
+
+
+async def interleaved_cpu_per_page(
+    clients: dict[str, Any],
+    servers: dict[str, psutil.Process],
+    rounds: int,
+    seconds: float,
+    callers: int = 16,
+) -> dict[str, list[float]]:
+    """CPU ms per page of each server, one figure per round, the servers loaded in turn
+    within each round (so that the machine's drift falls on all of them alike).
+
+    `clients[name]` calls `servers[name]` (a started bench client: `call` and nothing
+    else is used); each is warmed first.
+    """
+    per_round: dict[str, list[float]] = {n: [] for n in clients}
+    for c in clients.values():
+        await closed_loop(c.call, 4, 1.0, 40)
+    for _ in range(rounds):
+        for n, c in clients.items():
+            with CpuMeter({n: servers[n]}) as m:
+                res = await closed_loop(c.call, callers, seconds, 1_000_000)
+            per_round[n].append(m.used[n] / max(res.pages, 1) * MS)
+    return per_round

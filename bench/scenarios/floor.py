@@ -17,8 +17,8 @@ from typing import Any
 
 from bench import procs
 from bench.clients import GatewayClient, bench_request
-from bench.loadgen import closed_loop
-from bench.meters import MS, CpuMeter, r3, spread
+from bench.loadgen import interleaved_cpu_per_page
+from bench.meters import r3, spread
 from bench.stage import Stage
 
 STREAMS = 5000
@@ -50,15 +50,10 @@ async def run(stage: Stage) -> dict[str, Any]:
     try:
         targets = {"gateway": stage.gateway, **servers}
         clients = {n: GatewayClient(p.address, bench_request()) for n, p in targets.items()}
-        per_round: dict[str, list[float]] = {n: [] for n in targets}
         for c in clients.values():
             await c.start()
-            await closed_loop(c.call, 4, 1.0, 40)
-        for _ in range(rounds):
-            for n, c in clients.items():
-                with CpuMeter({n: procs.ps(targets[n])}) as m:
-                    res = await closed_loop(c.call, 16, seconds, 1_000_000)
-                per_round[n].append(m.used[n] / max(res.pages, 1) * MS)
+        servers_ps = {n: procs.ps(p) for n, p in targets.items()}
+        per_round = await interleaved_cpu_per_page(clients, servers_ps, rounds, seconds)
         for c in clients.values():
             await c.aclose()
         out["cpu_ms_per_1page_call"] = {n: spread(v) for n, v in per_round.items()}
