@@ -192,7 +192,9 @@ def _decode(body: bytes, encoding: str, cap: int | None, request: httpx.Request)
         out = inflater.decompress(body, (cap + 1) if cap else 0)
         if cap and (len(out) > cap or inflater.unconsumed_tail):
             raise ResponseTooLarge(cap, len(out), request)
-        out += inflater.flush()
+        out += inflater.flush()  # output the stream still held, past what max_length let out
+        if cap and len(out) > cap:
+            raise ResponseTooLarge(cap, len(out), request)
     except zlib.error as exc:
         raise httpx.DecodingError(
             f"{encoding} body does not decode: {exc}", request=request

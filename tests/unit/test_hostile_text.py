@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import gzip
+
 import grpc
+import httpx
 import pytest
 from google.rpc import error_details_pb2
 
+from classify_gateway.aiohttp_transport import ResponseTooLarge, _decode
 from classify_gateway.errors import (
     TRAILER_BUDGET,
     GatewayError,
@@ -79,3 +83,16 @@ def test_every_status_fits_the_trailer_budget() -> None:
     grpc_status = to_grpc_status(err)
     total = sum(len(k) + len(v) for k, v in grpc_status.trailing_metadata)
     assert total + len(grpc_status.details.encode()) * 3 < 8 * 1024
+
+
+@pytest.mark.parametrize("size", [1023, 1024, 1025, 4096])
+def test_a_decoded_body_never_passes_the_cap(size: int) -> None:
+    """However the inflater splits its output (up to max_length, the rest on flush), a body
+    that decodes to more than the cap is refused, and one at the cap is kept whole."""
+    request = httpx.Request("GET", "http://upstream.test/classify/t")
+    body = gzip.compress(b"x" * size)
+    if size > 1024:
+        with pytest.raises(ResponseTooLarge):
+            _decode(body, "gzip", 1024, request)
+    else:
+        assert _decode(body, "gzip", 1024, request) == b"x" * size
