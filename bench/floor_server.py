@@ -20,11 +20,12 @@ import aiohttp
 import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
+from bench import procs
 from classify_gateway.server import SERVICE_NAME
 from classify_gateway.translate import page_from_json
 from tests.support.upstream import DOCS_PAGE
 
-HEADERS = {"x-api-key": "bench-key", "content-type": "application/json"}
+HEADERS = {"x-api-key": procs.API_KEY, "content-type": "application/json"}
 
 
 async def serve(port: int, mode: str, upstream: str) -> None:

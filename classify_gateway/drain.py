@@ -13,9 +13,15 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from classify_gateway.errors import own_error
+from classify_gateway.errors import GatewayError, own_error
 
 T = TypeVar("T")
+
+
+def _interrupted() -> GatewayError:
+    """What a request the end of the drain interrupted ends with. It may have reached the
+    upstream already: pushback, so that no client retries it."""
+    return own_error("GATEWAY_SHUTTING_DOWN").replace(pushback=True)
 
 
 class DrainState:
@@ -54,8 +60,7 @@ class DrainState:
             if task in self._cut:
                 self._cut.discard(task)
                 if task.uncancel() == 0:
-                    # The interrupted request may have reached the upstream: no client retry.
-                    raise own_error("GATEWAY_SHUTTING_DOWN").replace(pushback=True) from None
+                    raise _interrupted() from None
             raise
         finally:
             self._inline.discard(task)
@@ -76,8 +81,7 @@ class DrainState:
             # Interrupted by the end of the drain grace (not by our caller): say so.
             current = asyncio.current_task()
             if self.cutoff and current is not None and current.cancelling() == 0:
-                # The interrupted request may have reached the upstream: no client retry.
-                raise own_error("GATEWAY_SHUTTING_DOWN").replace(pushback=True) from None
+                raise _interrupted() from None
             raise
 
     def cut_off(self) -> int:

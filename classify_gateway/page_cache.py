@@ -86,9 +86,6 @@ class Page:
             return self.body
         return self.body + _PAGE_NUMBER_TAG + _varint(page_number)
 
-    def page_response(self) -> pb.GetClassifyPageResponse:
-        return pb.GetClassifyPageResponse.FromString(self.body)
-
 
 # ClassifyResponse.page_number: field 3, wire type 0 (varint).
 _PAGE_NUMBER_TAG = bytes([3 << 3 | 0])

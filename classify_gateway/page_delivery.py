@@ -108,7 +108,6 @@ class PageDelivery:
                 )
                 async with contextlib.aclosing(solo) as pages:
                     async for page in pages:
-                        chain_id = page.chain_id
                         sent += 1
                         yield page, FROM_UPSTREAM
                         if not wanted():

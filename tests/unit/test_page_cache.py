@@ -54,7 +54,7 @@ def test_page_bytes_round_trip_and_page_number_is_per_stream() -> None:
     a, b = p.message(1), p.message(7)
     assert (a.page_number, b.page_number) == (1, 7)
     assert a.data[0].video_id == b.data[0].video_id
-    assert p.page_response().SerializeToString() == p.body
+    assert pb.GetClassifyPageResponse.FromString(p.body).SerializeToString() == p.body
 
 
 def test_wire_is_the_message_with_this_streams_page_number() -> None:
