@@ -376,7 +376,7 @@ def _span_ids() -> dict[str, str]:
 def setup_logging(level: str, secrets: Iterable[str] = (), stream: Any = None) -> None:
     """Every logger's lines as JSON on stderr: the root logger gets the one handler.
 
-    grpc, aiohttp, asyncio and the warnings module log through the root logger, so
+    grpc, asyncio, redis and the warnings module log through the root logger, so
     their lines come out as JSON too. The gateway's own logger follows `level`; the
     others log WARNING and above (their INFO is noise in production). grpc's C core
     writes to stderr itself, outside Python logging, and stays quiet at its default

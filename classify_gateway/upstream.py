@@ -27,11 +27,11 @@ import httpx
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.aiohttp_transport import AiohttpTransport, ResponseTooLarge
 from classify_gateway.config import Settings
 from classify_gateway.drain import DrainState
 from classify_gateway.errors import GatewayError, from_upstream, own_error
 from classify_gateway.health import UpstreamHealth
+from classify_gateway.http1_transport import Http1Transport, ResponseTooLarge
 from classify_gateway.limits import DEADLINE_MARGIN, Limiter, make_limiter
 from classify_gateway.observability import Metrics
 from classify_gateway.redact import redact_json
@@ -161,10 +161,10 @@ class UpstreamClient:
         )
         # httpx's Request/Response and transport interface, without AsyncClient: its
         # per-request machinery (base-URL merge and re-parse, default-header merge, cookie
-        # extraction, auth and redirect hooks) cost more CPU than the aiohttp wire under it
+        # extraction, auth and redirect hooks) cost more CPU than the wire under it
         # (docs/benchmarks.md). What it did for us is done once here: the base URL, the
         # default headers and the timeouts.
-        self._transport = instrument_transport(AiohttpTransport(limits, settings.upstream_body_cap))
+        self._transport = instrument_transport(Http1Transport(limits, settings.upstream_body_cap))
         self._base = settings.upstream_base
         # The URLs of the two POST paths, parsed once (a URL is parsed per request).
         self._urls = {p: httpx.URL(self._base + p) for p in ("/classify", "/classify/bulk")}

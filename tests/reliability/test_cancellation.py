@@ -8,7 +8,7 @@ use, no file descriptor beyond the pool's idle keep-alive connections, and none 
 the gateway has stopped (test 2). Test 3 shows what a leak of pool slots costs: a gateway
 with a small pool that stops serving after cancellations. (httpx's default httpcore wire
 leaked 11-16 pool slots per 1,000 cancellations here, defect D1 in docs/reliability.md,
-which is why the gateway only ships the aiohttp wire.)
+which is why the gateway ships its own wire, classify_gateway/http1_transport.py.)
 
 The emulator runs as a child process, so every TCP connection of this process whose
 remote port is the emulator's belongs to the gateway's upstream client, except the test's
@@ -46,17 +46,12 @@ def _transport(gw: Any) -> Any:
 
 def _pool_busy(gw: Any) -> int:
     """Upstream requests the gateway's pool still has in flight or waiting for a connection."""
-    session = _transport(gw)._session
-    if session is None:
-        return 0
-    connector = session.connector
-    return len(connector._acquired) + sum(len(w) for w in connector._waiters.values())
+    return int(_transport(gw).in_use())
 
 
 def _pool_idle(gw: Any) -> int:
     """Idle keep-alive connections in the gateway's pool."""
-    session = _transport(gw)._session
-    return 0 if session is None else sum(len(c) for c in session.connector._conns.values())
+    return int(_transport(gw).idle())
 
 
 async def _one(stub: Any, req: Any, mode: str, param: float) -> str:

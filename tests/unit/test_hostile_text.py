@@ -9,7 +9,6 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 
-from classify_gateway.aiohttp_transport import ResponseTooLarge, _decode
 from classify_gateway.errors import (
     TRAILER_BUDGET,
     GatewayError,
@@ -17,6 +16,7 @@ from classify_gateway.errors import (
     to_status_proto,
     trailer_size,
 )
+from classify_gateway.http1_transport import ResponseTooLarge, _decode
 from classify_gateway.redact import redact, redact_json, safe_text, strip_controls
 from classify_gateway.translate import page_path
 from classify_gateway.validation import forwardable_trace_context, token_problem
