@@ -7,6 +7,9 @@
 * `aiohttp`: every call first POSTs the classify body to the upstream with one pooled
   aiohttp session (no pool limit) and reads the answer: grpc.aio plus the least an
   HTTP client can do per call;
+* `wire`: the same POST as `aiohttp`, as an `httpx.Request` through the gateway's own
+  transport (`classify_gateway.http1_transport`, pool as large as the gateway's): grpc.aio
+  plus the wire the gateway is built on, and nothing else of the gateway;
 * `wait`: every call waits forever: grpc.aio's memory per open stream by itself.
 """
 
@@ -18,9 +21,11 @@ from typing import Any
 
 import aiohttp
 import grpc
+import httpx
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from bench import procs
+from classify_gateway.http1_transport import Http1Transport
 from classify_gateway.server import SERVICE_NAME
 from classify_gateway.translate import page_from_json
 from tests.support.upstream import DOCS_PAGE
@@ -31,6 +36,9 @@ HEADERS = {"x-api-key": procs.API_KEY, "content-type": "application/json"}
 async def serve(port: int, mode: str, upstream: str) -> None:
     page = page_from_json(DOCS_PAGE, pb.ClassifyResponse).SerializeToString()
     session: aiohttp.ClientSession | None = None
+    wire = Http1Transport(httpx.Limits(max_connections=100_000), 32 << 20)
+    url = httpx.URL(upstream) if upstream else None
+    timeouts = {"connect": 5.0, "read": None, "write": None, "pool": None}
     forever = asyncio.Event()
 
     async def classify(request: Any, context: Any) -> None:
@@ -42,6 +50,12 @@ async def serve(port: int, mode: str, upstream: str) -> None:
                 session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
             async with session.post(upstream, data=b"{}", headers=HEADERS) as response:
                 await response.read()
+        if mode == "wire":
+            assert url is not None
+            req = httpx.Request(
+                "POST", url, headers=HEADERS, content=b"{}", extensions={"timeout": timeouts}
+            )
+            await (await wire.handle_async_request(req)).aread()
         await context.write(page)
 
     handler = grpc.unary_stream_rpc_method_handler(

@@ -172,15 +172,36 @@ def _floor(res: dict[str, Any]) -> str:
     names = {
         "grpc_bare": "grpc.aio alone (a prebuilt page per call)",
         "grpc_aiohttp": "grpc.aio + one aiohttp POST per call",
+        "grpc_wire": "grpc.aio + one POST through the gateway's wire (`http1_transport`)",
         "gateway": "the gateway",
     }
     cpu = f.get("cpu_ms_per_1page_call", {})
+    over = f.get("gateway_over", {})
     mem = f.get("kib_per_waiting_stream", {})
     gateway_mem = dig(res, "memory.waiting.points")
     if gateway_mem:
         mem = {**mem, "gateway": gateway_mem[-1]["kib_per_stream"]}
-    rows = [(label, cpu.get(name), mem.get(name)) for name, label in names.items()]
-    return table(["server", "CPU ms per 1-page call", "KiB per waiting stream"], rows)
+    rows = [
+        (label, cpu.get(name), over.get(name, "-" if name == "gateway" else None), mem.get(name))
+        for name, label in names.items()
+    ]
+    out = table(
+        [
+            "server",
+            "CPU ms per 1-page call",
+            "gateway CPU / this, per round",
+            "KiB per waiting stream",
+        ],
+        rows,
+    )
+    own = f.get("gateway_own_ms")
+    if own:
+        out += (
+            "\n\nWhat the gateway spends beyond grpc.aio and its wire, per 1-page call (its "
+            "own work: validation, translation, limiter, sharing, metrics, log line): "
+            f"**{fmt(own)} ms**."
+        )
+    return out
 
 
 def _translation(res: dict[str, Any]) -> str:

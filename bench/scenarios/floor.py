@@ -1,12 +1,13 @@
-"""The floor under the gateway: grpc.aio alone, and grpc.aio plus one aiohttp request.
+"""The floor under the gateway: grpc.aio alone, and grpc.aio plus one upstream request.
 
-The gateway can cost no less than the server it is built on. Two stand-ins
+The gateway can cost no less than the server it is built on. Three stand-ins
 (bench/floor_server.py), each pinned alone on the gateway's core like the gateway:
 `bare` writes a prebuilt page per call; `aiohttp` first makes one upstream POST with a
-pooled aiohttp session. CPU per 1-page call is measured in interleaved rounds with the
-gateway (16 callers, closed loop, docs page); memory per open stream at 5,000 streams,
-each stand-in waiting (`wait`: on nothing; `aiohttp`: on an upstream that holds its
-answer, one connection per stream, as in the memory scenario).
+pooled aiohttp session; `wire` makes it through the gateway's own transport. CPU per
+1-page call is measured in interleaved rounds with the gateway (16 callers, closed loop,
+docs page); memory per open stream at 5,000 streams, each stand-in waiting (`wait`: on
+nothing; `aiohttp` and `wire`: on an upstream that holds its answer, one connection per
+stream, as in the memory scenario).
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def _start(stage: Stage, mode: str) -> procs.Process:
 async def run(stage: Stage) -> dict[str, Any]:
     rounds, seconds = (1, 1.5) if stage.quick else (3, 4.0)
     stage.serve("docs", 1)
-    servers = {"grpc_bare": _start(stage, "bare"), "grpc_aiohttp": _start(stage, "aiohttp")}
+    servers = {
+        "grpc_bare": _start(stage, "bare"),
+        "grpc_aiohttp": _start(stage, "aiohttp"),
+        "grpc_wire": _start(stage, "wire"),
+    }
     out: dict[str, Any] = {"rounds": rounds, "seconds_per_round": seconds}
     try:
         targets = {"gateway": stage.gateway, **servers}
@@ -57,12 +62,25 @@ async def run(stage: Stage) -> dict[str, Any]:
         for c in clients.values():
             await c.aclose()
         out["cpu_ms_per_1page_call"] = {n: spread(v) for n, v in per_round.items()}
+        # Within each round: the gateway as a multiple of each stand-in, and what it spends
+        # beyond grpc.aio and its own wire (its validation, translation, limiter, metrics,
+        # log line, sharing layer). These compare across runs; the ms above drift.
+        gw = per_round["gateway"]
+        out["gateway_over"] = {
+            n: spread([g / x for g, x in zip(gw, v, strict=True)])
+            for n, v in per_round.items()
+            if n != "gateway"
+        }
+        out["gateway_own_ms"] = spread(
+            [g - x for g, x in zip(gw, per_round["grpc_wire"], strict=True)]
+        )
     finally:
         for p in servers.values():
             p.stop(grace=2)
     out["kib_per_waiting_stream"] = {
         "grpc_bare": await _memory(stage, "wait", latency_ms=0),
         "grpc_aiohttp": await _memory(stage, "aiohttp", latency_ms=600_000),
+        "grpc_wire": await _memory(stage, "wire", latency_ms=600_000),
         "streams": STREAMS,
     }
     stage.serve("docs", 1)

@@ -108,6 +108,33 @@ async def test_a_keep_alive_connection_is_reused() -> None:
     assert up.requests[0].startswith(b"POST /classify HTTP/1.1\r\nHost: 127.0.0.1:")
     assert up.requests[0].endswith(b'\r\n\r\n{"a":1}')
     assert b"\r\nContent-Length: 7\r\n" in up.requests[0]
+    # httpx added Host and Content-Length (content=): the transport adds neither again.
+    assert up.requests[0].lower().count(b"\r\nhost:") == 1
+    assert up.requests[0].lower().count(b"\r\ncontent-length:") == 1
+
+
+async def test_a_request_built_with_stream_gets_host_and_length_from_the_transport() -> None:
+    # How UpstreamClient builds its requests: httpx adds no framing headers to these.
+    async with RawUpstream([ok(b'{"n": 1}'), ok(b"{}")]) as up:
+        t = transport()
+        post = httpx.Request(
+            "POST", up.url + "/classify", headers={"x-api-key": "k"}, stream=httpx.ByteStream(b"{}")
+        )
+        get = httpx.Request("GET", up.url + "/p", stream=httpx.ByteStream(b""))
+        assert "host" not in post.headers and "content-length" not in post.headers
+        answer = await t.handle_async_request(post)
+        await t.handle_async_request(get)
+        await t.aclose()
+    netloc = up.url.split("//")[1].encode()
+    assert up.requests[0] == (
+        b"POST /classify HTTP/1.1\r\nx-api-key: k\r\nHost: " + netloc
+        + b"\r\nContent-Length: 2\r\n\r\n{}"
+    )  # fmt: skip
+    assert up.requests[1] == b"GET /p HTTP/1.1\r\nHost: " + netloc + b"\r\n\r\n"
+    # The answer comes read and closed: content, aread() and json() need no I/O.
+    assert answer.is_closed and answer.is_stream_consumed
+    assert answer.content == b'{"n": 1}' and answer.json() == {"n": 1}
+    assert await answer.aread() == b'{"n": 1}'
 
 
 async def test_chunked_with_trailers_and_a_body_ended_by_close() -> None:
