@@ -434,8 +434,15 @@ class Http1Transport(httpx.AsyncBaseTransport):
         name = host.decode("ascii")
         try:
             async with asyncio.timeout(connect):
+                # Happy eyeballs (RFC 8305) as aiohttp did: an address family that is
+                # routed but dead (IPv6 in many clusters) costs 250 ms, not the timeout.
                 await asyncio.get_running_loop().create_connection(
-                    lambda: conn, name, port, ssl=tls, server_hostname=name if tls else None
+                    lambda: conn,
+                    name,
+                    port,
+                    ssl=tls,
+                    server_hostname=name if tls else None,
+                    happy_eyeballs_delay=0.25,
                 )
         except TimeoutError as exc:
             conn._close()
