@@ -264,6 +264,10 @@ class _Connection(asyncio.Protocol):
     ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
         """Send `data` (head and body); the answer's status, headers and body."""
         assert self.transport is not None
+        if self.closed:
+            # A new connection the upstream spoke on first (or dropped) before the request:
+            # the bytes were refused and the connection closed while nothing waited on it.
+            raise _protocol_error("the upstream closed the connection before answering", request)
         self._reset()
         self._request = request
         waiter: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]

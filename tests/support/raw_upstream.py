@@ -30,8 +30,14 @@ def ok(body: bytes, *extra: bytes) -> bytes:
 
 class RawUpstream:
     def __init__(
-        self, answers: list[Answer], *, delay: float = 0.0, tls: ssl.SSLContext | None = None
+        self,
+        answers: list[Answer],
+        *,
+        delay: float = 0.0,
+        tls: ssl.SSLContext | None = None,
+        banner: bytes = b"",
     ) -> None:
+        self._banner = banner  # sent as soon as a connection is accepted, before any request
         self._answers: deque[Answer] = deque(answers)
         self._delay = delay
         self._tls = tls
@@ -68,6 +74,9 @@ class RawUpstream:
         self.most_open = max(self.most_open, self._open)
         self._all_closed.clear()
         try:
+            if self._banner:
+                writer.write(self._banner)
+                await writer.drain()
             while True:
                 try:
                     head = await reader.readuntil(b"\r\n\r\n")

@@ -260,6 +260,31 @@ async def test_a_fresh_connection_closed_before_answering_is_not_retried() -> No
     assert len(up.requests) == 1
 
 
+async def test_an_upstream_that_speaks_before_the_request_is_a_protocol_error() -> None:
+    # The bytes say nothing about where an answer starts: refused, closed, never a hang.
+    async with RawUpstream([ok(b"late")], banner=b"HTTP/1.1 200 OK\r\n") as up:
+        t = transport()
+        with pytest.raises(httpx.RemoteProtocolError):
+            await send(t, up)
+        assert t.in_use() == 0
+        await t.aclose()
+
+
+async def test_a_connection_closed_before_its_first_request_fails_at_once() -> None:
+    # The banner lands (and the connection is closed) before the request is written.
+    async with RawUpstream([ok(b"late")], banner=b"HTTP/1.1 200 OK\r\n") as up:
+        t = transport()
+        request = httpx.Request("GET", up.url + "/p")
+        port = request.url.port or 0
+        conn = await t._connection((b"http", b"127.0.0.1", port), 2.0, request, False)
+        await up.wait_closed()
+        await asyncio.sleep(0.01)
+        assert conn.closed
+        with pytest.raises(httpx.RemoteProtocolError, match="before answering"):
+            await asyncio.wait_for(conn.exchange(request, b"GET /p HTTP/1.1\r\n\r\n", None), 2)
+        await t.aclose()
+
+
 @pytest.mark.parametrize("value", ["a\r\nX-Injected: 1", "a\nb", "a\x00b"])
 async def test_a_header_that_would_split_the_request_is_never_sent(value: str) -> None:
     async with RawUpstream([ok(b"")]) as up:
@@ -377,25 +402,33 @@ def test_whatever_the_upstream_sends_is_an_answer_or_an_httpx_error(answer: byte
     asyncio.run(run())
 
 
+async def page_error(base: str, **settings: Any) -> GatewayError:
+    """How the gateway's upstream client ends a page request to `base` (fast retries)."""
+    key = "k" * 20
+    client = UpstreamClient(
+        from_env(
+            {},
+            upstream_url=f"{base}/v1.2",
+            api_key=key,
+            retry_initial_backoff=0.01,
+            retry_max_backoff=0.01,
+            **settings,
+        )
+    )
+    try:
+        with pytest.raises(GatewayError) as info:
+            await client.page("p1", UpstreamCall(key, time.monotonic() + 10, {}))
+    finally:
+        await client.aclose()
+    return info.value
+
+
 async def test_the_gateway_reports_a_connect_timeout_as_unreachable_after_retries() -> None:
     with listener(full=True) as port:
         await asyncio.sleep(0.05)
-        settings = from_env(
-            {},
-            upstream_url=f"http://127.0.0.1:{port}/v1.2",
-            api_key="k",
-            upstream_connect_timeout=0.2,
-            retry_max_attempts=2,
-            retry_initial_backoff=0.01,
-            retry_max_backoff=0.01,
+        err = await page_error(
+            f"http://127.0.0.1:{port}", retry_max_attempts=2, upstream_connect_timeout=0.2
         )
-        client = UpstreamClient(settings)
-        try:
-            with pytest.raises(GatewayError) as info:
-                await client.page("p1", UpstreamCall("k", time.monotonic() + 10, {}))
-        finally:
-            await client.aclose()
-    err = info.value
     assert err.reason == "UPSTREAM_UNREACHABLE" and "ConnectTimeout" in err.message
     assert err.retryable and err.pushback  # retried by the gateway, so clients must not
 
@@ -403,20 +436,6 @@ async def test_the_gateway_reports_a_connect_timeout_as_unreachable_after_retrie
 async def test_the_gateway_answers_bytes_that_are_not_http_as_unreachable_after_retries() -> None:
     garbage = (b"HTTP/1.1 2OO OK\r\n\r\n", "close")
     async with RawUpstream([garbage] * 3) as up:
-        settings = from_env(
-            {},
-            upstream_url=f"{up.url}/v1.2",
-            api_key="k" * 20,
-            retry_max_attempts=3,
-            retry_initial_backoff=0.01,
-            retry_max_backoff=0.01,
-        )
-        client = UpstreamClient(settings)
-        try:
-            with pytest.raises(GatewayError) as info:
-                await client.page("p1", UpstreamCall("k" * 20, time.monotonic() + 10, {}))
-        finally:
-            await client.aclose()
-    err = info.value
+        err = await page_error(up.url, retry_max_attempts=3)
     assert err.reason == "UPSTREAM_UNREACHABLE" and "RemoteProtocolError" in err.message
     assert err.code.name == "UNAVAILABLE" and len(up.requests) == 3
