@@ -66,6 +66,10 @@ def build_server(
         "access_log": False,
         "lifespan": "off",
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_SECONDS,
+        # h11, not whatever is installed: uvicorn picks httptools when it is (the gateway
+        # depends on it), and its httptools protocol drops the body of a request that
+        # offers an h2c upgrade, which Java's HttpClient does on every plain-HTTP request.
+        "http": "h11",
         **uvicorn_options,
     }
     return EmulatorServer(uvicorn.Config(create_app(config), host=host, port=port, **options))

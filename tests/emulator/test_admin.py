@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -80,3 +81,25 @@ def test_unknown_admin_paths(emu: RunningEmulator, raw: httpx.Client) -> None:
     assert raw.get("/_emulator/nope").status_code == 404
     assert raw.put("/_emulator/faults").status_code == 405
     assert emu.admin.requests() == []  # never journaled as upstream traffic
+
+
+def test_a_request_offering_an_h2c_upgrade_is_served_with_its_body(emu: RunningEmulator) -> None:
+    """Java's HttpClient offers HTTP/2 on every plain-HTTP request (`Upgrade: h2c`); the
+    emulator must answer in HTTP/1.1 with the body read, as the Java client tests expect.
+    (uvicorn's httptools protocol dropped such bodies: the emulator pins h11.)"""
+    body = b'{"latency_ms": 7}'
+    head = (
+        b"PUT /_emulator/config HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Connection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\nHTTP2-Settings: AAEAAEAAAAIAAAAA\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", emu.port), timeout=5) as sock:
+        sock.sendall(head + body)
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.rstrip().endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert emu.admin.set_config()["latency_ms"] == 7
