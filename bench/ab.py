@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.clients import GatewayClient, bench_request
 from bench.loadgen import interleaved_cpu_per_page
 from bench.meters import r3, spread
 
@@ -108,16 +107,7 @@ async def measure(names: list[str], rounds: int, seconds: float) -> dict[str, An
                 )
             for pages in (1, 10):
                 procs.upstream_config(upstream.url, shape="docs", pages=pages)
-                clients = {
-                    n: GatewayClient(g.address, bench_request()).distinct()
-                    for n, g in gateways.items()
-                }
-                for c in clients.values():
-                    await c.start()
-                servers = {n: procs.ps(g) for n, g in gateways.items()}
-                per_round = await interleaved_cpu_per_page(clients, servers, rounds, seconds)
-                for c in clients.values():
-                    await c.aclose()
+                per_round = await interleaved_cpu_per_page(gateways, rounds, seconds, distinct=True)
                 base = per_round["shipped"]
                 out[f"{pages}page"] = {
                     n: {

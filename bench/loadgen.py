@@ -14,11 +14,12 @@ import itertools
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import psutil
 
+from bench.clients import GatewayClient, bench_request
 from bench.meters import MS, CpuMeter
+from bench.procs import Process
 
 # One call: returns the monotonic times at which each page reached the caller.
 CallFn = Callable[[int], Awaitable[list[float]]]
@@ -112,24 +113,35 @@ async def open_loop(
 
 
 async def interleaved_cpu_per_page(
-    clients: dict[str, Any],
-    servers: dict[str, psutil.Process],
+    servers: dict[str, Process],
     rounds: int,
     seconds: float,
+    *,
+    distinct: bool = False,
     callers: int = 16,
 ) -> dict[str, list[float]]:
     """CPU ms per page of each server, one figure per round, the servers loaded in turn
     within each round (so that the machine's drift falls on all of them alike).
 
-    `clients[name]` calls `servers[name]` (a started bench client: `call` and nothing
-    else is used); each is warmed first.
+    Each server is called through a GatewayClient of its own with the bench request
+    (`distinct`: a new question per call, GatewayClient.distinct), warmed first.
     """
+    clients = {n: GatewayClient(p.address, bench_request()) for n, p in servers.items()}
+    if distinct:
+        clients = {n: c.distinct() for n, c in clients.items()}
+    kernel = {n: psutil.Process(p.pid) for n, p in servers.items()}
     per_round: dict[str, list[float]] = {n: [] for n in clients}
-    for c in clients.values():
-        await closed_loop(c.call, 4, 1.0, 40)
-    for _ in range(rounds):
-        for n, c in clients.items():
-            with CpuMeter({n: servers[n]}) as m:
-                res = await closed_loop(c.call, callers, seconds, 1_000_000)
-            per_round[n].append(m.used[n] / max(res.pages, 1) * MS)
+    try:
+        for c in clients.values():
+            await c.start()
+        for c in clients.values():
+            await closed_loop(c.call, 4, 1.0, 40)
+        for _ in range(rounds):
+            for n, c in clients.items():
+                with CpuMeter({n: kernel[n]}) as m:
+                    res = await closed_loop(c.call, callers, seconds, 1_000_000)
+                per_round[n].append(m.used[n] / max(res.pages, 1) * MS)
+    finally:
+        for c in clients.values():
+            await c.aclose()
     return per_round

@@ -54,13 +54,7 @@ async def run(stage: Stage) -> dict[str, Any]:
     out: dict[str, Any] = {"rounds": rounds, "seconds_per_round": seconds}
     try:
         targets = {"gateway": stage.gateway, **servers}
-        clients = {n: GatewayClient(p.address, bench_request()) for n, p in targets.items()}
-        for c in clients.values():
-            await c.start()
-        servers_ps = {n: procs.ps(p) for n, p in targets.items()}
-        per_round = await interleaved_cpu_per_page(clients, servers_ps, rounds, seconds)
-        for c in clients.values():
-            await c.aclose()
+        per_round = await interleaved_cpu_per_page(targets, rounds, seconds)
         out["cpu_ms_per_1page_call"] = {n: spread(v) for n, v in per_round.items()}
         # Within each round: the gateway as a multiple of each stand-in, and what it spends
         # beyond grpc.aio and its own wire (its validation, translation, limiter, metrics,
