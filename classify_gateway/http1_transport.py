@@ -51,7 +51,6 @@ MAX_HEAD_FIELDS = 100
 # What the gateway asks for (upstream.DEFAULT_HEADERS: Accept-Encoding) and decodes here.
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 _ENTITY_HEADERS = (b"content-encoding", b"content-length")
-_UNSENDABLE = (b"\r", b"\n", b"\0")
 _HTTP11 = {"http_version": b"HTTP/1.1"}
 
 
@@ -338,9 +337,9 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._waiting = 0
         self._active = 0
         self._ssl: ssl.SSLContext | None = None
-        # The request line and Host of each repeated target (the POST paths; page
-        # tokens differ, so the map is capped).
-        self._lines: dict[tuple[str, bytes, bytes], bytes] = {}
+        # The request line of each repeated target (the POST paths; page tokens differ,
+        # so the map is capped).
+        self._lines: dict[tuple[str, bytes], bytes] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
@@ -457,11 +456,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     def _serialize(self, request: httpx.Request, body: bytes) -> bytes:
         url = request.url
-        key = (request.method, url.raw_host, url.raw_path)
+        key = (request.method, url.raw_path)
         line = self._lines.get(key)
         if line is None:
             target = url.raw_path
-            if any(c in target for c in _UNSENDABLE) or b" " in target:
+            if _unsendable(target) or b" " in target:
                 raise httpx.LocalProtocolError("unsendable request target", request=request)
             line = b"%s %s HTTP/1.1\r\n" % (request.method.encode("ascii"), target)
             if request.method == "POST" and len(self._lines) < 16:
@@ -469,7 +468,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
         parts = [line]
         host = length = False
         for name, value in request.headers.raw:
-            if b"\r" in value or b"\n" in value or b"\0" in value or b":" in name:
+            if _unsendable(value) or b":" in name:
                 raise httpx.LocalProtocolError(
                     f"header {name[:40]!r} has an unsendable value", request=request
                 )
@@ -502,6 +501,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._idle.clear()
         for conn in list(self._busy):
             conn._close()
+
+
+def _unsendable(text: bytes) -> bool:
+    """Whether `text` would end a line of the request (CR, LF) or a C string (NUL)."""
+    return b"\r" in text or b"\n" in text or b"\0" in text
 
 
 def _content_encoding(headers: list[tuple[bytes, bytes]]) -> str:
