@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import socket
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -330,10 +328,12 @@ async def test_an_idle_connection_past_its_expiry_is_not_reused() -> None:
     assert up.connections == 2
 
 
-async def test_tls_is_verified_against_the_trusted_roots(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cert, key = self_signed(tmp_path)
+# A self-signed certificate for 127.0.0.1, its own root (tests/fixtures/tls/README.md).
+TLS = Path(__file__).resolve().parent.parent / "fixtures" / "tls"
+
+
+async def test_tls_is_verified_against_the_trusted_roots(monkeypatch: pytest.MonkeyPatch) -> None:
+    cert, key = TLS / "cert.pem", TLS / "key.pem"
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
     async with RawUpstream([ok(b"secret"), ok(b"secret")], tls=server_ctx) as up:
@@ -346,24 +346,6 @@ async def test_tls_is_verified_against_the_trusted_roots(
         r = await send(trusted, up)
         await trusted.aclose()
     assert up.url.startswith("https://") and r.content == b"secret"
-
-
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own root (openssl, present on Debian)."""
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-            "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-            "-addext", "basicConstraints=critical,CA:TRUE",
-            "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
