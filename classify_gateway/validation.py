@@ -184,11 +184,14 @@ def caller_api_key(metadata: Iterable[tuple[str, str | bytes]]) -> str | None:
     return value
 
 
-def _check_text(value: str, field: str, what: str, out: Violations) -> None:
+def _text_problem(value: str, what: str) -> str | None:
+    """What is wrong with a name or prompt, or None. The caller builds the field's path
+    only for a problem: most requests have none, and a path per prompt was measurable."""
     if not value.strip():
-        out.append((field, f"{what} must not be empty"))
-    elif len(value) > MAX_TEXT_LENGTH:
-        out.append((field, f"{what} must be at most {MAX_TEXT_LENGTH} characters"))
+        return f"{what} must not be empty"
+    if len(value) > MAX_TEXT_LENGTH:
+        return f"{what} must be at most {MAX_TEXT_LENGTH} characters"
+    return None
 
 
 def _check_options(options: list[int], field: str, out: Violations, *, required: bool) -> None:
@@ -246,15 +249,16 @@ def classify_violations(request: pb.ClassifyRequest, max_pages_cap: int = 10000)
     names: set[str] = set()
     for i, c in enumerate(request.classes):
         path = f"classes[{i}]"
-        _check_text(c.name, f"{path}.name", "the class name", out)
+        if (problem := _text_problem(c.name, "the class name")) is not None:
+            out.append((f"{path}.name", problem))
         if c.name in names:
             out.append((f"{path}.name", "duplicates the name of another class"))
         names.add(c.name)
         if not c.prompts:
             out.append((f"{path}.prompts", "at least one prompt is required"))
         for j, prompt in enumerate(c.prompts):
-            if not prompt.strip() or len(prompt) > MAX_TEXT_LENGTH:  # the path only then
-                _check_text(prompt, f"{path}.prompts[{j}]", "a prompt", out)
+            if (problem := _text_problem(prompt, "a prompt")) is not None:
+                out.append((f"{path}.prompts[{j}]", problem))
         total_prompts += len(c.prompts)
         _check_options(list(c.options), f"{path}.options", out, required=False)
         _check_conversation_option(c.conversation_option, f"{path}.conversation_option", out)
