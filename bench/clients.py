@@ -29,7 +29,7 @@ import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from classify_gateway.translate import classify_path, request_to_json
+from classify_gateway.backends.v1_2.translate import classify_path, request_to_json
 
 OnPage = Callable[[Any], Awaitable[None]] | None
 

@@ -8,7 +8,7 @@
   aiohttp session (no pool limit) and reads the answer: grpc.aio plus the least an
   HTTP client can do per call;
 * `wire`: the same POST as `aiohttp`, as an `httpx.Request` through the gateway's own
-  transport (`classify_gateway.http1_transport`, pool as large as the gateway's): grpc.aio
+  transport (`classify_gateway.backends.v1_2.transport`, pool as large as the gateway's): grpc.aio
   plus the wire the gateway is built on, and nothing else of the gateway;
 * `wait`: every call waits forever: grpc.aio's memory per open stream by itself.
 """
@@ -25,9 +25,9 @@ import httpx
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from bench import procs
-from classify_gateway.http1_transport import Http1Transport
-from classify_gateway.server import SERVICE_NAME
-from classify_gateway.translate import page_from_json
+from classify_gateway.backends.v1_2.translate import page_from_json
+from classify_gateway.backends.v1_2.transport import Http1Transport
+from classify_gateway.edge.server import SERVICE_NAME
 from tests.support.upstream import DOCS_PAGE
 
 HEADERS = {"x-api-key": procs.API_KEY, "content-type": "application/json"}

@@ -14,8 +14,8 @@ import sys
 from pyinstrument import Profiler
 
 from classify_gateway.config import from_env
-from classify_gateway.observability import setup_logging
-from classify_gateway.server import Gateway
+from classify_gateway.edge.server import Gateway
+from classify_gateway.telemetry.observability import setup_logging
 
 
 async def main(out: str) -> None:

@@ -35,10 +35,10 @@ from prometheus_client import CollectorRegistry
 from classify_emulator.config import EmulatorConfig
 from classify_emulator.testing import running_emulator
 from classify_gateway.config import from_env
-from classify_gateway.limits import Limiter, RateLimiter
-from classify_gateway.observability import Metrics
-from classify_gateway.quota import build_limiter
-from classify_gateway.server import Gateway
+from classify_gateway.edge.server import Gateway
+from classify_gateway.quota.limiter import build_limiter
+from classify_gateway.quota.limits import Limiter, RateLimiter
+from classify_gateway.telemetry.observability import Metrics
 from tests.support.classify import classify_request
 
 KEY = "bench-quota-key"

@@ -15,9 +15,9 @@ from collections.abc import Callable
 from importlib import metadata
 
 from classify_gateway import workers
-from classify_gateway.callers import load_weights
 from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
-from classify_gateway.tracing import TracingConfigError, exporter_name, otlp_protocol
+from classify_gateway.quota.callers import load_weights
+from classify_gateway.telemetry.tracing import TracingConfigError, exporter_name, otlp_protocol
 from classify_gateway.workers import worker_slot
 
 PROG = "classify-gateway"
@@ -82,8 +82,8 @@ def _serve(ns: argparse.Namespace) -> int:
     except (ConfigError, TracingConfigError) as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
-    from classify_gateway.observability import setup_logging
-    from classify_gateway.redis_conn import secrets_of
+    from classify_gateway.state.redis_conn import secrets_of
+    from classify_gateway.telemetry.observability import setup_logging
 
     setup_logging(
         settings.log_level,
@@ -95,7 +95,7 @@ def _serve(ns: argparse.Namespace) -> int:
         return workers.run(settings, settings.workers, given)
     if slot is not None:
         settings = workers.split_for_workers(settings, slot[1])
-    from classify_gateway.server import serve
+    from classify_gateway.edge.server import serve
 
     try:
         return asyncio.run(serve(settings, serve_metrics=slot is None))

@@ -12,7 +12,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
 from bench.stage import Stage
-from classify_gateway.translate import page_from_json
+from classify_gateway.backends.v1_2.translate import page_from_json
 from tests.support.pages import make_page, translation_page
 
 

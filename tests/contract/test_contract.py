@@ -16,7 +16,7 @@ import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import descriptor, json_format
 
-from classify_gateway.translate import request_to_json
+from classify_gateway.backends.v1_2.translate import request_to_json
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "fixtures" / "docs"

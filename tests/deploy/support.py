@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from classify_gateway.config import Settings, from_env
-from classify_gateway.server import SERVICE_NAME
+from classify_gateway.edge.server import SERVICE_NAME
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -189,7 +189,7 @@ DEPLOY_OVERRIDES: dict[str, Any] = {
     # The schema is not served to the whole cluster; callers build from proto/.
     "reflection": False,
 }
-# Health names classify_gateway/server.py registers (Gateway._set_health): overall and service.
+# Health names classify_gateway/edge/server.py registers (Gateway._set_health): overall and service.
 HEALTH_NAMES = {"", SERVICE_NAME}
 SETTING_FIELDS = {f.name for f in dataclasses.fields(Settings)}
 # Secrets come from files mounted from a Secret, never from the ConfigMap.

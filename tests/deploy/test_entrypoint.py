@@ -27,7 +27,7 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from classify_gateway.server import SERVICE_NAME
+from classify_gateway.edge.server import SERVICE_NAME
 from tests.deploy.support import PREFIX, ROOT, env_of, exec_form, parse_dockerfile
 from tests.support.processes import Process, free_port, spawn
 from tests.support.processes import running as stopped_after

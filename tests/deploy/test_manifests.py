@@ -1,7 +1,7 @@
 """The Kubernetes manifests agree with the code: names, ports, probes, drain timing, scaling.
 
 Pure checks (no cluster): every manifest is parsed with yaml.safe_load_all and compared with
-classify_gateway/config.py and classify_gateway/server.py, so that a change on one side that
+classify_gateway/config.py and classify_gateway/edge/server.py, so that a change on one side that
 the other does not follow fails here.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from classify_gateway.config import Settings
-from classify_gateway.server import SERVICE_NAME
+from classify_gateway.edge.server import SERVICE_NAME
 from tests.deploy.support import (
     HEALTH_NAMES,
     ISTIO,

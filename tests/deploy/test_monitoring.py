@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
-from classify_gateway.observability import Metrics
+from classify_gateway.telemetry.observability import Metrics
 from tests.deploy.support import NAME, ROOT, load_docs, one
 
 MONITORING = ROOT / "deploy" / "monitoring"

@@ -18,7 +18,13 @@ from typing import Any
 
 import grpc
 
-from classify_gateway.errors import PUSHBACK_KEY, TABLE, from_upstream, own_error, to_grpc_status
+from classify_gateway.core.errors import (
+    PUSHBACK_KEY,
+    TABLE,
+    from_upstream,
+    own_error,
+    to_grpc_status,
+)
 from tests.deploy.support import ISTIO, ROOT, deployed_settings, duration_seconds, one
 
 NOTHING_REACHED_THE_GATEWAY = {"connect-failure", "refused-stream", "reset-before-request"}

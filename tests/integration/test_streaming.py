@@ -10,7 +10,7 @@ import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from classify_gateway.translate import request_to_json
+from classify_gateway.backends.v1_2.translate import request_to_json
 from tests.support.classify import classify_request, data_of, direct_pages, index_id, journal
 from tests.support.gateway import collect, error_details, running_gateway
 

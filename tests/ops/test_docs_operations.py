@@ -9,7 +9,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 
 from classify_gateway.config import PREFIX, Settings
-from classify_gateway.observability import Metrics
+from classify_gateway.telemetry.observability import Metrics
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "operations.md").read_text()
 

@@ -14,7 +14,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from classify_gateway.server import SERVICE_NAME
+from classify_gateway.edge.server import SERVICE_NAME
 from tests.support.classify import classify_request
 from tests.support.gateway import collect, error_details, read_rest
 from tests.support.logs import events

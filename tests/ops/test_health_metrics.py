@@ -11,7 +11,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from classify_gateway.server import SERVICE_NAME
+from classify_gateway.edge.server import SERVICE_NAME
 from tests.support.classify import classify_request
 from tests.support.gateway import collect, running_gateway
 from tests.support.processes import free_port

@@ -21,7 +21,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
-from classify_gateway.validation import classify_violations
+from classify_gateway.edge.validation import classify_violations
 from tests.reliability.strategies import ANY_TEXT, ENUM, FLOAT, INT32, PROPERTY, TEXT
 from tests.support.gateway import Fronted, call_blocking, error_details
 from tests.support.pages import SMALL_PAGES

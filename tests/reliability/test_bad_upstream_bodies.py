@@ -1,5 +1,5 @@
 """Bad bodies from the upstream, generated: hypothesis on
-classify_gateway.translate.page_from_json, plus end to end through the fake upstream.
+classify_gateway.backends.v1_2.translate.page_from_json, plus end to end through the fake upstream.
 
 Extra fields are ignored; wrong types and missing fields are a clear DATA_LOSS
 (UPSTREAM_SCHEMA_MISMATCH, or UNAVAILABLE for a body that is not JSON), never a crash.
@@ -19,8 +19,8 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from classify_gateway.errors import GatewayError
-from classify_gateway.translate import page_from_json
+from classify_gateway.backends.v1_2.translate import page_from_json
+from classify_gateway.core.errors import GatewayError
 from tests.reliability.strategies import PROPERTY, TEXT
 from tests.support.gateway import Fronted, Result, call_blocking, error_details
 from tests.support.pages import SMALL_PAGES, small_video

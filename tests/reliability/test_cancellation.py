@@ -8,7 +8,7 @@ use, no file descriptor beyond the pool's idle keep-alive connections, and none 
 the gateway has stopped (test 2). Test 3 shows what a leak of pool slots costs: a gateway
 with a small pool that stops serving after cancellations. (httpx's default httpcore wire
 leaked 11-16 pool slots per 1,000 cancellations here, defect D1 in docs/reliability.md,
-which is why the gateway ships its own wire, classify_gateway/http1_transport.py.)
+which is why the gateway ships its own wire, classify_gateway/backends/v1_2/transport.py.)
 
 The emulator runs as a child process, so every TCP connection of this process whose
 remote port is the emulator's belongs to the gateway's upstream client, except the test's

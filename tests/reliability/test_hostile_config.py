@@ -20,7 +20,7 @@ import grpc
 import pytest
 
 from classify_gateway.config import ConfigError, Settings, from_env, redact_url
-from classify_gateway.server import server_options
+from classify_gateway.edge.server import server_options
 from tests.support.processes import EXE, free_port, serve_process
 
 KEY = "tlk_CONFIG_canary_0b7d"

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.validation import _string_fields, classify_violations
+from classify_gateway.edge.validation import _string_fields, classify_violations
 from tests.support.gateway import collect, error_details, running_gateway
 from tests.support.hostile_upstream import HostileUpstream, Reply, hostile_upstream, page
 

@@ -30,7 +30,7 @@ from grpc_status import rpc_status
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classify_gateway.observability import JsonFormatter
+from classify_gateway.telemetry.observability import JsonFormatter
 from tests.support.gateway import threaded_gateway, unpack_details
 from tests.support.hostile_upstream import Reply, Seen, hostile_upstream_thread, page
 

@@ -27,7 +27,7 @@ import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from classify_gateway.observability import JsonFormatter
+from classify_gateway.telemetry.observability import JsonFormatter
 from tests.support.gateway import collect, error_details, running_gateway
 from tests.support.hostile_upstream import (
     Reply,

@@ -17,8 +17,8 @@ from prometheus_client import CollectorRegistry
 
 from classify_emulator.stack import free_port
 from classify_gateway.config import from_env
-from classify_gateway.observability import Metrics
-from classify_gateway.server import Gateway
+from classify_gateway.edge.server import Gateway
+from classify_gateway.telemetry.observability import Metrics
 
 IDLE = 300
 

@@ -29,7 +29,7 @@ from prometheus_client import generate_latest
 
 from classify_emulator.config import EmulatorConfig
 from classify_emulator.testing import running_emulator
-from classify_gateway.observability import JsonFormatter
+from classify_gateway.telemetry.observability import JsonFormatter
 from tests.support.classify import classify_request
 from tests.support.emulators import page_rule, reset_around
 from tests.support.gateway import collect, read_rest, running_gateway

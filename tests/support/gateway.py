@@ -18,8 +18,8 @@ from grpc_status import rpc_status
 from prometheus_client import CollectorRegistry
 
 from classify_gateway.config import Settings, from_env
-from classify_gateway.observability import Metrics
-from classify_gateway.server import Gateway
+from classify_gateway.edge.server import Gateway
+from classify_gateway.telemetry.observability import Metrics
 from tests.support.upstream import FakeUpstream, serving
 
 # Test gateways pass every call through to the upstream: the tests of faults, retries,

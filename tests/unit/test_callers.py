@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from classify_gateway.callers import UNKNOWN, identity_of, load_weights, xfcc_uri
 from classify_gateway.config import ConfigError
+from classify_gateway.quota.callers import UNKNOWN, identity_of, load_weights, xfcc_uri
 
 ISTIO_XFCC = (
     'By=spiffe://cluster.local/ns/gw/sa/classify-gateway;Hash=4b1f;Subject="";'

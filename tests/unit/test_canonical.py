@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.canonical import (
+from classify_gateway.pages.canonical import (
     api_key_hash,
     canonical_json,
     request_key,

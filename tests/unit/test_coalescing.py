@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from classify_gateway.coalescing import ChainStart, Coalescer, Hub
-from classify_gateway.errors import GatewayError
-from classify_gateway.page_cache import Page, PageCache
-from classify_gateway.page_delivery import (
+from classify_gateway.core.errors import GatewayError
+from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
+from classify_gateway.pages.page_cache import Page, PageCache
+from classify_gateway.pages.page_delivery import (
     FROM_CACHE,
     FROM_COALESCED,
     FROM_UPSTREAM,

@@ -1,11 +1,11 @@
-"""docs/errors.md and classify_gateway/errors.py list the same table."""
+"""docs/errors.md and classify_gateway/core/errors.py list the same table."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from classify_gateway.errors import TABLE
+from classify_gateway.core.errors import TABLE
 
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "errors.md").read_text()
 

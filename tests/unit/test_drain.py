@@ -7,8 +7,8 @@ import asyncio
 
 import pytest
 
-from classify_gateway.drain import DrainState
-from classify_gateway.errors import GatewayError
+from classify_gateway.core.errors import GatewayError
+from classify_gateway.edge.drain import DrainState
 
 
 async def _request(started: asyncio.Event) -> str:

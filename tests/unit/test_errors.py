@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from classify_gateway.errors import (
+from classify_gateway.core.errors import (
     BY_REASON,
     DOMAIN,
     TABLE,

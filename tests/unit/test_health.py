@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import grpc
 
-from classify_gateway.health import UpstreamHealth
+from classify_gateway.edge.health import UpstreamHealth
 
 
 class Clock:

@@ -9,17 +9,17 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 
-from classify_gateway.errors import (
+from classify_gateway.backends.v1_2.translate import page_path
+from classify_gateway.backends.v1_2.transport import ResponseTooLarge, _decode
+from classify_gateway.core.errors import (
     TRAILER_BUDGET,
     GatewayError,
     to_grpc_status,
     to_status_proto,
     trailer_size,
 )
-from classify_gateway.http1_transport import ResponseTooLarge, _decode
-from classify_gateway.redact import redact, redact_json, safe_text, strip_controls
-from classify_gateway.translate import page_path
-from classify_gateway.validation import forwardable_trace_context, token_problem
+from classify_gateway.core.redact import redact, redact_json, safe_text, strip_controls
+from classify_gateway.edge.validation import forwardable_trace_context, token_problem
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -21,10 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from classify_gateway.backends.v1_2.client import UpstreamCall, UpstreamClient
+from classify_gateway.backends.v1_2.transport import (
+    MAX_HEAD_BYTES,
+    Http1Transport,
+    ResponseTooLarge,
+)
 from classify_gateway.config import from_env
-from classify_gateway.errors import GatewayError
-from classify_gateway.http1_transport import MAX_HEAD_BYTES, Http1Transport, ResponseTooLarge
-from classify_gateway.upstream import UpstreamCall, UpstreamClient
+from classify_gateway.core.errors import GatewayError
 from tests.support.raw_upstream import RawUpstream, ok
 
 

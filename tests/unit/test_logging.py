@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
-from classify_gateway.observability import setup_logging
+from classify_gateway.telemetry.observability import setup_logging
 
 
 @pytest.fixture
@@ -38,8 +38,8 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
 
 
 def test_every_library_logs_json_lines(stream: io.StringIO) -> None:
-    logging.getLogger("classify_gateway.server").info("ours", extra={"event": "startup"})
-    logging.getLogger("classify_gateway.upstream").debug("below the gateway's level")
+    logging.getLogger("classify_gateway.edge.server").info("ours", extra={"event": "startup"})
+    logging.getLogger("classify_gateway.backends.v1_2.client").debug("below the gateway's level")
     logging.getLogger("grpc._cython.cygrpc").error("grpc says no")
     logging.getLogger("aiohttp.client").warning("aiohttp warns")
     logging.getLogger("grpc").info("library INFO is not logged")
@@ -56,7 +56,7 @@ def test_every_library_logs_json_lines(stream: io.StringIO) -> None:
 
     got = lines(stream)
     by_logger = {(r["logger"], r["msg"]) for r in got}
-    assert ("classify_gateway.server", "ours") in by_logger
+    assert ("classify_gateway.edge.server", "ours") in by_logger
     assert ("grpc._cython.cygrpc", "grpc says no") in by_logger
     assert ("aiohttp.client", "aiohttp warns") in by_logger
     assert any(r["logger"] == "asyncio" and "asyncio trouble" in str(r["msg"]) for r in got)
@@ -72,10 +72,10 @@ def test_every_library_logs_json_lines(stream: io.StringIO) -> None:
 def test_lines_inside_a_span_carry_its_ids(stream: io.StringIO) -> None:
     tracer = TracerProvider().get_tracer("test")
     with tracer.start_as_current_span("rpc") as span:
-        logging.getLogger("classify_gateway.rpc").info("inside")
+        logging.getLogger("classify_gateway.edge.rpc").info("inside")
         logging.getLogger("aiohttp.client").warning("library, inside")
         ctx = span.get_span_context()
-    logging.getLogger("classify_gateway.rpc").info("outside")
+    logging.getLogger("classify_gateway.edge.rpc").info("outside")
     inside, library, outside = lines(stream)
     for r in (inside, library):
         assert r["trace_id"] == f"{ctx.trace_id:032x}"
@@ -84,8 +84,8 @@ def test_lines_inside_a_span_carry_its_ids(stream: io.StringIO) -> None:
 
 
 def test_a_callers_trace_id_in_extra_wins(stream: io.StringIO) -> None:
-    logging.getLogger("classify_gateway.rpc").info("rpc", extra={"trace_id": "ab" * 16})
-    logging.getLogger("classify_gateway.rpc").info("rpc", extra={"trace_id": ""})
+    logging.getLogger("classify_gateway.edge.rpc").info("rpc", extra={"trace_id": "ab" * 16})
+    logging.getLogger("classify_gateway.edge.rpc").info("rpc", extra={"trace_id": ""})
     first, second = lines(stream)
     assert first["trace_id"] == "ab" * 16
     assert "trace_id" not in second

@@ -6,7 +6,13 @@ import os
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.page_cache import EXPIRY_MARGIN, CacheHooks, Page, PageCache, new_chain_id
+from classify_gateway.pages.page_cache import (
+    EXPIRY_MARGIN,
+    CacheHooks,
+    Page,
+    PageCache,
+    new_chain_id,
+)
 
 
 class Clock:

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from classify_gateway.config import from_env
-from classify_gateway.errors import GatewayError
-from classify_gateway.quota import SharedLimiter
-from classify_gateway.redis_conn import connect
-from classify_gateway.shared_state import InProcessState, RedisState
+from classify_gateway.core.errors import GatewayError
+from classify_gateway.quota.limiter import SharedLimiter
+from classify_gateway.state.redis_conn import connect
+from classify_gateway.state.shared_state import InProcessState, RedisState
 
 KEY = "tlk_QUOTA_TEST_KEY"
 

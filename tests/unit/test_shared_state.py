@@ -11,8 +11,8 @@ import pytest
 import redis.asyncio
 
 from classify_gateway.config import from_env
-from classify_gateway.redis_conn import connect, secrets_of
-from classify_gateway.shared_state import (
+from classify_gateway.state.redis_conn import connect, secrets_of
+from classify_gateway.state.shared_state import (
     InProcessState,
     QuotaAsk,
     RedisState,

@@ -12,8 +12,7 @@ import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
-from classify_gateway.errors import GatewayError
-from classify_gateway.translate import (
+from classify_gateway.backends.v1_2.translate import (
     classify_path,
     next_token_of,
     page_from_json,
@@ -22,6 +21,7 @@ from classify_gateway.translate import (
     request_body,
     request_to_json,
 )
+from classify_gateway.core.errors import GatewayError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "docs"
 

@@ -1,5 +1,5 @@
 """The benchmark's page (10 videos x 5 classes x 5 clips) translates to equal messages
-whether built by hand (classify_gateway.translate.page_from_json) or by json_format.ParseDict,
+whether built by hand (classify_gateway.backends.v1_2.translate.page_from_json) or by json_format.ParseDict,
 so that docs/benchmarks.md compares two ways of computing the same thing."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import copy
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import json_format
 
-from classify_gateway.translate import page_from_json
+from classify_gateway.backends.v1_2.translate import page_from_json
 from tests.support.pages import make_page, translation_page
 
 

@@ -10,9 +10,9 @@ import grpc
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
+from classify_gateway.backends.v1_2.client import UpstreamCall, UpstreamClient
 from classify_gateway.config import from_env
-from classify_gateway.errors import GatewayError
-from classify_gateway.upstream import UpstreamCall, UpstreamClient
+from classify_gateway.core.errors import GatewayError
 from tests.support.upstream import FakeUpstream, serving
 
 PAGES = [{"data": [], "page_info": {"limit_per_page": 1, "total_results": 4}}] * 4

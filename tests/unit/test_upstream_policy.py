@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from classify_gateway.errors import GatewayError
-from classify_gateway.limits import RateLimiter
-from classify_gateway.upstream import RetryPolicy, UpstreamCall, retry_hint
+from classify_gateway.backends.v1_2.client import RetryPolicy, UpstreamCall, retry_hint
+from classify_gateway.core.errors import GatewayError
+from classify_gateway.quota.limits import RateLimiter
 
 
 def test_backoff_full_jitter_bounds() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.errors import GatewayError
-from classify_gateway.validation import (
+from classify_gateway.core.errors import GatewayError
+from classify_gateway.edge.validation import (
     classify_violations,
     validate_classify,
     validate_page_request,

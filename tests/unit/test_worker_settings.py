@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from classify_gateway.config import from_env
-from classify_gateway.server import server_options
+from classify_gateway.edge.server import server_options
 from classify_gateway.workers import split_for_workers, worker_slot
 
 

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from classify_gateway.redact import MIN_SECRET, redact, safe_text
+from classify_gateway.core.redact import MIN_SECRET, redact, safe_text
 
 DOMAIN = "classify-gateway.v1"
 # What one status may hold. The trailer must stay under grpc's default metadata limit

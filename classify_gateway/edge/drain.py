@@ -1,7 +1,7 @@
 """Graceful drain: what shutdown needs to know about the calls in flight.
 
-The server (classify_gateway/server.py) owns the lifecycle and flips these flags;
-each RPC counts itself in and out (classify_gateway/rpc.py), and every upstream
+The server (classify_gateway/edge/server.py) owns the lifecycle and flips these flags;
+each RPC counts itself in and out (classify_gateway/edge/rpc.py), and every upstream
 request runs under it (a prefetch as a task started here, the first request of a call
 in the task that waits for it, `run`), so that the end of the grace period can
 interrupt them all and each open stream can still tell its caller where to resume.
@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
-from classify_gateway.errors import GatewayError, own_error
+from classify_gateway.core.errors import GatewayError, own_error
 
 T = TypeVar("T")
 

@@ -1,7 +1,7 @@
 """Upstream health: has every upstream call failed, and for how long?
 
 Fed by the upstream client after each attempt and read by the server's readiness
-watcher (classify_gateway/server.py), which turns the service NOT_SERVING once
+watcher (classify_gateway/edge/server.py), which turns the service NOT_SERVING once
 the upstream has been down for UNHEALTHY_AFTER. Kept apart from the metrics: the
 gauge that shows it is the server's to set.
 """

@@ -22,21 +22,21 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from classify_gateway.backends.v1_2.client import UpstreamClient
 from classify_gateway.config import Settings
-from classify_gateway.drain import DrainState
-from classify_gateway.health import UpstreamHealth
-from classify_gateway.limits import Limiter
-from classify_gateway.metrics_http import MetricsServer
-from classify_gateway.observability import Metrics
-from classify_gateway.quota import build_limiter, heartbeat
-from classify_gateway.rpc import Rpcs
-from classify_gateway.servicer import ClassifyServicer
-from classify_gateway.sharing import Sharing
-from classify_gateway.tracing import setup_tracing, shutdown_tracing
-from classify_gateway.upstream import UpstreamClient
-from classify_gateway.validation import lenient
+from classify_gateway.edge.drain import DrainState
+from classify_gateway.edge.health import UpstreamHealth
+from classify_gateway.edge.rpc import Rpcs
+from classify_gateway.edge.servicer import ClassifyServicer
+from classify_gateway.edge.validation import lenient
+from classify_gateway.pages.sharing import Sharing
+from classify_gateway.quota.limiter import build_limiter, heartbeat
+from classify_gateway.quota.limits import Limiter
+from classify_gateway.telemetry.metrics_http import MetricsServer
+from classify_gateway.telemetry.observability import Metrics
+from classify_gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 
-log = logging.getLogger("classify_gateway.server")
+log = logging.getLogger("classify_gateway.edge.server")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifyService"].full_name
 HEALTH_CHECK_INTERVAL = 0.5
 
@@ -182,7 +182,7 @@ class Gateway:
         )
 
     async def start_metrics(self) -> int:
-        """Serve /metrics on this event loop (classify_gateway/metrics_http.py); the port."""
+        """Serve /metrics on this event loop (telemetry/metrics_http.py); the port."""
         if self._metrics_server is None:
             self._metrics_server = MetricsServer(self.metrics.registry)
             await self._metrics_server.start(self.settings.metrics_listen)

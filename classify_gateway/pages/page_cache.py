@@ -31,7 +31,7 @@ from typing import Protocol
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.canonical import token_key
+from classify_gateway.pages.canonical import token_key
 
 # Stop serving a page this long before its tokens expire upstream, so that a caller
 # who gets it from the cache still has time to use its next_page_token.

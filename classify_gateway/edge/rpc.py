@@ -20,20 +20,20 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from classify_gateway.callers import identity_of
+from classify_gateway.backends.v1_2.client import UpstreamCall
 from classify_gateway.config import Settings
-from classify_gateway.drain import DrainState
-from classify_gateway.errors import GatewayError, own_error, scrub, to_grpc_status
-from classify_gateway.observability import Metrics, trace_id_from
-from classify_gateway.page_cache import Page
-from classify_gateway.upstream import UpstreamCall
-from classify_gateway.validation import (
+from classify_gateway.core.errors import GatewayError, own_error, scrub, to_grpc_status
+from classify_gateway.edge.drain import DrainState
+from classify_gateway.edge.validation import (
     API_KEY_HEADER,
     caller_api_key,
     forwardable_trace_context,
 )
+from classify_gateway.pages.page_cache import Page
+from classify_gateway.quota.callers import identity_of
+from classify_gateway.telemetry.observability import Metrics, trace_id_from
 
-log = logging.getLogger("classify_gateway.rpc")
+log = logging.getLogger("classify_gateway.edge.rpc")
 # A streamed message costs a few bytes of framing on top of the message itself.
 _FRAME_OVERHEAD = 8
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"

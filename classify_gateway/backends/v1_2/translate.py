@@ -23,7 +23,7 @@ import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
-from classify_gateway.errors import GatewayError, own_error
+from classify_gateway.core.errors import GatewayError, own_error
 
 SEARCH_OPTION_TO_UPSTREAM: Mapping[int, str] = {
     pb.SEARCH_OPTION_VISUAL: "visual",

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.translate import request_to_json
+from classify_gateway.backends.v1_2.translate import request_to_json
 
 # Upstream defaults (upstream-contract.md): written out so that "unset" and "the
 # default, set explicitly" are the same request.

@@ -15,16 +15,16 @@ from typing import Any
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.canonical import api_key_hash, request_key, token_chain_key
-from classify_gateway.coalescing import ChainStart, Coalescer, Hub
+from classify_gateway.backends.v1_2.client import UpstreamCall, UpstreamClient
+from classify_gateway.backends.v1_2.translate import request_body, request_to_json
 from classify_gateway.config import Settings
-from classify_gateway.observability import Metrics
-from classify_gateway.page_cache import Page, PageCache, PageStore, new_chain_id
-from classify_gateway.page_delivery import FROM_CACHE, FROM_UPSTREAM, Call, PageDelivery
-from classify_gateway.shared_pages import SharedChains, SharedPageStore
-from classify_gateway.shared_state import SharedState
-from classify_gateway.translate import request_body, request_to_json
-from classify_gateway.upstream import UpstreamCall, UpstreamClient
+from classify_gateway.pages.canonical import api_key_hash, request_key, token_chain_key
+from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
+from classify_gateway.pages.page_cache import Page, PageCache, PageStore, new_chain_id
+from classify_gateway.pages.page_delivery import FROM_CACHE, FROM_UPSTREAM, Call, PageDelivery
+from classify_gateway.pages.shared_pages import SharedChains, SharedPageStore
+from classify_gateway.state.shared_state import SharedState
+from classify_gateway.telemetry.observability import Metrics
 
 NO_CACHE = "no-cache"
 

@@ -27,16 +27,7 @@ import httpx
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.config import Settings
-from classify_gateway.drain import DrainState
-from classify_gateway.errors import GatewayError, from_upstream, own_error
-from classify_gateway.health import UpstreamHealth
-from classify_gateway.http1_transport import Http1Transport, ResponseTooLarge
-from classify_gateway.limits import DEADLINE_MARGIN, Limiter, make_limiter
-from classify_gateway.observability import Metrics
-from classify_gateway.redact import redact_json
-from classify_gateway.tracing import instrument_transport
-from classify_gateway.translate import (
+from classify_gateway.backends.v1_2.translate import (
     PageT,
     classify_path,
     next_token_of,
@@ -45,9 +36,18 @@ from classify_gateway.translate import (
     request_body,
     request_to_json,
 )
-from classify_gateway.validation import token_problem
+from classify_gateway.backends.v1_2.transport import Http1Transport, ResponseTooLarge
+from classify_gateway.config import Settings
+from classify_gateway.core.errors import GatewayError, from_upstream, own_error
+from classify_gateway.core.redact import redact_json
+from classify_gateway.edge.drain import DrainState
+from classify_gateway.edge.health import UpstreamHealth
+from classify_gateway.edge.validation import token_problem
+from classify_gateway.quota.limits import DEADLINE_MARGIN, Limiter, make_limiter
+from classify_gateway.telemetry.observability import Metrics
+from classify_gateway.telemetry.tracing import instrument_transport
 
-log = logging.getLogger("classify_gateway.upstream")
+log = logging.getLogger("classify_gateway.backends.v1_2.client")
 
 # DEADLINE_MARGIN (limits.py): the part of the caller's deadline left for sending the
 # answer back; the status (with resume_page_token) must reach the caller before the

@@ -7,7 +7,7 @@ the gateway keeps that state in-process.
 
 Every command is bounded by `REDIS_TIMEOUT_MS` (connect and read): a slow Redis
 must cost a call a few milliseconds, then the caller of this pool falls back to
-in-process state (classify_gateway/shared_state.py), never an error to our callers.
+in-process state (classify_gateway/state/shared_state.py), never an error to our callers.
 The password comes from `REDIS_PASSWORD_FILE` (a mounted Secret) or the URL; it
 lives only in Settings and in the pool's connection arguments, and it is redacted
 from the start-up log (`Settings.redacted()` and `redact_url`).

@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 
 from classify_gateway.config import Settings
 
-log = logging.getLogger("classify_gateway.shared_state")
+log = logging.getLogger("classify_gateway.state.shared_state")
 T = TypeVar("T")
 
 ACTIVE_WINDOW_MS = 2000.0  # a caller counts for fair share this long after its last ask
@@ -544,7 +544,7 @@ class ResilientState(SharedState):
 
 def build(settings: Settings, on_change: Callable[[bool], None] | None = None) -> SharedState:
     """The shared state a gateway process uses, from Settings."""
-    from classify_gateway.redis_conn import connect
+    from classify_gateway.state.redis_conn import connect
 
     client = connect(settings)
     if client is None:

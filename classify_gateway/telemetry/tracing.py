@@ -18,14 +18,14 @@ through.
 Every RPC gets a SERVER span that continues the caller's W3C `traceparent` metadata,
 and the maintained httpx instrumentation's transport makes a child span per upstream
 request and injects `traceparent` into it. With tracing off, the gateway still forwards the
-caller's `traceparent` and `tracestate` unchanged (classify_gateway/rpc.py), so the
+caller's `traceparent` and `tracestate` unchanged (classify_gateway/edge/rpc.py), so the
 upstream's logs can be joined with the caller's trace at no cost here.
 
 The server span is ours, through grpc's public interceptor API and OpenTelemetry's
 public API, rather than opentelemetry-instrumentation-grpc's aio interceptor: that
 interceptor iterates every server-streaming handler (`async for`), which fails for
 `Classify`, whose handler writes with `context.write()` on purpose (a cancelled call
-then leaves its upstream request at once, see classify_gateway/servicer.py); the
+then leaves its upstream request at once, see classify_gateway/edge/servicer.py); the
 only way in was to override one of its private methods.
 """
 
@@ -158,7 +158,7 @@ class ServerSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def __init__(self, tracer: Any = None) -> None:
         from opentelemetry import trace
 
-        self._tracer = tracer or trace.get_tracer("classify_gateway.tracing")
+        self._tracer = tracer or trace.get_tracer("classify_gateway.telemetry.tracing")
 
     async def intercept_service(
         self,

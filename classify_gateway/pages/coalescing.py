@@ -37,8 +37,8 @@ from typing import Any
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.errors import GatewayError, own_error
-from classify_gateway.page_cache import Page, new_chain_id
+from classify_gateway.core.errors import GatewayError, own_error
+from classify_gateway.pages.page_cache import Page, new_chain_id
 
 DEFAULT_BUFFER_PAGES = 16
 

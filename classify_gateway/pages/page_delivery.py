@@ -22,9 +22,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from classify_gateway.coalescing import ChainStart, Coalescer, Lagged, Subscription
-from classify_gateway.errors import GatewayError, own_error
-from classify_gateway.page_cache import Page, PageStore
+from classify_gateway.core.errors import GatewayError, own_error
+from classify_gateway.pages.coalescing import ChainStart, Coalescer, Lagged, Subscription
+from classify_gateway.pages.page_cache import Page, PageStore
 
 # Where a page came from, as counted in metrics and logged per RPC.
 FROM_UPSTREAM = "upstream"  # this call's chain fetched it, and this call got it first

@@ -5,7 +5,7 @@ round trip to Redis when it is configured, nothing but a function call when not)
 
 - the quota is `UPSTREAM_RPS` / `UPSTREAM_BURST` (and `UPSTREAM_DAILY_QUOTA`) per
   upstream API key, for all replicas and workers together;
-- each calling service (classify_gateway/callers.py) gets at least its weighted share
+- each calling service (classify_gateway/quota/callers.py) gets at least its weighted share
   while the quota is contended, and any share it leaves unused goes to the others;
 - pages 2..N of an admitted stream reserve their slot ahead (and wait for it), while a
   first page only takes a slot that is free now, so under contention streams that
@@ -30,12 +30,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
-from classify_gateway.callers import load_weights
 from classify_gateway.config import Settings
-from classify_gateway.errors import own_error
-from classify_gateway.shared_state import QuotaAsk, SharedState, bucket_of, build
+from classify_gateway.core.errors import own_error
+from classify_gateway.quota.callers import load_weights
+from classify_gateway.state.shared_state import QuotaAsk, SharedState, bucket_of, build
 
-log = logging.getLogger("classify_gateway.quota")
+log = logging.getLogger("classify_gateway.quota.limiter")
 
 # Leave this much of the deadline for the request itself and the answer to the caller.
 DEADLINE_MARGIN = 0.1
@@ -80,7 +80,7 @@ class NoQuotaHooks:
 
 
 class SharedLimiter:
-    """A Limiter (classify_gateway/limits.py) over SharedState."""
+    """A Limiter (classify_gateway/quota/limits.py) over SharedState."""
 
     def __init__(
         self,

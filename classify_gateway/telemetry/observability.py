@@ -139,7 +139,7 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
-        # The upstream quota (classify_gateway/quota.py) and its shared state.
+        # The upstream quota (classify_gateway/quota/limiter.py) and its shared state.
         self.quota_wait_seconds = Histogram(
             "classify_gateway_quota_wait_seconds",
             "Time each upstream request waited for the upstream quota (0 for most).",
@@ -170,7 +170,7 @@ class Metrics:
             "Switches from the shared quota in Redis to the in-process fallback.",
             registry=r,
         )
-        # Coalescing and the page cache (classify_gateway/sharing.py).
+        # Coalescing and the page cache (classify_gateway/pages/sharing.py).
         self.pages_by_source = Counter(
             "classify_gateway_pages_by_source",
             "Pages sent to callers by where they came from: upstream (fetched for this call), "

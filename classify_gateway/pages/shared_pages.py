@@ -42,13 +42,13 @@ from typing import Any
 import grpc
 import orjson
 
-from classify_gateway.canonical import token_key
-from classify_gateway.coalescing import ChainStart, Hub
-from classify_gateway.errors import GatewayError
-from classify_gateway.page_cache import CacheHooks, Page, TokenTarget, cache_deadline
-from classify_gateway.shared_state import SharedState
+from classify_gateway.core.errors import GatewayError
+from classify_gateway.pages.canonical import token_key
+from classify_gateway.pages.coalescing import ChainStart, Hub
+from classify_gateway.pages.page_cache import CacheHooks, Page, TokenTarget, cache_deadline
+from classify_gateway.state.shared_state import SharedState
 
-log = logging.getLogger("classify_gateway.shared_pages")
+log = logging.getLogger("classify_gateway.pages.shared_pages")
 
 # Failures that belong to the replica that fetched, not to the upstream: never published,
 # so that another replica takes the chain over instead of failing its callers too.

@@ -2,7 +2,7 @@
 
 Every upstream request acquires a slot from a `Limiter` before it is sent and
 releases it when its answer is in, and tells it what the upstream said of its quota
-(`learn`). The gateway's limiter is classify_gateway/quota.py's `SharedLimiter`
+(`learn`). The gateway's limiter is classify_gateway/quota/limiter.py's `SharedLimiter`
 (shared by every replica through Redis, or in-process; fair per caller; pages 2..N
 first), built by `make_limiter`. `RateLimiter` here is the earlier process-wide
 GCRA, first come first served: kept as the baseline that docs/benchmarks.md compares
@@ -17,11 +17,11 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from classify_gateway.config import Settings
-from classify_gateway.errors import own_error
+from classify_gateway.core.errors import own_error
 
 if TYPE_CHECKING:
-    from classify_gateway.quota import QuotaObserver
-    from classify_gateway.upstream import UpstreamCall
+    from classify_gateway.backends.v1_2.client import UpstreamCall
+    from classify_gateway.quota.limiter import QuotaObserver
 
 # Leave this much of the caller's deadline for sending the answer back: a status sent
 # at the deadline itself does not reach the caller, who sees its own DEADLINE_EXCEEDED
@@ -130,6 +130,6 @@ def make_limiter(settings: Settings, hooks: QuotaObserver | None = None) -> Limi
     The shared state behind it (in-process, or Redis with an in-process fallback) is
     the limiter's `state`; the gateway closes it at shutdown.
     """
-    from classify_gateway.quota import build_limiter
+    from classify_gateway.quota.limiter import build_limiter
 
     return build_limiter(settings, hooks)[0]

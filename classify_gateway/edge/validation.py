@@ -16,7 +16,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from classify_gateway.config import valid_api_key
-from classify_gateway.errors import GatewayError, invalid_request, own_error
+from classify_gateway.core.errors import GatewayError, invalid_request, own_error
 
 MessageT = TypeVar("MessageT", bound=Message)
 

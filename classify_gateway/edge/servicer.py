@@ -17,9 +17,9 @@ import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
-from classify_gateway.rpc import Rpcs
-from classify_gateway.sharing import Sharing, wants_fresh
-from classify_gateway.validation import validate_classify, validate_page_request
+from classify_gateway.edge.rpc import Rpcs
+from classify_gateway.edge.validation import validate_classify, validate_page_request
+from classify_gateway.pages.sharing import Sharing, wants_fresh
 
 
 class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
