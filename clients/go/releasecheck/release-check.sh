@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# What a team that depends on the Go client goes through, offline, from a clean module cache:
+#   1. the client module at RELEASE_REV is zipped the way a module proxy zips the tag
+#      clients/go/$RELEASE_VERSION, into a file-system proxy ($tmp/proxy);
+#   2. a fresh consumer module (testdata/consumer) with a clean GOPATH and GOMODCACHE runs
+#      `go get <module>@$RELEASE_VERSION`, `go mod tidy`, `go build`, `go vet`, and runs the
+#      program (embedded service config present, a call to a closed port ends UNAVAILABLE);
+#   3. `go install <module>/cmd/classify@$RELEASE_VERSION` builds the example command.
+# GOPROXY is the local proxy, then the client's own module cache (already verified against
+# go.sum when it was filled), then `off`: nothing reaches the network. GOPRIVATE and
+# GONOPROXY=none are what a company sets for a private module behind its own proxy; GOSUMDB
+# is off (no network), and the public dependencies are checked against the client's go.sum
+# (plus the hashes of the rest of its module graph), copied into the consumer before
+# anything is fetched.
+# Run by `make -C clients/go release-check` (which sets GOMODCACHE, GOCACHE, GOTOOLCHAIN).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+client=$(dirname "$here")
+repo=$(git -C "$client" rev-parse --show-toplevel)
+subdir=$(realpath --relative-to="$repo" "$client")
+version=${RELEASE_VERSION:-v0.1.0}
+go=${GO:-go}
+: "${GOMODCACHE:?run through make -C clients/go release-check}"
+
+# The revision to zip: HEAD, or HEAD plus the uncommitted changes to tracked files (a
+# stash commit; the work tree is not touched). Untracked files are not in a release.
+rev=${RELEASE_REV:-}
+if [ -z "$rev" ]; then
+  rev=$(git -C "$repo" stash create 2>/dev/null || true)
+  rev=${rev:-HEAD}
+fi
+if [ -n "$(git -C "$repo" ls-files --others --exclude-standard -- "$subdir")" ]; then
+  echo "release-check: untracked files under $subdir are not part of the check (git add them):" >&2
+  git -C "$repo" ls-files --others --exclude-standard -- "$subdir" | sed 's/^/  /' >&2
+fi
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/go-release-check.XXXXXX")
+cleanup() { chmod -R u+w "$tmp" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+# Every module in the client's module graph (go mod tidy in the consumer reads them all),
+# in the client's cache: from the usual GOPROXY the first time, checked by the sumdb as
+# usual, then from the cache. -modfile keeps the hashes this adds out of the client's go.sum
+# (which is complete for the client itself and never rewritten); they seed the consumer's.
+cp "$client/go.mod" "$tmp/client.mod"
+cp "$client/go.sum" "$tmp/client.sum"
+(cd "$client" && "$go" mod download -modfile="$tmp/client.mod" all)
+
+module=$(cd "$here" && "$go" run . -repo "$repo" -rev "$rev" -subdir "$subdir" -version "$version" -out "$tmp/proxy")
+
+mkdir -p "$tmp/consumer"
+sed "s|CLIENT_MODULE|$module|g" "$here/testdata/consumer/main.go" >"$tmp/consumer/main.go"
+goline=$(awk '$1 == "go" { print $2; exit }' "$client/go.mod")
+printf 'module example.com/consumer\n\ngo %s\n' "$goline" >"$tmp/consumer/go.mod"
+cp "$tmp/client.sum" "$tmp/consumer/go.sum"
+
+consumer_env=(
+  env
+  GOPATH="$tmp/gopath"
+  GOMODCACHE="$tmp/gopath/pkg/mod"
+  GOBIN="$tmp/bin"
+  GOPROXY="file://$tmp/proxy,file://$GOMODCACHE/cache/download,off"
+  GOPRIVATE="$module"
+  GONOPROXY=none
+  GOSUMDB=off
+  GOFLAGS="-mod=mod -buildvcs=false"
+  GOTOOLCHAIN=local
+  GOWORK=off
+)
+cd "$tmp/consumer"
+"${consumer_env[@]}" "$go" get "$module@$version"
+"${consumer_env[@]}" "$go" mod tidy
+grep -q "^	$module $version\$\|^require $module $version\$" go.mod ||
+  { echo "release-check: go.mod of the consumer does not require $module $version:" >&2; cat go.mod >&2; exit 1; }
+"${consumer_env[@]}" "$go" vet .
+"${consumer_env[@]}" "$go" build -o consumer .
+./consumer
+"${consumer_env[@]}" "$go" install "$module/cmd/classify@$version"
+usage=$("$tmp/bin/classify" -h 2>&1 || true)
+grep -q -- -addr <<<"$usage" ||
+  { echo "release-check: the installed classify command does not print its usage: $usage" >&2; exit 1; }
+echo "release-check (Go): $module@$version from ${rev:0:12} builds and runs for a consumer, offline, from a clean module cache"
