@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Callable
 from importlib import metadata
 
 from classify_gateway import workers
 from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
-from classify_gateway.quota.callers import load_weights
+from classify_gateway.quota.callers import load_weights, trust_warnings
 from classify_gateway.telemetry.tracing import TracingConfigError, exporter_name, otlp_protocol
 from classify_gateway.workers import worker_slot
 
@@ -71,7 +72,7 @@ def _serve(ns: argparse.Namespace) -> int:
     slot = worker_slot()
     try:
         settings = from_env(**flags)
-        load_weights(settings.caller_weights)  # a bad file stops start-up here, named
+        weights = load_weights(settings.caller_weights)  # a bad file stops start-up, named
         if slot is None:
             # A worker shares the port its parent holds, and serves no metrics.
             check_listen("LISTEN", settings.listen)
@@ -89,6 +90,9 @@ def _serve(ns: argparse.Namespace) -> int:
         settings.log_level,
         secrets=[settings.api_key, url_secret(settings.upstream_url), *secrets_of(settings)],
     )
+    if slot is None:
+        for warning in trust_warnings(settings.caller_identity, weights):
+            logging.getLogger("classify_gateway.cli").warning(warning)
     if slot is None and settings.workers > 1:
         # The parent: its workers get the same flags through the environment.
         given = {k: str(v) for k, v in flags.items() if v is not None and k != "workers"}

@@ -21,7 +21,9 @@ A request that cannot get a slot before its deadline ends with RESOURCE_EXHAUSTE
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import logging
+import math
 import os
 import random
 import secrets
@@ -32,7 +34,7 @@ from typing import Protocol
 
 from classify_gateway.config import Settings
 from classify_gateway.core.errors import own_error
-from classify_gateway.quota.callers import load_weights
+from classify_gateway.quota.callers import load_weights, share_of
 from classify_gateway.state.shared_state import QuotaAsk, SharedState, bucket_of, build
 
 log = logging.getLogger("classify_gateway.quota.limiter")
@@ -132,7 +134,7 @@ class SharedLimiter:
         deadline, key, caller = call.deadline, call.api_key, call.caller
         started = self._clock()
         bucket = self._bucket(key)
-        weight = self._weights.get(caller, 1.0)
+        member, weight = share_of(caller, self._weights)
         while True:
             now = self._clock()
             grant = await self.state.reserve(
@@ -140,7 +142,7 @@ class SharedLimiter:
                     bucket,
                     self._rps,
                     self._burst,
-                    caller,
+                    member,
                     weight,
                     first_page,
                     max(0.0, deadline - now - DEADLINE_MARGIN),
@@ -201,18 +203,12 @@ class SharedLimiter:
         """
         now_epoch = time.time() if now_epoch is None else now_epoch
         seconds = 0.0
-        reset = _number(headers.get("x-ratelimit-reset"))
         if status == 429:
-            retry_after = _number(headers.get("retry-after"))
-            if retry_after is not None:
-                seconds = retry_after
-            elif reset is not None:
-                seconds = reset - now_epoch
-            else:
-                seconds = 1.0
-        elif _number(headers.get("x-ratelimit-remaining")) == 0 and reset is not None:
-            seconds = reset - now_epoch
-        seconds = min(LEARN_CAP, seconds)
+            hint = upstream_wait(headers, status, now_epoch)
+            seconds = 1.0 if hint is None else hint
+        elif header_number(headers.get("x-ratelimit-remaining")) == 0:
+            reset = header_number(headers.get("x-ratelimit-reset"))
+            seconds = _wait(None if reset is None else reset - now_epoch) or 0.0
         if seconds > 0:
             await self.state.block(self._bucket(api_key), seconds)
             log.warning(
@@ -222,13 +218,55 @@ class SharedLimiter:
         return max(0.0, seconds)
 
 
-def _number(raw: str | None) -> float | None:
+def header_number(raw: str | None) -> float | None:
+    """A finite number from a quota header (Retry-After, X-Ratelimit-*), else None.
+
+    The upstream is untrusted input: `nan` would pass every comparison as false (a
+    `min(cap, nan)` is the cap, a 24-hour block of every replica) and `inf` is no time
+    at all, so neither is a number here.
+    """
     if raw is None:
         return None
     try:
-        return float(raw.strip())
+        value = float(raw.strip())
     except ValueError:
         return None
+    return value if math.isfinite(value) else None
+
+
+def _wait(seconds: float | None) -> float | None:
+    """A wait the upstream asked for, refused when it is past any quota window."""
+    if seconds is None or seconds > LEARN_CAP:
+        return None
+    return seconds
+
+
+def upstream_wait(headers: Mapping[str, str], status: int, now_epoch: float) -> float | None:
+    """Seconds the upstream asks us to wait, from Retry-After or X-Ratelimit-Reset.
+
+    Retry-After (seconds or an HTTP date) counts on any answer; X-Ratelimit-Reset is on
+    every upstream answer (the end of the quota window), so it only counts for a 429,
+    where it says when the quota comes back. Non-finite values and waits past any quota
+    window are refused (None), never read as a long block.
+    """
+    raw = headers.get("retry-after")
+    if raw:
+        raw = raw.strip()
+        seconds = header_number(raw)
+        if seconds is None:
+            try:
+                seconds = email.utils.parsedate_to_datetime(raw).timestamp() - now_epoch
+            except (TypeError, ValueError, OverflowError):
+                seconds = None
+        wait = _wait(seconds)
+        if wait is not None:
+            return max(0.0, wait)
+    if status == 429:
+        reset = header_number(headers.get("x-ratelimit-reset"))
+        wait = _wait(None if reset is None else reset - now_epoch)
+        if wait is not None:
+            return max(0.0, wait)
+    return None
 
 
 class QuotaObserver(QuotaHooks, Protocol):

@@ -126,6 +126,34 @@ async def test_a_quiet_caller_gets_its_share(make: Any) -> None:
     assert counts["quiet"] >= 0.3 * total, counts
 
 
+async def test_rotating_identities_cannot_crowd_out_a_listed_caller(make: Any) -> None:
+    """A caller that sends a new identity on every call (metadata:<key> is caller-written)
+    draws on the one pool of unlisted identities, not on a fresh share per call."""
+    limiter, _ = make(rps=20.0, burst=2, weights={"victim": 3.0})
+    counts = {"victim": 0, "rotator": 0}
+    stop = time.monotonic() + 1.5
+    rotations = iter(range(1_000_000))
+
+    async def loop(who: str) -> None:
+        while time.monotonic() < stop:
+            caller = who if who == "victim" else f"rotator-{next(rotations)}"
+            try:
+                await limiter.acquire(call(0.5, caller=caller))
+            except GatewayError:
+                continue
+            if time.monotonic() <= stop:
+                counts[who] += 1
+            limiter.release()
+            await asyncio.sleep(0.01)  # the upstream answers
+
+    await asyncio.gather(*(loop("rotator") for _ in range(12)), *(loop("victim") for _ in range(3)))
+    total = counts["victim"] + counts["rotator"]
+    assert total <= 20 * 1.5 + 2 + 1
+    # Weighted 3 against one pooled share of 1: at least its 3/4 less the slack the
+    # work-conserving rule gives away.
+    assert counts["victim"] >= 0.6 * total, counts
+
+
 async def test_a_429_stops_everyone_until_its_reset(make: Any) -> None:
     limiter, hooks = make(rps=100.0, burst=10)
     now = time.time()
@@ -159,6 +187,30 @@ async def test_remaining_zero_blocks_until_reset_and_other_answers_do_not(make: 
         await limiter.acquire(call(1))
     # Another API key has a quota of its own.
     await limiter.acquire(call(1, api_key="another-key"))
+    limiter.release()
+
+
+@pytest.mark.parametrize(
+    ("status", "headers"),
+    [
+        (429, {"retry-after": "nan"}),
+        (429, {"retry-after": "inf"}),
+        (429, {"x-ratelimit-reset": "nan"}),
+        (429, {"retry-after": "1e12"}),
+        (200, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "nan"}),
+        (200, {"x-ratelimit-remaining": "0", "x-ratelimit-reset": "inf"}),
+        (200, {"x-ratelimit-remaining": "nan", "x-ratelimit-reset": "1e15"}),
+    ],
+)
+async def test_non_finite_or_absurd_quota_headers_block_nobody_for_long(
+    make: Any, status: int, headers: dict[str, str]
+) -> None:
+    """`Retry-After: nan` once blocked every replica for 24 hours (`min(cap, nan)` is
+    the cap). A 429 that says nothing usable waits the default second; a 200 none."""
+    limiter, _ = make(rps=100.0, burst=10)
+    blocked = await limiter.learn(KEY, status, headers, time.time())
+    assert blocked <= 1.0
+    await limiter.acquire(call(3.0))  # served within the default wait
     limiter.release()
 
 

@@ -7,8 +7,9 @@ import time
 
 import pytest
 
-from classify_gateway.backends.v1_2.client import RetryPolicy, UpstreamCall, retry_hint
+from classify_gateway.backends.v1_2.client import RetryPolicy, UpstreamCall
 from classify_gateway.core.errors import GatewayError
+from classify_gateway.quota.limiter import upstream_wait as retry_hint
 from classify_gateway.quota.limits import RateLimiter
 
 
@@ -104,3 +105,12 @@ async def test_concurrency_cap_waits_then_refuses() -> None:
     with pytest.raises(GatewayError) as info:
         await limiter.acquire(call(time.monotonic() + 0.05))
     assert info.value.code.name == "RESOURCE_EXHAUSTED"
+
+
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "1e12"])
+def test_non_finite_or_absurd_waits_are_refused(value: str) -> None:
+    """The upstream is untrusted input: `nan` or `inf` is no wait at all, and neither is
+    a wait past any quota window (a 24-hour window is the longest the upstream has)."""
+    now = 1_700_000_000.0
+    assert retry_hint({"retry-after": value}, 429, now) is None
+    assert retry_hint({"x-ratelimit-reset": value}, 429, now) is None

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import functools
 import logging
 import random
@@ -43,6 +42,7 @@ from classify_gateway.core.redact import redact_json
 from classify_gateway.edge.drain import DrainState
 from classify_gateway.edge.health import UpstreamHealth
 from classify_gateway.edge.validation import token_problem
+from classify_gateway.quota.limiter import upstream_wait
 from classify_gateway.quota.limits import DEADLINE_MARGIN, Limiter, make_limiter
 from classify_gateway.telemetry.observability import Metrics
 from classify_gateway.telemetry.tracing import instrument_transport
@@ -53,7 +53,6 @@ log = logging.getLogger("classify_gateway.backends.v1_2.client")
 # answer back; the status (with resume_page_token) must reach the caller before the
 # caller's own timer fires; with 10 ms it often did not under load
 # (tests/reliability/test_fault_matrix.py).
-RETRY_AFTER_CAP = 24 * 3600.0
 PAGE_ROUTE = "GET /classify/{page_token}"
 REFUSED_TOKEN = (
     "page_token",
@@ -75,33 +74,6 @@ class RetryPolicy:
         """Delay before retry number `attempt` (1 = the first retry)."""
         ceiling = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
         return rng(0.0, ceiling)
-
-
-def retry_hint(headers: Mapping[str, str], status: int, now_epoch: float) -> float | None:
-    """Seconds the upstream asks us to wait, from Retry-After or X-Ratelimit-Reset.
-
-    X-Ratelimit-Reset is on every upstream response (the end of the quota window),
-    so it only counts for a 429, where it says when the quota comes back.
-    """
-    raw = headers.get("retry-after")
-    if raw:
-        raw = raw.strip()
-        try:
-            return min(RETRY_AFTER_CAP, max(0.0, float(raw)))
-        except ValueError:
-            try:
-                when = email.utils.parsedate_to_datetime(raw)
-                return min(RETRY_AFTER_CAP, max(0.0, when.timestamp() - now_epoch))
-            except (TypeError, ValueError):
-                pass
-    if status == 429:
-        reset = headers.get("x-ratelimit-reset")
-        if reset:
-            try:
-                return min(RETRY_AFTER_CAP, max(0.0, float(reset) - now_epoch))
-            except ValueError:
-                return None
-    return None
 
 
 _EMPTY = httpx.ByteStream(b"")  # the body of every GET
@@ -440,7 +412,7 @@ class UpstreamClient:
         raise from_upstream(
             status,
             body if isinstance(body, dict) else None,
-            retry_after=retry_hint(response.headers, status, time.time()),
+            retry_after=upstream_wait(response.headers, status, time.time()),
         )
 
 
