@@ -1,0 +1,276 @@
+"""Marengo-3.0-shaped embeddings, built from the same relevance model as the v1.2 scores.
+
+Why: the gateway's v1.3 backend computes classify's numbers as the cosine of a
+prompt's text embedding (`POST /v1.3/embed-v2`) with a video's stored segment
+embeddings (`GET /v1.3/indexes/{id}/videos/{id}?embedding_option=...`). For its
+tests to mean something, the emulator's vectors must rank (video, prompt) pairs
+the way its v1.2 classify scores do, be deterministic in every process, and
+have cosines in a range that resembles a real text-to-video model (relevant
+clearly above unrelated, never near 1). There is no neural model here, so the
+vectors are built from the relevance model's own analysis (`textsim`):
+
+* every feature (a vocabulary concept `@dance`, a word stem, a character
+  trigram) has a fixed pseudo-random unit direction, derived from a hash of its
+  name (SHAKE-256, not a PRNG whose stream could change between library
+  versions); in 512 dimensions such directions are nearly orthogonal;
+* a text (a prompt) is the weighted sum of its terms as `textsim.analyse_prompt`
+  weighs them, each term leaning a little towards the concepts that give it
+  partial credit (broader and related ones, with the vocabulary's credits),
+  plus a small trigram part (typos), normalised;
+* a segment is the sum of its text's features (`TextFeatures.features`), plus
+  the video's title and filename features (`VideoContext`) with more weight
+  on a segment that is on the video's subject than on one that is not (as
+  v1.2's title lift), plus a small per-segment noise, normalised;
+* both share a common direction, as real embedding spaces are anisotropic: an
+  unrelated pair is slightly positive, not zero.
+
+Segments longer than `MAX_SEGMENT_SECONDS` are cut into equal pieces (Marengo
+3.0 segments are 2 to 10 s), each piece with its own noise. The measured
+distribution of cosines is in docs/emulator.md ("v1.3: the embedding model").
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from classify_emulator.corpus import Corpus, Segment, Video
+from classify_emulator.textsim import analyse_prompt, features, vocabulary
+
+Vector = npt.NDArray[np.float32]
+Floats = npt.NDArray[np.float64]
+
+DIMENSION = 512  # Marengo 3.0 (docs/emulator.md names the sources)
+MODEL_NAME = "marengo3.0"
+MAX_SEGMENT_SECONDS = 10.0
+#: v1.3 embedding options and the corpus sources each is built from.
+OPTIONS: tuple[str, ...] = ("visual", "audio", "transcription")
+OPTION_SOURCES: dict[str, tuple[str, ...]] = {
+    "visual": ("visual", "text_in_video"),
+    "audio": ("visual",),  # the time grid of the shots; see `_audio_signal`
+    "transcription": ("conversation",),
+}
+
+# Layout before the final rotation: a shared part where meaning lives, one common
+# coordinate (anisotropy), and two private parts, one only texts use and one only
+# segments use. The private parts give each vector its length budget without
+# touching the dot product, so that the cosine is a fixed linear function of how
+# much of the prompt a segment covers (v1.2's token score), not of how much else
+# the segment shows.
+SHARED = 448
+COMMON_AXIS = SHARED
+TEXT_PRIVATE = slice(SHARED + 1, SHARED + 33)
+SEGMENT_PRIVATE = slice(SHARED + 33, DIMENSION)
+
+# The shape of the space (docs/emulator.md has what they produce).
+TEXT_SHARE = 0.85  # shared-part length of a text per unit of prompt weight
+SEGMENT_SHARE = 0.9  # shared-part length of a segment with SEGMENT_FULL of features
+SEGMENT_FULL = 4.0  # feature length above which a segment's own features dilute
+TEXT_COMMON = 0.3
+SEGMENT_COMMON = 0.3
+STEM_WEIGHT = 0.6  # a plain word next to a vocabulary concept
+TRIGRAM_WEIGHT = 0.08  # per shared character trigram (typos), relative to a concept
+NOISE = 0.03  # a segment's own shared-part noise
+CONTEXT_ON_SUBJECT = 0.6  # title weight on a segment that shares a concept with the title
+CONTEXT_OFF_SUBJECT = 0.2  # ... on one that does not (intros, sponsor reads)
+AUDIO_TEXT_WEIGHT = 0.35  # how much of the shot an audio segment "hears"
+REFLECTIONS = 6  # Householder reflections that hide the layout
+
+
+def _hashed(name: str, size: int) -> Floats:
+    """A fixed unit vector from a name: the same bytes in every process and version."""
+    raw = np.frombuffer(hashlib.shake_256(name.encode()).digest(4 * size), dtype="<u4")
+    v = raw.astype(np.float64) / 4294967296.0 - 0.5
+    return v / np.linalg.norm(v)
+
+
+@functools.cache
+def _concepts() -> dict[str, Floats]:
+    """Orthonormal directions for the vocabulary's concepts (they never blur together)."""
+    names = sorted(vocabulary().kind)
+    raw = np.stack([_hashed(n, SHARED) for n in names], axis=1)
+    q, r = np.linalg.qr(raw)
+    q *= np.sign(np.diag(r))  # the orthonormal vector nearest each name's own
+    return {n: q[:, i].copy() for i, n in enumerate(names)}
+
+
+@functools.lru_cache(maxsize=65536)
+def direction(feature: str) -> Floats:
+    """A feature's unit direction in the shared part (concepts: orthonormal)."""
+    concept = _concepts().get(feature)
+    return concept if concept is not None else _hashed(feature, SHARED)
+
+
+@functools.cache
+def _reflections() -> tuple[Floats, ...]:
+    return tuple(_hashed(f"\x00reflection:{i}", DIMENSION) for i in range(REFLECTIONS))
+
+
+def _place(shared: Floats, common: float, private: slice, private_seed: str) -> Vector:
+    """Assemble a unit vector: shared part, common coordinate, private filler; rotate."""
+    v = np.zeros(DIMENSION, dtype=np.float64)
+    v[:SHARED] = shared
+    v[COMMON_AXIS] = common
+    rest = 1.0 - float(shared @ shared) - common * common
+    if rest > 0:
+        size = private.stop - private.start
+        v[private] = math.sqrt(rest) * _hashed(private_seed, size)
+    v /= np.linalg.norm(v)
+    for h in _reflections():
+        v -= 2.0 * float(h @ v) * h
+    return v.astype(np.float32)
+
+
+def _sum(weighted: Iterable[tuple[str, float]]) -> Floats:
+    out = np.zeros(SHARED, dtype=np.float64)
+    for name, weight in weighted:
+        if weight:
+            out += weight * direction(name)
+    return out
+
+
+def _trigrams(grams: Iterable[str]) -> Floats:
+    return _sum((" tri:" + g, TRIGRAM_WEIGHT) for g in grams)
+
+
+@functools.lru_cache(maxsize=8192)
+def text_embedding(text: str) -> Vector:
+    """A text query's embedding (`embed-v2`, input_type text): deterministic, unit length.
+
+    Each alternative of the prompt ("bars and restaurants" has two) contributes
+    its terms divided by its total weight, so a segment that covers a whole
+    alternative gets the same dot product whatever the prompt's length, as
+    v1.2 scores a prompt by the share of it a segment covers.
+    """
+    prompt = analyse_prompt(text)
+    shared = np.zeros(SHARED, dtype=np.float64)
+    for alt in prompt.alternatives:
+        part = np.zeros(SHARED, dtype=np.float64)
+        for term in alt.terms:
+            part += term.weight * _sum(((term.feature, 1.0), *term.credits))
+        shared += part / alt.total_weight
+    if not prompt.alternatives:  # nothing but stopwords: the words themselves
+        shared = _sum((f, 1.0) for f in features(text))
+    grams = prompt.trigrams
+    shared += _trigrams(grams) / max(len(grams), 1) * 6.0
+    shared *= TEXT_SHARE
+    limit = 1.0 - TEXT_COMMON**2 - 0.01
+    length = float(np.linalg.norm(shared))
+    if length * length > limit:
+        shared *= math.sqrt(limit) / length
+    out = _place(shared, TEXT_COMMON, TEXT_PRIVATE, "\x00text:" + text)
+    out.flags.writeable = False
+    return out
+
+
+def _feature_weights(feats: Iterable[str], scale: float = 1.0) -> dict[str, float]:
+    return {f: scale * (1.0 if f.startswith("@") else STEM_WEIGHT) for f in feats}
+
+
+def _segment_signal(segment: Segment, video: Video) -> Floats:
+    own = segment.analysed.features
+    weights = _feature_weights(own)
+    title = video.context.features
+    on_subject = any(f.startswith("@") and f in title for f in own)
+    gain = CONTEXT_ON_SUBJECT if on_subject else CONTEXT_OFF_SUBJECT
+    for f, w in _feature_weights(title - own, gain).items():
+        weights[f] = weights.get(f, 0.0) + w
+    return _sum(weights.items()) + _trigrams(segment.analysed.trigrams)
+
+
+def _audio_signal(segment: Segment, video: Video) -> Floats:
+    """What the soundtrack of a shot says: mostly the video's subject, a little of the shot.
+
+    The corpus has no sound; an emulator choice (docs/emulator.md).
+    """
+    weights = _feature_weights(video.context.features)
+    for f, w in _feature_weights(segment.analysed.features, AUDIO_TEXT_WEIGHT).items():
+        weights[f] = weights.get(f, 0.0) + w
+    return _sum(weights.items())
+
+
+def _segment_vector(signal: Floats, seed: str) -> Vector:
+    """Scale so that a segment's own extra features do not dilute it (up to SEGMENT_FULL)."""
+    length = float(np.linalg.norm(signal))
+    shared = signal * (SEGMENT_SHARE / max(length, SEGMENT_FULL))
+    shared = shared + NOISE * _hashed("\x00noise:" + seed, SHARED)
+    limit = 1.0 - SEGMENT_COMMON**2 - 0.01
+    size = float(np.linalg.norm(shared))
+    if size * size > limit:
+        shared *= math.sqrt(limit) / size
+    return _place(shared, SEGMENT_COMMON, SEGMENT_PRIVATE, "\x00segment:" + seed)
+
+
+def pieces(start: float, end: float) -> list[tuple[float, float]]:
+    """A segment cut into equal pieces of at most MAX_SEGMENT_SECONDS."""
+    n = max(1, math.ceil((end - start) / MAX_SEGMENT_SECONDS - 1e-9))
+    step = (end - start) / n
+    return [(start + i * step, end if i == n - 1 else start + (i + 1) * step) for i in range(n)]
+
+
+@dataclass(frozen=True, slots=True)
+class OptionEmbeddings:
+    """One option's segments of one video, in time order: bounds and a (n, 512) matrix.
+
+    `sources[i]` numbers the corpus segment row i was cut from (search merges the
+    pieces of one shot or line back into one clip).
+    """
+
+    option: str
+    starts: tuple[float, ...]
+    ends: tuple[float, ...]
+    sources: tuple[int, ...]
+    matrix: Vector  # float32, rows of unit length
+
+
+@dataclass(frozen=True, slots=True)
+class VideoEmbeddings:
+    video_id: str
+    options: dict[str, OptionEmbeddings]
+
+
+def _option(video: Video, option: str) -> OptionEmbeddings:
+    rows: list[tuple[float, float, int, Vector]] = []
+    origin = 0
+    for source in OPTION_SOURCES[option]:
+        for n, seg in enumerate(video.segments[source]):
+            signal = _audio_signal(seg, video) if option == "audio" else _segment_signal(seg, video)
+            for k, (start, end) in enumerate(pieces(seg.start, seg.end)):
+                seed = f"{video.id}:{option}:{source}:{n}:{k}"
+                rows.append((start, end, origin, _segment_vector(signal, seed)))
+            origin += 1
+    rows.sort(key=lambda r: (r[0], r[1], r[2]))
+    matrix = np.vstack([r[3] for r in rows]) if rows else np.zeros((0, DIMENSION), dtype=np.float32)
+    matrix.flags.writeable = False
+    return OptionEmbeddings(
+        option,
+        tuple(r[0] for r in rows),
+        tuple(r[1] for r in rows),
+        tuple(r[2] for r in rows),
+        matrix,
+    )
+
+
+class EmbeddingSpace:
+    """Segment embeddings of a corpus, computed on first use per video and kept."""
+
+    def __init__(self, corpus: Corpus) -> None:
+        self._corpus = corpus
+        self._videos: dict[str, VideoEmbeddings] = {}
+        self._lock = threading.Lock()
+
+    def video(self, video_id: str) -> VideoEmbeddings:
+        cached = self._videos.get(video_id)
+        if cached is not None:
+            return cached
+        video = self._corpus.videos[video_id]
+        built = VideoEmbeddings(video_id, {o: _option(video, o) for o in OPTIONS})
+        with self._lock:
+            return self._videos.setdefault(video_id, built)
