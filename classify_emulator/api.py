@@ -1,4 +1,4 @@
-"""The upstream API surface (/v1.2 and /v1.1): routing, auth, quotas, faults.
+"""The upstream API surface (/v1.2, /v1.1 and /v1.3): routing, auth, quotas, faults.
 
 Every upstream request goes through `UpstreamApi.handle`, in this order:
 
@@ -14,7 +14,8 @@ Every upstream request goes through `UpstreamApi.handle`, in this order:
    `trickle`) are applied while sending.
 
 Unknown paths answer 404 `not_found` and wrong methods 405 `method_not_allowed`
-(JSON, emulator-only codes: upstream's are not documented).
+(JSON, emulator-only codes: upstream's are not documented). The v1.3 routes and
+handlers live in `v1_3_api`; they share everything above.
 """
 
 from __future__ import annotations
@@ -30,10 +31,11 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from classify_emulator import api_errors, catalog
+from classify_emulator import api_errors, catalog, v1_3_api
 from classify_emulator.api_errors import ApiError
 from classify_emulator.faults import FaultAction, FaultSpecError, parse_header
 from classify_emulator.journal import JournalEntry
+from classify_emulator.pages import rfc3339
 from classify_emulator.quotas import Quota
 from classify_emulator.request_parsing import parse_classify
 from classify_emulator.responses import (
@@ -42,9 +44,10 @@ from classify_emulator.responses import (
     sleep_or_disconnect,
     wrong_types_body,
 )
+from classify_emulator.search import page_token_expired as search_page_token_expired
 from classify_emulator.state import EmulatorState
 
-VERSIONS: dict[str, bytes] = {"v1.1": b"1.1", "v1.2": b"1.2"}
+VERSIONS: dict[str, bytes] = {"v1.1": b"1.1", "v1.2": b"1.2", "v1.3": b"1.3"}
 JSON = (b"content-type", b"application/json")
 ANONYMOUS = "-"  # quota bucket shown on answers to requests without a valid key
 #: Faults answered instead of the real answer (no auth, quota or state involved).
@@ -78,11 +81,15 @@ ROUTES: tuple[Route, ...] = (
     ),
 )
 
+ROUTES_V13: tuple[Route, ...] = tuple(_route(*spec) for spec in v1_3_api.ROUTES)
 
-def match_route(method: str, rest: str) -> tuple[Route | None, dict[str, str], bool]:
+
+def match_route(
+    method: str, rest: str, version: str = "v1.2"
+) -> tuple[Route | None, dict[str, str], bool]:
     """(route, path params, path known): path known but no route means wrong method."""
     path_known = False
-    for route in ROUTES:
+    for route in ROUTES_V13 if version == "v1.3" else ROUTES:
         m = route.pattern.fullmatch(rest)
         if m is None:
             continue
@@ -107,6 +114,7 @@ class UpstreamApi:
             "get_index": self._get_index,
             "list_videos": self._list_videos,
             "get_video": self._get_video,
+            **v1_3_api.V13Api(state).handlers(),
         }
 
     async def handle(self, request: Request) -> Response:
@@ -125,7 +133,7 @@ class UpstreamApi:
         version, _, tail = path.lstrip("/").partition("/")
         api_version = VERSIONS.get(version)
         route, params, path_known = (
-            match_route(method, "/" + tail) if api_version else (None, {}, False)
+            match_route(method, "/" + tail, version) if api_version else (None, {}, False)
         )
         group = route.group if route else "other"
         base_headers = [JSON, (b"x-api-version", api_version or b"1.2")]
@@ -152,9 +160,11 @@ class UpstreamApi:
             return EmulatorResponse(0, b"", [], entry, mode="silent")
 
         if action is not None and action.type in REPLACING_FAULTS:
-            return self._replaced(action, base_headers, api_key, group, entry)
+            return self._replaced(action, base_headers, api_key, group, entry, version)
 
-        status, body, quota = await self._answer(request, route, params, path_known, api_key, group)
+        status, body, quota = await self._answer(
+            request, route, params, path_known, api_key, group, version
+        )
         headers = base_headers + quota.headers()
         if action is None or action.type == "latency":
             return EmulatorResponse(status, body, headers, entry)
@@ -186,6 +196,7 @@ class UpstreamApi:
         path_known: bool,
         api_key: str,
         group: str,
+        version: str,
     ) -> tuple[int, bytes, Quota]:
         """The real answer: auth, quota, route, handler."""
         state = self.state
@@ -193,10 +204,10 @@ class UpstreamApi:
         if not state.key_accepted(api_key):
             return 401, _error_body(api_errors.api_key_invalid()), self._peek(api_key, group)
         allowed, quota = state.rate.hit(
-            api_key, group, config.rate_limit, config.rate_window_seconds, time.time()
+            api_key, group, config.limit_for(group), config.rate_window_seconds, time.time()
         )
         if not allowed:
-            return 429, _error_body(api_errors.too_many_requests()), quota
+            return 429, _error_body(self._too_many(quota, version)), quota
         if route is None:
             if path_known:
                 error = ApiError(
@@ -218,6 +229,7 @@ class UpstreamApi:
         api_key: str,
         group: str,
         entry: JournalEntry,
+        version: str,
     ) -> Response:
         """An injected answer that replaces the real one (no state is touched)."""
         quota = self._peek(api_key, group)
@@ -225,7 +237,11 @@ class UpstreamApi:
         if action.type == "malformed":
             return self._plain(200, MALFORMED_BODY, base_headers, quota, entry)
         if action.type == "expire_token":
-            error = api_errors.parameter_invalid("page_token")
+            if version == "v1.3":
+                token = entry.path.rsplit("/", 1)[-1]
+                error = search_page_token_expired(token)
+            else:
+                error = api_errors.parameter_invalid("page_token")
             return self._plain(error.status, _error_body(error), base_headers, quota, entry)
         if action.type == "rate_limit":
             wait = action.retry_after if action.retry_after is not None else 60.0
@@ -235,15 +251,23 @@ class UpstreamApi:
                 used=quota.limit,
                 reset=math.ceil(time.time() + wait),
             )
-            error = api_errors.too_many_requests()
-            status, body = 429, _error_body(error)
+            status, body = 429, _error_body(self._too_many(quota, version))
         else:
             code, message = api_errors.default_code(action.status)
             status = action.status
             body = orjson.dumps({"code": action.code or code, "message": action.message or message})
         if action.retry_after is not None:
             extra.append((b"retry-after", _seconds_header(action.retry_after)))
+        if action.empty:  # as v1.3's OpenAPI documents its 429: no body, so no JSON type
+            base_headers = [h for h in base_headers if h != JSON]
+            body = b""
         return self._plain(status, body, base_headers + extra, quota, entry)
+
+    def _too_many(self, quota: Quota, version: str) -> ApiError:
+        if version != "v1.3":
+            return api_errors.too_many_requests()
+        window = self.state.config.rate_window_seconds
+        return v1_3_api.too_many_requests(quota.limit, window, rfc3339(quota.reset))
 
     def _plain(
         self,

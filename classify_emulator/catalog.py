@@ -172,11 +172,8 @@ def get_index(corpus: Corpus, index_id: str) -> bytes:
     return orjson.dumps(index.resource)
 
 
-def list_videos(corpus: Corpus, index_id: str, params: QueryParams) -> bytes:
-    index = corpus.indexes.get(index_id)
-    if index is None:
-        raise api_errors.resource_not_exist(index_id, "indexes")
-    _check_params(params, _VIDEO_PARAMS)
+def select_videos(videos: Iterable[dict[str, Any]], params: QueryParams) -> list[dict[str, Any]]:
+    """The v1.2 video objects that pass the query's filters (also used by /v1.3)."""
     tests: dict[str, list[Callable[[Any], bool]]] = {
         "_id": _compare(params, "_id", str),
         "filename": _compare(params, "filename", str),
@@ -185,8 +182,20 @@ def list_videos(corpus: Corpus, index_id: str, params: QueryParams) -> bytes:
         tests[field] = _compare(params, field, float)
     for field in _DATE_FIELDS:
         tests[field] = _compare(params, field, str)
-    videos = [corpus.videos[v].resource for v in index.video_ids]
-    selected = list(_select(videos, tests))
+    return list(_select(videos, tests))
+
+
+def page_of(items: list[dict[str, Any]], params: QueryParams) -> bytes:
+    """One page of a listing, v1.2's page-number paging (also used by /v1.3)."""
+    return _page(items, params)
+
+
+def list_videos(corpus: Corpus, index_id: str, params: QueryParams) -> bytes:
+    index = corpus.indexes.get(index_id)
+    if index is None:
+        raise api_errors.resource_not_exist(index_id, "indexes")
+    _check_params(params, _VIDEO_PARAMS)
+    selected = select_videos((corpus.videos[v].resource for v in index.video_ids), params)
     total_duration = round(sum(v["metadata"]["duration"] for v in selected), 3)
     return _page(selected, params, {"total_duration": total_duration})
 

@@ -23,7 +23,13 @@ RUNTIME_FIELDS: dict[str, type] = {
     "rate_limit": int,
     "rate_window_seconds": float,
     "page_ttl_seconds": float,
+    "rate_limit_embed": int,
+    "rate_limit_videos": int,
+    "rate_limit_search": int,
 }
+
+#: The v1.3 endpoint categories with a limit of their own (docs/emulator.md, "v1.3").
+V13_RATE_GROUPS: tuple[str, ...] = ("embed", "videos", "search")
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,9 @@ class EmulatorConfig:
     rate_limit: requests per key and endpoint group per window; 0 disables it.
     rate_window_seconds: length of the fixed rate-limit window (upstream: a day).
     latency_ms: delay added before every classify response (POSTs and page GETs).
+    rate_limit_embed, rate_limit_videos, rate_limit_search: the same, for the v1.3
+        categories (embed-v2; index and video retrieval; search and its pages), each
+        counted in its own window; 0 disables it.
     corpus: directory holding indexes.json and videos.json; None = the shipped demo.
     journal_limit: how many upstream requests `GET /_emulator/requests` remembers.
     """
@@ -46,12 +55,16 @@ class EmulatorConfig:
     latency_ms: int = 0
     corpus: Path | None = None
     journal_limit: int = 10000
+    rate_limit_embed: int = 0
+    rate_limit_videos: int = 0
+    rate_limit_search: int = 0
 
     def __post_init__(self) -> None:
         if self.page_ttl_seconds < 0:
             raise ValueError("page_ttl_seconds must be >= 0")
-        if self.rate_limit < 0:
-            raise ValueError("rate_limit must be >= 0")
+        for group in ("", *(f"_{g}" for g in V13_RATE_GROUPS)):
+            if getattr(self, f"rate_limit{group}") < 0:
+                raise ValueError(f"rate_limit{group} must be >= 0")
         if self.rate_window_seconds <= 0:
             raise ValueError("rate_window_seconds must be > 0")
         if self.latency_ms < 0:
@@ -89,7 +102,16 @@ class EmulatorConfig:
             latency_ms=number("LATENCY_MS", int, cls.latency_ms),
             corpus=Path(corpus) if corpus else None,
             journal_limit=number("JOURNAL_LIMIT", int, cls.journal_limit),
+            rate_limit_embed=number("RATE_LIMIT_EMBED", int, cls.rate_limit_embed),
+            rate_limit_videos=number("RATE_LIMIT_VIDEOS", int, cls.rate_limit_videos),
+            rate_limit_search=number("RATE_LIMIT_SEARCH", int, cls.rate_limit_search),
         )
+
+    def limit_for(self, group: str) -> int:
+        """The request limit of a rate-limit group: v1.3 categories have their own."""
+        if group in V13_RATE_GROUPS:
+            return int(getattr(self, f"rate_limit_{group}"))
+        return self.rate_limit
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> EmulatorConfig:
         return dataclasses.replace(self, **dict(overrides))

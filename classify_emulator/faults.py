@@ -55,6 +55,7 @@ class FaultAction:
     after_bytes: int = DEFAULT_RESET_AFTER_BYTES
     chunk_bytes: int = DEFAULT_TRICKLE_CHUNK_BYTES
     interval_ms: int = DEFAULT_TRICKLE_INTERVAL_MS
+    empty: bool = False  # status / rate_limit: no body at all (v1.3's documented 429)
 
 
 def _int(value: Any, name: str, low: int, high: int | None = None) -> int:
@@ -86,6 +87,17 @@ def _seconds(value: Any, name: str) -> float | None:
     return number
 
 
+def _flag(value: Any, name: str) -> bool:
+    """A boolean, also in the header's text form (`empty=true`, `empty=1`)."""
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "1"):
+        return True
+    if value in ("false", "0"):
+        return False
+    raise FaultSpecError(f"{name} must be true or false")
+
+
 def parse_action(raw: Any) -> FaultAction:
     """Validate an action object (`{"type": ..., ...}`)."""
     if not isinstance(raw, dict):
@@ -95,8 +107,8 @@ def parse_action(raw: Any) -> FaultAction:
         raise FaultSpecError(f"action.type must be one of {', '.join(sorted(ACTION_TYPES))}")
     allowed = {
         "latency": {"ms"},
-        "status": {"status", "code", "message", "retry_after"},
-        "rate_limit": {"retry_after"},
+        "status": {"status", "code", "message", "retry_after", "empty"},
+        "rate_limit": {"retry_after", "empty"},
         "reset": {"after_bytes"},
         "trickle": {"chunk_bytes", "interval_ms"},
     }.get(kind, set())
@@ -119,9 +131,14 @@ def parse_action(raw: Any) -> FaultAction:
             code=raw.get("code"),
             message=raw.get("message"),
             retry_after=_seconds(raw.get("retry_after"), "retry_after"),
+            empty=_flag(raw.get("empty", False), "empty"),
         )
     if kind == "rate_limit":
-        return FaultAction(kind, retry_after=_seconds(raw.get("retry_after"), "retry_after"))
+        return FaultAction(
+            kind,
+            retry_after=_seconds(raw.get("retry_after"), "retry_after"),
+            empty=_flag(raw.get("empty", False), "empty"),
+        )
     if kind == "reset":
         after = raw.get("after_bytes", DEFAULT_RESET_AFTER_BYTES)
         return FaultAction(kind, after_bytes=_int(after, "after_bytes", 0))

@@ -15,15 +15,23 @@ from typing import Any
 from classify_emulator.classifier import Classifier
 from classify_emulator.config import EmulatorConfig
 from classify_emulator.corpus import Corpus
+from classify_emulator.embeddings import EmbeddingSpace
 from classify_emulator.faults import FaultRegistry
 from classify_emulator.journal import Journal
 from classify_emulator.pages import PageStore
 from classify_emulator.quotas import QuotaWindows
+from classify_emulator.search import SearchStore
 
 
 @functools.lru_cache(maxsize=8)
 def load_corpus(directory: Path | None) -> Corpus:
     return Corpus.load(directory)
+
+
+@functools.lru_cache(maxsize=8)
+def embedding_space(corpus: Corpus) -> EmbeddingSpace:
+    """One per corpus and process: segment vectors are computed once, on first use."""
+    return EmbeddingSpace(corpus)
 
 
 class EmulatorState:
@@ -35,6 +43,8 @@ class EmulatorState:
         self.corpus = load_corpus(config.corpus.resolve() if config.corpus else None)
         self.classifier = Classifier(self.corpus)
         self.pages = PageStore()
+        self.embeddings = embedding_space(self.corpus)
+        self.searches = SearchStore()
         self.faults = FaultRegistry()
         self.journal = Journal(config.journal_limit)
         self.rate = QuotaWindows()
@@ -52,7 +62,7 @@ class EmulatorState:
         """Apply runtime overrides (validated by the caller). Quota changes restart windows."""
         merged = {**self._overrides, **overrides}
         config = self.base_config.with_overrides(merged)  # raises ValueError when out of range
-        if any(name in overrides for name in ("rate_limit", "rate_window_seconds")):
+        if any(name.startswith("rate_") for name in overrides):
             self.rate.clear()
         self._overrides = merged
         self.config = config
@@ -63,6 +73,7 @@ class EmulatorState:
         self.faults.clear()
         self.journal.clear()
         self.pages.clear()
+        self.searches.clear()
         self.classifier.clear()
         self.rate.clear()
         self._overrides = {}

@@ -51,6 +51,9 @@ def test_config_overrides(emu: RunningEmulator, raw: httpx.Client) -> None:
         "rate_limit": 0,
         "rate_window_seconds": 86400.0,
         "page_ttl_seconds": 300.0,
+        "rate_limit_embed": 0,
+        "rate_limit_videos": 0,
+        "rate_limit_search": 0,
     }
     assert emu.admin.set_config(latency_ms=5, page_ttl_seconds=10)["latency_ms"] == 5
     assert emu.admin.set_config(rate_limit=7)["page_ttl_seconds"] == 10  # overrides merge
