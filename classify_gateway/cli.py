@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Callable
-from importlib import metadata
+from typing import Any
 
 from classify_gateway import workers
-from classify_gateway.config import ConfigError, check_listen, from_env, url_secret
+from classify_gateway.config import ConfigError, Settings, check_listen, from_env, url_secret
 from classify_gateway.quota.callers import load_weights, trust_warnings
+from classify_gateway.telemetry.observability import service_version
 from classify_gateway.telemetry.tracing import TracingConfigError, exporter_name, otlp_protocol
 from classify_gateway.workers import worker_slot
 
@@ -26,10 +28,7 @@ PROG = "classify-gateway"
 
 def version() -> str:
     """The installed distribution's version (pyproject.toml's [project].version)."""
-    try:
-        return metadata.version("classify-gateway")
-    except metadata.PackageNotFoundError:  # running from a tree that was never installed
-        return "0+unknown"
+    return service_version()
 
 
 def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -61,25 +60,51 @@ def _serve_parser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
-def _serve(ns: argparse.Namespace) -> int:
-    flags = {
+def _flags(ns: argparse.Namespace) -> dict[str, Any]:
+    return {
         "listen": ns.listen,
         "metrics_listen": ns.metrics_listen,
         "upstream_url": ns.upstream_url,
         "log_level": ns.log_level,
         "workers": ns.workers,
     }
+
+
+def _checked(flags: dict[str, Any], *, bind: bool) -> tuple[Settings, dict[str, float]]:
+    """Every check `serve` makes before it starts, raising ConfigError/TracingConfigError:
+    `check-config` runs exactly these, so it passes exactly when `serve` would start."""
+    settings = from_env(**flags)
+    weights = load_weights(settings.caller_weights)  # a bad file stops start-up, named
+    if bind:
+        check_listen("LISTEN", settings.listen)
+        check_listen("METRICS_LISTEN", settings.metrics_listen)
+    # OTEL_* values the tracing setup would refuse: say so now, in one line.
+    if exporter_name(settings) == "otlp":
+        otlp_protocol()
+    return settings, weights
+
+
+def _check_config(ns: argparse.Namespace) -> int:
+    """Print the effective settings (secrets redacted) as JSON; exit 2 on any problem."""
+    try:
+        settings, weights = _checked(_flags(ns), bind=not ns.no_bind)
+    except (ConfigError, TracingConfigError) as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return 2
+    report = {
+        "settings": settings.redacted(),
+        "warnings": trust_warnings(settings.caller_identity, weights),
+    }
+    print(json.dumps(report, indent=2, sort_keys=True))
+    return 0
+
+
+def _serve(ns: argparse.Namespace) -> int:
+    flags = _flags(ns)
     slot = worker_slot()
     try:
-        settings = from_env(**flags)
-        weights = load_weights(settings.caller_weights)  # a bad file stops start-up, named
-        if slot is None:
-            # A worker shares the port its parent holds, and serves no metrics.
-            check_listen("LISTEN", settings.listen)
-            check_listen("METRICS_LISTEN", settings.metrics_listen)
-        # OTEL_* values the tracing setup would refuse: say so now, in one line.
-        if exporter_name(settings) == "otlp":
-            otlp_protocol()
+        # A worker shares the port its parent holds, and serves no metrics.
+        settings, weights = _checked(flags, bind=slot is None)
     except (ConfigError, TracingConfigError) as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -131,7 +156,7 @@ def _demo(argv: list[str]) -> int:
 
 # Subcommands whose arguments their own parsers read.
 DELEGATED: dict[str, Callable[[list[str]], int]] = {"emulator": _emulator, "demo": _demo}
-COMMANDS = ("serve", *DELEGATED)
+COMMANDS = ("serve", "check-config", *DELEGATED)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
         )
     )
     # Listed for --help; their arguments go to their own parsers (see main).
+    check = _serve_parser(
+        sub.add_parser(
+            "check-config",
+            help="print the effective settings (secrets redacted); exit 2 on any problem",
+            description="Run every check `serve` makes before it starts, print the effective "
+            "settings as JSON (secrets redacted) and exit 0, or print the first problem and "
+            "exit 2: for a CI step or an init container.",
+        )
+    )
+    check.add_argument(
+        "--no-bind",
+        action="store_true",
+        help="skip the check that LISTEN and METRICS_LISTEN can be bound (a CI runner "
+        "whose ports are taken)",
+    )
     sub.add_parser(
         "emulator", help="run the local upstream emulator (--listen HOST:PORT)", add_help=False
     )
@@ -165,6 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     if args and args[0] in DELEGATED:
         return DELEGATED[args[0]](args[1:])
     ns = build_parser().parse_args(args)  # exits 2 with usage on a bad command or flag
+    if ns.command == "check-config":
+        return _check_config(ns)
     return _serve(ns)
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -326,6 +327,26 @@ def _route_template(route: str) -> str:
 _ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
 
 
+SERVICE_NAME = "classify-gateway"
+
+
+def service_version() -> str:
+    """The installed distribution's version (pyproject.toml's [project].version)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("classify-gateway")
+    except metadata.PackageNotFoundError:  # running from a tree that was never installed
+        return "0+unknown"
+
+
+def rfc3339(epoch: float) -> str:
+    """UTC, millisecond precision, `Z` suffix: what log pipelines parse without a pattern."""
+    seconds = int(epoch)
+    millis = int((epoch - seconds) * 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line; extra= fields become keys; secrets redacted.
 
@@ -337,13 +358,15 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self._secrets = [s for s in secrets if s]
+        self._service = {"service.name": SERVICE_NAME, "service.version": service_version()}
 
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
-            "ts": round(record.created, 3),
+            "time": rfc3339(record.created),
             "level": record.levelname.lower(),
+            "message": record.getMessage(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            **self._service,
         }
         out.update(_span_ids())
         for key, value in record.__dict__.items():

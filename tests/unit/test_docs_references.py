@@ -123,7 +123,7 @@ def test_cli_flags_named_in_docs_exist(doc: Path) -> None:
     missing = []
     for number, code in code_snippets(doc.read_text(encoding="utf-8")):
         for command, rest in re.findall(
-            r"classify-gateway\s+(serve|emulator|demo)\b([^|;&`]*)", code
+            r"classify-gateway\s+(serve|check-config|emulator|demo)\b([^|;&`]*)", code
         ):
             for flag in re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*)", rest):
                 if not re.search(rf"(?<![\w-]){re.escape(flag)}\b", helps[command]):

@@ -9,6 +9,8 @@ import json
 import logging
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
+from importlib import metadata
 
 import pytest
 from opentelemetry.sdk.trace import TracerProvider
@@ -55,16 +57,19 @@ def test_every_library_logs_json_lines(stream: io.StringIO) -> None:
     logging.getLogger("classify_gateway.x").error("key tlk_SECRET_123 leaked?")
 
     got = lines(stream)
-    by_logger = {(r["logger"], r["msg"]) for r in got}
+    by_logger = {(r["logger"], r["message"]) for r in got}
     assert ("classify_gateway.edge.server", "ours") in by_logger
     assert ("grpc._cython.cygrpc", "grpc says no") in by_logger
     assert ("aiohttp.client", "aiohttp warns") in by_logger
-    assert any(r["logger"] == "asyncio" and "asyncio trouble" in str(r["msg"]) for r in got)
-    assert any(r["logger"] == "py.warnings" and "a deprecation" in str(r["msg"]) for r in got)
+    assert any(r["logger"] == "asyncio" and "asyncio trouble" in str(r["message"]) for r in got)
+    assert any(r["logger"] == "py.warnings" and "a deprecation" in str(r["message"]) for r in got)
     assert not any(
-        r["msg"] in ("below the gateway's level", "library INFO is not logged") for r in got
+        r["message"] in ("below the gateway's level", "library INFO is not logged") for r in got
     )
-    assert all({"ts", "level", "logger", "msg"} <= r.keys() for r in got)
+    assert all(
+        {"time", "level", "message", "logger", "service.name", "service.version"} <= r.keys()
+        for r in got
+    )
     assert "tlk_SECRET_123" not in stream.getvalue()
     assert not any("trace_id" in r or "span_id" in r for r in got), "no span, no ids"
 
@@ -89,3 +94,17 @@ def test_a_callers_trace_id_in_extra_wins(stream: io.StringIO) -> None:
     first, second = lines(stream)
     assert first["trace_id"] == "ab" * 16
     assert "trace_id" not in second
+
+
+def test_time_is_rfc3339_utc_and_the_version_is_the_installed_one(stream: io.StringIO) -> None:
+    """Log pipelines (Loki, Cloud Logging, Datadog) parse `time` without a pattern and
+    group by service version during a rollout."""
+    before = datetime.now(UTC)
+    logging.getLogger("classify_gateway.edge.server").warning("ours")
+    (record,) = lines(stream)
+    when = datetime.strptime(record["time"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    assert abs((when - before).total_seconds()) < 5
+    assert record["time"].endswith("Z") and len(record["time"]) == len("2026-01-01T00:00:00.000Z")
+    assert record["level"] == "warning" and record["message"] == "ours"
+    assert record["service.name"] == "classify-gateway"
+    assert record["service.version"] == metadata.version("classify-gateway")
