@@ -16,9 +16,12 @@ meaning comes from a curated vocabulary (`vocabulary.toml`, loaded by
    "Bars and Restaurants" means either); a prompt scores by its best
    alternative. Within one, generic words ("people", "someone") are dropped,
    modifiers ("tutorial", "highlights") weigh `MODIFIER_WEIGHT`, words after a
-   locative preposition ("in a kitchen", "with friends") weigh half, and a
-   concept implied by another one of the prompt ("food" in "cooking food") is
-   dropped as redundant.
+   locative preposition ("in a kitchen", "with friends") weigh half (unless no
+   topic comes before them: in "kids learning at school" the place is the topic),
+   a word the vocabulary does not know weighs `UNKNOWN_WEIGHT` beside a known
+   topic (it is more likely wording than the subject: the vocabulary also knows
+   the everyday topics the corpus lacks), and a concept implied by another one
+   of the prompt ("food" in "cooking food") is dropped as redundant.
 3. Per term, the segment's own credit `o` is 1 if the segment has the concept,
    else a partial credit when it names a broader concept (0.3, 0.15 one and
    two levels up) or a related one (the vocabulary's strength).
@@ -68,6 +71,7 @@ _LOCATIVES_TEXT = """in at on inside outside near around under over by beside be
 LOCATIVES: frozenset[str] = frozenset(_LOCATIVES_TEXT.split())
 
 MODIFIER_WEIGHT = 0.3
+UNKNOWN_WEIGHT = 0.5  # a word the vocabulary does not know, beside a known topic
 LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
@@ -276,15 +280,25 @@ def _credit(feature: str, partial: tuple[tuple[str, float], ...], feats: frozens
     return 0.0
 
 
+def _kind(lex: lexicon.Lexicon, feature: str) -> str:
+    """A concept's kind; "unknown" for a plain stem (a word the vocabulary does not know)."""
+    return lex.kind.get(feature, "topic") if feature.startswith("@") else "unknown"
+
+
 def _alternative(units: list[tuple[str, bool]]) -> Alternative | None:
     lex = vocabulary()
+    kinds = {feature: _kind(lex, feature) for feature, _ in units}
+    # A word the vocabulary does not know is a topic only when nothing else is: beside a
+    # known topic it is more likely wording ("checking", "outdoors") than the subject,
+    # since the vocabulary also knows the topics the corpus lacks (knitting, baseball).
+    unknown = UNKNOWN_WEIGHT if any(k == "topic" for k in kinds.values()) else 1.0
+    # A place qualifies a head topic ("cooking | in a kitchen"); with no topic before
+    # it ("kids learning | at school") the place is what the prompt is about.
+    head = any(kinds[f] in ("topic", "unknown") and not loc for f, loc in units)
     weights: dict[str, float] = {}
-    kinds: dict[str, str] = {}
     for feature, locative in units:
-        kind = lex.kind.get(feature, "topic")
-        base = {"topic": 1.0, "modifier": MODIFIER_WEIGHT, "generic": 0.0}[kind]
-        weight = base * (LOCATIVE_FACTOR if locative else 1.0)
-        kinds[feature] = kind
+        base = {"topic": 1.0, "modifier": MODIFIER_WEIGHT, "generic": 0.0, "unknown": unknown}
+        weight = base[kinds[feature]] * (LOCATIVE_FACTOR if locative and head else 1.0)
         weights[feature] = max(weights.get(feature, 0.0), weight)
     if weights and all(k == "generic" for k in kinds.values()):
         weights = dict.fromkeys(weights, 1.0)  # a prompt of generic words only
@@ -298,7 +312,7 @@ def _alternative(units: list[tuple[str, bool]]) -> Alternative | None:
     if not kept:
         return None
     terms = tuple(
-        Term(f, weights[f], kinds[f] == "topic", lex.partial.get(f, ()), lex.related.get(f, ()))
+        Term(f, weights[f], kinds[f] != "modifier", lex.partial.get(f, ()), lex.related.get(f, ()))
         for f in sorted(kept)
     )
     return Alternative(terms, sum(t.weight for t in terms))

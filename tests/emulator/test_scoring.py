@@ -11,7 +11,14 @@ import pytest
 from classify_emulator.classifier import Classifier
 from classify_emulator.corpus import Corpus
 from classify_emulator.jobs import ClassifyJob, ClassSpec, Threshold
-from classify_emulator.textsim import MODIFIER_WEIGHT, analyse_prompt, exact_score, features, stem
+from classify_emulator.textsim import (
+    MODIFIER_WEIGHT,
+    UNKNOWN_WEIGHT,
+    analyse_prompt,
+    exact_score,
+    features,
+    stem,
+)
 
 from .conftest import COOK_CLASS, DANCE_CLASS, LOW_THRESHOLD, index_id, video_id
 
@@ -248,8 +255,14 @@ def test_prompt_analysis() -> None:
     # "X and Y" is either; an alternative without a topic qualifies its neighbour.
     assert terms("Bars and Restaurants") == [[("@bar", 1.0)], [("@dining", 1.0)]]
     assert len(terms("dance tutorial, beginners")) == 1
-    # Unknown words are matched as they are.
-    assert terms("knitting") == [[("knit", 1.0)]]
+    # Unknown words are matched as they are: as the topic when nothing else is, and
+    # weighing less beside a known topic (more likely wording than the subject).
+    assert terms("zymurgy") == [[("zymurgy", 1.0)]]
+    assert dict(terms("dancing zymurgy")[0]) == {"@dance": 1.0, "zymurgy": UNKNOWN_WEIGHT}
+    # A place with no topic before it is the topic, not a qualifier.
+    assert dict(terms("kids at school")[0])["@school"] == 1.0
+    # Topics the corpus does not hold are known as topics too.
+    assert terms("knitting") == [[("@crafts", 1.0)]]
 
 
 def test_broader_and_related_terms_find_the_fitting_videos(
