@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import os
 import re
 import shlex
+import shutil
+import subprocess
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from classify_gateway.config import Settings, from_env
@@ -20,6 +25,9 @@ ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
 K8S = ROOT / "deploy" / "k8s"
 ISTIO = ROOT / "deploy" / "istio"
+MONITORING = ROOT / "deploy" / "monitoring"
+COMPONENTS = ROOT / "deploy" / "components"
+OVERLAYS = ROOT / "deploy" / "overlays"
 PREFIX = "CLASSIFY_GATEWAY_"
 
 
@@ -67,6 +75,61 @@ def memory_bytes(value: str | int) -> int:
         if text.endswith(suffix):
             return int(float(text[: -len(suffix)]) * factor)
     return int(text)
+
+
+# -- kustomize --------------------------------------------------------------------------
+
+# The kustomize the tests build with when neither `kustomize` nor `kubectl` is installed:
+# the version kubectl 1.32 embeds, from the Go module proxy into .tools/ (git-ignored).
+KUSTOMIZE_MODULE = "sigs.k8s.io/kustomize/kustomize/v5@v5.5.0"
+
+
+@functools.cache
+def kustomize_command() -> tuple[str, ...] | None:
+    """How to run `kustomize build`: kustomize, else kubectl's, else one built with Go."""
+    if found := shutil.which("kustomize"):
+        return (found, "build")
+    if found := shutil.which("kubectl"):
+        return (found, "kustomize")
+    built = ROOT / ".tools" / "bin" / "kustomize"
+    if not built.exists() and (go := shutil.which("go")):
+        env = {**os.environ, "GOBIN": str(built.parent), "GOTOOLCHAIN": "local", "GOFLAGS": ""}
+        subprocess.run(
+            [go, "install", KUSTOMIZE_MODULE], env=env, check=True, capture_output=True, timeout=600
+        )
+    return (str(built), "build") if built.exists() else None
+
+
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    """The objects `kubectl apply -k directory` would send, as kustomize renders them
+    (rendered once per directory and run: treat them as read-only).
+
+    Skips where no kustomize can be had (no kustomize, kubectl or Go: a laptop running
+    `make test-python`); `make test` needs Go, so CI always renders."""
+    command = kustomize_command()
+    if command is None:
+        if os.environ.get("CI"):
+            pytest.fail("no kustomize, kubectl or go to render the kustomizations with")
+        pytest.skip("no kustomize, kubectl or go to render the kustomizations with")
+    return _render(command, str(directory))
+
+
+@functools.cache
+def _render(command: tuple[str, ...], directory: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        [*command, directory], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, f"kustomize build {directory}: {result.stderr}"
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc is not None]
+
+
+def only(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    """The single object of `kind` (and `name`) among rendered objects."""
+    found = [
+        o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)
+    ]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
 
 
 # -- Dockerfile -------------------------------------------------------------------------

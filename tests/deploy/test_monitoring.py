@@ -39,7 +39,11 @@ def rules() -> list[dict[str, Any]]:
 
 def test_kustomization_lists_both_and_labels_are_ours() -> None:
     kustomization = load_docs(MONITORING / "kustomization.yaml")[0]
-    assert set(kustomization["resources"]) == {"servicemonitor.yaml", "prometheusrule.yaml"}
+    assert set(kustomization["resources"]) == {
+        "servicemonitor.yaml",
+        "prometheusrule.yaml",
+        "runbook.yaml",
+    }
     for kind in ("ServiceMonitor", "PrometheusRule"):
         meta = one(MONITORING, kind)["metadata"]
         assert meta["name"] == NAME and "namespace" not in meta
