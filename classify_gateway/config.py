@@ -368,7 +368,11 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         except UnicodeDecodeError:
             raise ConfigError(f"{PREFIX}REDIS_PASSWORD_FILE is not UTF-8 text") from None
     for key, var in (("listen", "LISTEN"), ("metrics_listen", "METRICS_LISTEN")):
-        raw_listen = overrides.get(key, values.get(key))
+        # A flag left unset is an override of None (cli.py passes every flag): the
+        # environment's value must be checked then, not skipped.
+        raw_listen = overrides.get(key)
+        if raw_listen is None:
+            raw_listen = values.get(key)
         if raw_listen is not None:
             try:
                 _parse_listen(raw_listen)

@@ -149,6 +149,19 @@ def test_serve_refuses_with_one_line(var: str, value: str) -> None:
     _assert_one_line_exit_2(proc, "CLASSIFY_GATEWAY_" + var)
 
 
+@pytest.mark.parametrize(
+    "value", ["nonsense", "127.0.0.1:", "[::1]", "127.0.0.1:abc", "127.0.0.1:99999"]
+)
+@pytest.mark.parametrize("var", ["LISTEN", "METRICS_LISTEN"])
+def test_serve_refuses_a_listen_address_that_is_not_host_port(var: str, value: str) -> None:
+    """Issue 25 item 5: these ended in a traceback (ValueError, OverflowError) and exit 1,
+    and LISTEN=127.0.0.1:99999 started on another port: `serve` passes its unset flags as
+    None overrides, which hid the environment's value from the check."""
+    proc = _serve({**_base_env(), "CLASSIFY_GATEWAY_" + var: value})
+    _assert_one_line_exit_2(proc, "CLASSIFY_GATEWAY_" + var)
+    assert "HOST:PORT" in proc.stderr
+
+
 def test_serve_refuses_a_key_file_that_is_not_utf8(tmp_path: Path) -> None:
     path = tmp_path / "key"
     path.write_bytes(b"tlk_\xff\xfe_key\n")
