@@ -14,8 +14,11 @@ BUF := $(VENV)/bin/buf
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
+# The official SDK 1.3.6 tests: their own locked environment (tests/sdk13/pyproject.toml).
+SDK13 := tests/sdk13
+SDK13_VENV := $(SDK13)/.venv
 
-.PHONY: help venv redis-server generate lint fmt test test-python test-go test-java demo bench soak clean
+.PHONY: help venv redis-server generate lint fmt test test-python test-sdk13 test-go test-java demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
@@ -36,6 +39,11 @@ $(VENV)/.synced: uv.lock pyproject.toml | $(UV)
 	@touch $@
 
 venv: $(VENV)/.synced
+
+# twelvelabs 1.3.6 cannot share .venv with the 0.3.2 pinned there (same package name).
+$(SDK13_VENV)/.synced: $(SDK13)/uv.lock $(SDK13)/pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(SDK13_VENV) $(UV) sync --frozen --project $(SDK13)
+	@touch $@
 
 # The tests start real redis-server processes on free loopback ports
 # (tests/support/redis_server.py). When it is missing: Debian's package as root (CI),
@@ -74,13 +82,18 @@ lint: venv
 test-python: venv redis-server
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The SDK's tests start the emulator with the main environment's python.
+test-sdk13: venv $(SDK13_VENV)/.synced
+	CLASSIFY_EMULATOR_PYTHON=$(CURDIR)/$(PY) $(SDK13_VENV)/bin/python -m pytest \
+	  -c $(SDK13)/pyproject.toml --rootdir $(SDK13) $(SDK13) $(PYTEST_ARGS)
+
 test-go: venv
 	$(PY) -m tools.stack -- $(MAKE) -C clients/go test
 
 test-java: venv
 	$(PY) -m tools.stack -- $(MAKE) -C clients/java test
 
-test: redis-server lint test-python test-go test-java
+test: redis-server lint test-python test-sdk13 test-go test-java
 
 demo: venv
 	$(VENV)/bin/classify-gateway demo
@@ -92,4 +105,4 @@ soak: venv
 	$(PY) -m tests.reliability.soak --seconds $(or $(SOAK_SECONDS),600)
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SDK13_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
