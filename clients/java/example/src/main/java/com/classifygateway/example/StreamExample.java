@@ -1,4 +1,4 @@
-package com.classifygateway.client.example;
+package com.classifygateway.example;
 
 import com.classifygateway.classify.v1.ClassDefinition;
 import com.classifygateway.classify.v1.ClassResult;
