@@ -18,11 +18,12 @@ PYTEST_ARGS ?=
 SDK13 := tests/sdk13
 SDK13_VENV := $(SDK13)/.venv
 
-.PHONY: help venv redis-server generate lint fmt test test-python test-sdk13 test-go test-java demo bench soak clean
+.PHONY: help venv redis-server generate lint fmt test test-python test-sdk13 test-go test-java release-check demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
+	@echo "make release-check  the Go and Java clients, as a calling team gets them, build offline (docs/clients.md)"
 	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
 	@echo "make lint      ruff, mypy (strict on classify_gateway/), buf lint/format/breaking"
 	@echo "make bench     benchmarks, about 15 minutes (BENCH_QUICK=1: about 4)"
@@ -93,7 +94,16 @@ test-go: venv
 test-java: venv
 	$(PY) -m tools.stack -- $(MAKE) -C clients/java test
 
-test: redis-server lint test-python test-sdk13 test-go test-java
+# What a calling team outside this repository goes through, offline: the Go module from a
+# file-system module proxy into a clean module cache, the Java artifact deployed through
+# distributionManagement to a file:// repository and built against from an empty local
+# repository (docs/clients.md, "What make release-check proves"). No stack needed; about 35 s once the caches
+# are filled.
+release-check:
+	$(MAKE) -C clients/go release-check
+	$(MAKE) -C clients/java release-check
+
+test: redis-server lint test-python test-sdk13 test-go test-java release-check
 
 demo: venv
 	$(VENV)/bin/classify-gateway demo

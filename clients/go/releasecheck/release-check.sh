@@ -64,7 +64,7 @@ consumer_env=(
   GOPRIVATE="$module"
   GONOPROXY=none
   GOSUMDB=off
-  GOFLAGS="-mod=mod -buildvcs=false"
+  GOFLAGS="-mod=mod -buildvcs=false -trimpath" # -trimpath: the build cache is reused although $tmp differs
   GOTOOLCHAIN=local
   GOWORK=off
 )
