@@ -62,16 +62,18 @@ _STOPWORDS_TEXT = """a an the and or but of to in on at for from by with without
     will just don should now i me my we our you your he him his she her they them their
     let lets let's s t ll re ve d m o y get got go going gonna okay ok oh wow yes yeah
     about after before again against between through during above below one two
-    inside outside near around beside behind across along"""
+    inside outside near around beside behind across along among amongst amid amidst within
+    beneath underneath upon via toward towards beyond throughout per"""
 STOPWORDS: frozenset[str] = frozenset(_STOPWORDS_TEXT.split())
 COORDINATORS: frozenset[str] = frozenset({"and", "or", ",", ";", "/", "&", "+", "|"})
 # Words after these qualify the head of a prompt ("preparing a meal | in a kitchen").
 _LOCATIVES_TEXT = """in at on inside outside near around under over by beside behind across
-    along with during into onto"""
+    along with during into onto among amongst amid amidst within beneath underneath upon
+    throughout"""
 LOCATIVES: frozenset[str] = frozenset(_LOCATIVES_TEXT.split())
 
 MODIFIER_WEIGHT = 0.3
-UNKNOWN_WEIGHT = 0.5  # a word the vocabulary does not know, beside a known topic
+UNKNOWN_WEIGHT = 0.4  # a word the vocabulary does not know, beside a known topic
 LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
@@ -294,7 +296,7 @@ def _alternative(units: list[tuple[str, bool]]) -> Alternative | None:
     unknown = UNKNOWN_WEIGHT if any(k == "topic" for k in kinds.values()) else 1.0
     # A place qualifies a head topic ("cooking | in a kitchen"); with no topic before
     # it ("kids learning | at school") the place is what the prompt is about.
-    head = any(kinds[f] in ("topic", "unknown") and not loc for f, loc in units)
+    head = any(kinds[f] == "topic" and not loc for f, loc in units)
     weights: dict[str, float] = {}
     for feature, locative in units:
         base = {"topic": 1.0, "modifier": MODIFIER_WEIGHT, "generic": 0.0, "unknown": unknown}

@@ -1,18 +1,30 @@
 """Everyday classes find the videos a person would pick, through the official SDK.
 
 A newcomer's first classification is written in plain words ("people dancing",
-"a news broadcast") and sent with the upstream's default thresholds. The cases
-in `relevance_cases.toml` say, per class, which demo videos a person would pick
-(judged from titles and descriptions, written before any score was looked at).
-This suite classifies every demo index with those classes through
+"a news broadcast") and sent with the upstream's default thresholds. Three case
+files say, per class, which demo videos a person would pick (judged from titles
+and descriptions, written before any score was looked at):
+
+* `relevance_cases.toml`, the tuned set: the relevance model was built on it;
+* `relevance_dev.toml`, the development set: everyday wording the tuned set does
+  not use (paraphrases, synonyms, kinds, places), which the model's generalisation
+  (issue 24) was tuned on;
+* `relevance_heldout.toml`, the held-out set: written blind from filenames and
+  titles by someone who had not read the vocabulary, the descriptions or the
+  scorer, committed before any tuning, and never tuned on. Its misses are not
+  printed, so that it stays blind for later work too.
+
+This suite classifies every demo index with each file's classes through
 `twelvelabs==0.3.2` against a served emulator, exactly as the user would, and
 measures:
 
     recall    = expected videos listed / expected videos
     precision = expected videos listed / listed videos that are not "either"
 
-over all (class, video) pairs. Both are printed (run with -s to see them and the
-misses) and asserted against the targets of issue 18.
+over all (class, video) pairs. Both are printed (run with -s to see them, and the
+misses of the tuned and dev sets):
+
+    .venv/bin/python -m pytest tests/emulator/test_relevance.py -s -k everyday
 """
 
 from __future__ import annotations
@@ -35,11 +47,17 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # the SDK trips Pydantic and SyntaxWarning deprecations
     from twelvelabs import TwelveLabs
 
-CASES_FILE = Path(__file__).with_name("relevance_cases.toml")
+HERE = Path(__file__).parent
+CASE_FILES: dict[str, Path] = {
+    "tuned": HERE / "relevance_cases.toml",
+    "dev": HERE / "relevance_dev.toml",
+    "heldout": HERE / "relevance_heldout.toml",
+}
 OPTIONS = ["visual", "conversation"]
+# The targets of issues 18 and 24.
 MIN_RECALL = 0.85
 MIN_PRECISION = 0.9
-MIN_CLASSES = 30
+MIN_CLASSES = {"tuned": 30, "dev": 40, "heldout": 40}
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 
 
@@ -51,8 +69,8 @@ class Case:
     either: frozenset[str]
 
 
-def load_cases() -> list[Case]:
-    raw = tomllib.loads(CASES_FILE.read_text())
+def load_cases(name: str) -> list[Case]:
+    raw = tomllib.loads(CASE_FILES[name].read_text())
     return [
         Case(
             c["name"],
@@ -64,7 +82,7 @@ def load_cases() -> list[Case]:
     ]
 
 
-CASES = load_cases()
+CASES = load_cases("tuned")
 
 
 def titles(corpus: Corpus) -> dict[str, str]:
@@ -86,12 +104,14 @@ def batches(cases: list[Case]) -> Iterator[list[Case]]:
         yield batch
 
 
-def classify_everything(client: TwelveLabs, corpus: Corpus) -> dict[str, set[str]]:
+def classify_everything(
+    client: TwelveLabs, corpus: Corpus, cases: list[Case]
+) -> dict[str, set[str]]:
     """class name -> titles listed, over every index, with the default thresholds."""
     title_of = titles(corpus)
-    listed: dict[str, set[str]] = {case.name: set() for case in CASES}
+    listed: dict[str, set[str]] = {case.name: set() for case in cases}
     for index_id in corpus.indexes:
-        for batch in batches(CASES):
+        for batch in batches(cases):
             classes: list[Any] = [{"name": c.name, "prompts": list(c.prompts)} for c in batch]
             result = client.classify.index(index_id, OPTIONS, classes, page_limit=50)
             pages = [result.data, *result]  # iterating fetches the following pages
@@ -117,10 +137,10 @@ class Tally:
         return self.hits / self.judged_listed if self.judged_listed else 1.0
 
 
-def score(listed: dict[str, set[str]]) -> tuple[Tally, list[str]]:
+def score(cases: list[Case], listed: dict[str, set[str]]) -> tuple[Tally, list[str]]:
     tally = Tally()
     report: list[str] = []
-    for case in CASES:
+    for case in cases:
         got = listed[case.name]
         hits = got & case.expected
         false_positives = got - case.expected - case.either
@@ -135,18 +155,21 @@ def score(listed: dict[str, set[str]]) -> tuple[Tally, list[str]]:
     return tally, report
 
 
-def test_cases_are_well_formed(corpus: Corpus) -> None:
+@pytest.mark.parametrize("name", list(CASE_FILES))
+def test_cases_are_well_formed(corpus: Corpus, name: str) -> None:
+    """Messages give counts only: the held-out set's classes are not to be read."""
+    cases = load_cases(name)
     known = set(titles(corpus).values())
-    assert len(CASES) >= MIN_CLASSES
-    assert len({c.name for c in CASES}) == len(CASES)
-    for case in CASES:
-        assert case.prompts, case.name
-        assert case.expected <= known, case.expected - known
-        assert case.either <= known, case.either - known
-        assert not case.expected & case.either, case.name
-    # Both sides of the measure are exercised.
-    assert sum(len(c.expected) for c in CASES) >= 60
-    assert any(not c.expected for c in CASES)
+    assert len(cases) >= MIN_CLASSES[name]
+    assert len({c.name for c in cases}) == len(cases), "duplicate class names"
+    assert all(c.prompts for c in cases), "a class without prompts"
+    unknown = sum(len((c.expected | c.either) - known) for c in cases)
+    assert unknown == 0, f"{unknown} videos named that the corpus does not hold"
+    assert not any(c.expected & c.either for c in cases), "a video both expected and either"
+    if name != "heldout":  # its make-up is its writer's
+        # Both sides of the measure are exercised.
+        assert sum(len(c.expected) for c in cases) >= 60
+        assert any(not c.expected for c in cases)
 
 
 @pytest.fixture
@@ -155,17 +178,33 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
     return TwelveLabs(api_key=emu.api_key)
 
 
-def test_everyday_classes_find_what_a_person_would_pick(client: TwelveLabs, corpus: Corpus) -> None:
-    listed = classify_everything(client, corpus)
-    tally, report = score(listed)
+# name -> (minimum recall, minimum precision): the issues' targets.
+TARGETS: dict[str, tuple[float, float]] = {
+    "tuned": (MIN_RECALL, MIN_PRECISION),
+    "dev": (MIN_RECALL, MIN_PRECISION),
+    "heldout": (MIN_RECALL, MIN_PRECISION),
+}
+
+
+@pytest.mark.parametrize("name", list(CASE_FILES))
+def test_everyday_classes_find_what_a_person_would_pick(
+    client: TwelveLabs, corpus: Corpus, name: str
+) -> None:
+    cases = load_cases(name)
+    listed = classify_everything(client, corpus, cases)
+    tally, report = score(cases, listed)
     print(
-        f"\nrelevance over {len(CASES)} everyday classes, default thresholds, via twelvelabs SDK:"
+        f"\n{name} set: relevance over {len(cases)} everyday classes, default thresholds,"
+        " via twelvelabs SDK:"
         f"\n  recall    {tally.recall:.3f} ({tally.hits}/{tally.expected} expected videos listed)"
         f"\n  precision {tally.precision:.3f} ({tally.hits}/{tally.judged_listed} judged listings)"
     )
+    if name == "heldout":
+        report = [f"  ({len(report)} classes not exact; not shown: the set stays blind)"]
     print("\n".join(report) or "  every class exact")
-    assert tally.recall >= MIN_RECALL, "\n".join(report)
-    assert tally.precision >= MIN_PRECISION, "\n".join(report)
+    min_recall, min_precision = TARGETS[name]
+    assert tally.recall >= min_recall, "\n".join(report)
+    assert tally.precision >= min_precision, "\n".join(report)
 
 
 def test_scores_are_deterministic_for_a_fresh_load(corpus: Corpus) -> None:
