@@ -190,6 +190,8 @@ TARGETS: dict[str, tuple[float, float]] = {
 def test_everyday_classes_find_what_a_person_would_pick(
     client: TwelveLabs, corpus: Corpus, name: str
 ) -> None:
+    if name == "heldout":
+        pytest.skip("evaluated once, when the generalisation work is final (issue 24)")
     cases = load_cases(name)
     listed = classify_everything(client, corpus, cases)
     tally, report = score(cases, listed)
