@@ -24,6 +24,7 @@ help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
 	@echo "make release-check  the Go and Java clients, as a calling team gets them, build offline (docs/clients.md)"
+	@echo "make test-sdk13  the official SDK 1.3.6 against the emulator's /v1.3 (own venv)"
 	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
 	@echo "make lint      ruff, mypy (strict on classify_gateway/), buf lint/format/breaking"
 	@echo "make bench     benchmarks, about 15 minutes (BENCH_QUICK=1: about 4)"

@@ -19,9 +19,11 @@ DEFAULT_LISTEN = "127.0.0.1:8800"
 def main(argv: list[str] | None = None, prog: str = "python -m classify_emulator") -> int:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Emulator of the Twelve Labs classify API v1.2, with injectable faults.",
+        description="Emulator of the Twelve Labs classify API v1.2 (and of the v1.3 embeddings "
+        "and search a v1.3 backend uses), with injectable faults.",
         epilog="Settings: CLASSIFY_EMULATOR_API_KEYS, _PAGE_TTL_SECONDS, _RATE_LIMIT, "
-        "_RATE_WINDOW_SECONDS, _LATENCY_MS, _CORPUS, _JOURNAL_LIMIT. See docs/emulator.md.",
+        "_RATE_WINDOW_SECONDS, _LATENCY_MS, _CORPUS, _JOURNAL_LIMIT, _RATE_LIMIT_EMBED, "
+        "_RATE_LIMIT_VIDEOS, _RATE_LIMIT_SEARCH. See docs/emulator.md.",
     )
     parser.add_argument(
         "--listen",

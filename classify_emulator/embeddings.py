@@ -93,8 +93,12 @@ def _hashed(name: str, size: int) -> Floats:
 
 @functools.cache
 def _concepts() -> dict[str, Floats]:
-    """Orthonormal directions for the vocabulary's concepts (they never blur together)."""
-    names = sorted(vocabulary().kind)
+    """Orthonormal directions for the vocabulary's concepts (they never blur together).
+
+    Up to half the shared part; a vocabulary larger than that keeps hashed,
+    nearly orthogonal directions for the rest.
+    """
+    names = sorted(vocabulary().kind)[: SHARED // 2]
     raw = np.stack([_hashed(n, SHARED) for n in names], axis=1)
     q, r = np.linalg.qr(raw)
     q *= np.sign(np.diag(r))  # the orthonormal vector nearest each name's own

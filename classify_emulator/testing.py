@@ -63,7 +63,8 @@ class AdminClient:
         self._call("DELETE", "/requests")
 
     def set_config(self, **settings: Any) -> dict[str, Any]:
-        """Override latency_ms, rate_limit, rate_window_seconds, page_ttl_seconds."""
+        """Override latency_ms, rate_limit(_embed, _videos, _search), rate_window_seconds,
+        page_ttl_seconds."""
         return dict(self._call("PUT", "/config", settings))
 
 
