@@ -104,7 +104,8 @@ class Corpus:
                 for item in raw.get("segments", {}).get(source, [])
             ]
         context = VideoContext.of(
-            (str(metadata.get("video_title", "")), str(metadata.get("filename", "")))
+            (str(metadata.get("video_title", "")), str(metadata.get("filename", ""))),
+            ((end - start, analysed) for start, end, _, analysed in items["visual"]),
         )
         segments = {
             source: tuple(

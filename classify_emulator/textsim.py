@@ -77,6 +77,7 @@ UNKNOWN_WEIGHT = 0.4  # a word the vocabulary does not know, beside a known topi
 LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
+SUBJECT_SHARE = 0.25  # a topic covering this share of a video's shots is its subject
 TOKEN_PART = 0.85  # the rest is the trigram part
 # Calibration: similarity -> score, linear between these points. Chosen so that the
 # upstream's default thresholds (clip 65, video 75) fall between "the prompt's topic
@@ -198,13 +199,32 @@ class TextFeatures:
 
 @dataclass(frozen=True, slots=True)
 class VideoContext:
-    """What a video as a whole says it is about: the features of its title and filename."""
+    """What a video as a whole says it is about.
+
+    `features`: those of its title and filename. `subject`: its dominant topics,
+    the topic concepts of the shots covering at least `SUBJECT_SHARE` of it (a
+    wedding video's dance, a kitchen-utensils review's cooking): a shot on one of
+    them shows what the video is about, so what the title says holds for it.
+    """
 
     features: frozenset[str]
+    subject: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, names: Iterable[str]) -> VideoContext:
-        return cls(frozenset().union(*(features(n) for n in names)))
+    def of(
+        cls, names: Iterable[str], shots: Iterable[tuple[float, TextFeatures]] = ()
+    ) -> VideoContext:
+        """From the title and filename, and the (duration, text) of its shots."""
+        lex = vocabulary()
+        cover: dict[str, float] = {}
+        total = 0.0
+        for duration, text in shots:
+            total += duration
+            for f in text.features:
+                if lex.kind.get(f) == "topic":
+                    cover[f] = cover.get(f, 0.0) + duration
+        subject = frozenset(f for f, d in cover.items() if total and d >= SUBJECT_SHARE * total)
+        return cls(frozenset().union(*(features(n) for n in names)), subject)
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,18 +262,26 @@ class Prompt:
             tuple(_credit(t.feature, t.related, names) for t in alt.terms)
             for alt in self.alternatives
         )
-        baseline = max(
-            (
-                sum(
-                    t.weight * CONTEXT_GAIN_OFF_TOPIC * c
-                    for t, c in zip(alt.terms, cs, strict=True)
-                )
-                / alt.total_weight
-                for alt, cs in zip(self.alternatives, credits, strict=True)
-            ),
-            default=0.0,
+
+        def baseline(form_gain: float) -> float:
+            return max(
+                (
+                    sum(
+                        t.weight * (CONTEXT_GAIN_OFF_TOPIC if t.topic else form_gain) * c
+                        for t, c in zip(alt.terms, cs, strict=True)
+                    )
+                    / alt.total_weight
+                    for alt, cs in zip(self.alternatives, credits, strict=True)
+                ),
+                default=0.0,
+            )
+
+        return Context(
+            credits,
+            baseline(CONTEXT_GAIN_OFF_TOPIC),
+            context.subject,
+            baseline(CONTEXT_GAIN) if context.subject else 0.0,
         )
-        return Context(credits, baseline)
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,11 +291,14 @@ class Context:
     1.0 when they name the concept (or a narrower one), the vocabulary's
     strength when they name a related one; a broader one does not count (a
     title about sport says nothing about tennis). `baseline` is the token part
-    of a segment that matches nothing of the prompt itself.
+    of a segment that matches nothing of the prompt itself, `subject_baseline`
+    that of such a segment on the video's subject (`VideoContext.subject`).
     """
 
     credits: tuple[tuple[float, ...], ...]
     baseline: float
+    subject: frozenset[str] = frozenset()
+    subject_baseline: float = 0.0
 
 
 NO_CONTEXT = Context((), 0.0)
@@ -360,8 +391,10 @@ def semantic_score(
     `context` is `prompt.context_credits(...)` for the segment's video.
     """
     feats = text.features
+    on_subject = bool(context.subject) and not context.subject.isdisjoint(feats)
     if prompt.vocabulary.isdisjoint(feats):
-        best = context.baseline  # most segments: nothing of the prompt, only the title
+        # Most segments: nothing of the prompt, only the title.
+        best = context.subject_baseline if on_subject else context.baseline
     else:
         best = 0.0
         for n, alt in enumerate(prompt.alternatives):
@@ -372,9 +405,12 @@ def semantic_score(
                 matched += t.weight * own
                 anchored = anchored or (t.topic and own > 0.0)
             if context.credits:
-                # The title lifts every term, fully only on a segment that is itself on topic.
-                gain = CONTEXT_GAIN if anchored else CONTEXT_GAIN_OFF_TOPIC
+                # The title lifts every term, fully only on a segment that is itself on
+                # the prompt's topic; what it says of the video's form (a review, a
+                # tutorial) also holds for every shot on the video's subject.
                 for t, own, c in zip(alt.terms, owns, context.credits[n], strict=True):
+                    full = anchored or (on_subject and not t.topic)
+                    gain = CONTEXT_GAIN if full else CONTEXT_GAIN_OFF_TOPIC
                     matched += t.weight * (1.0 - own) * gain * c
             best = max(best, matched / alt.total_weight)
     grams = prompt.trigrams

@@ -292,6 +292,34 @@ def test_broader_and_related_terms_find_the_fitting_videos(
         assert {names[d["video_id"]] for d in data} == expected, prompts
 
 
+def test_a_title_says_the_videos_form_for_the_shots_on_its_subject(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """A review's title makes its cooking shots review shots; a topic stays per shot."""
+    review = corpus.videos[video_id(corpus, "kitchen-utensils-review.mp4")]
+    assert "@cooking" in review.context.subject  # most of its shots
+    assert "@technology" not in review.context.subject  # a few of them
+    ids = tuple(
+        video_id(corpus, f)
+        for f in (
+            "kitchen-utensils-review.mp4",
+            "pasta-recipe-tutorial.mp4",
+            "hiit-home-workout.mp4",
+        )
+    )
+    names = {v.id: v.resource["metadata"]["filename"] for v in corpus.videos.values()}
+
+    def listed(prompt: str) -> set[str]:
+        spec = ClassSpec(prompt, (prompt,), BOTH, "semantic")
+        return {names[d["video_id"]] for d in classifier.classify(ClassifyJob(ids, (spec,)))}
+
+    assert listed("a product review") == {"kitchen-utensils-review.mp4"}
+    # The dance and dinner compilation's cooking shots are not dance shots.
+    mixed = (video_id(corpus, "tiktok-dance-and-dinner-compilation.mp4"),)
+    spec = ClassSpec("dancing", ("dancing",), BOTH, "semantic")
+    assert not classifier.classify(ClassifyJob(mixed, (spec,)))
+
+
 def test_clips_point_at_the_matching_segments(corpus: Corpus, classifier: Classifier) -> None:
     """The title lifts on-topic segments; intros and sponsor reads never become clips."""
     vid = video_id(corpus, "wedding-first-dance.mp4")
