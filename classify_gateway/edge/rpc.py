@@ -2,8 +2,9 @@
 
 `Rpc` is an async context manager per call. On the way in it counts the call
 (drain accounting, the in-flight gauge) and admits it (not draining, under
-MAX_CONCURRENT_STREAMS). Inside, the handler asks it for the upstream side of the
-call (`upstream_call`: API key, absolute deadline, trace headers) and hands it each
+MAX_CONCURRENT_STREAMS). Inside, the handler asks it for the call's context
+(`context`: API key, caller, absolute deadline, cache-control, trace context, read from
+the metadata once) and hands it each
 page (`write` for a stream, `sent` for a unary answer), which keeps the size check,
 the page count, time to first page and the resume token. On the way out it records
 the status (metrics, one log line) and, for a GatewayError, ends the call with its
@@ -20,16 +21,16 @@ from typing import Any, TypeAlias
 
 import grpc
 
-from classify_gateway.backends.v1_2.client import UpstreamCall
 from classify_gateway.config import Settings
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError, own_error, scrub, to_grpc_status
+from classify_gateway.core.page import Page
 from classify_gateway.edge.drain import DrainState
 from classify_gateway.edge.validation import (
     API_KEY_HEADER,
     caller_api_key,
     forwardable_trace_context,
 )
-from classify_gateway.pages.page_cache import Page
 from classify_gateway.quota.callers import identity_of
 from classify_gateway.telemetry.observability import Metrics, trace_id_from
 
@@ -37,6 +38,14 @@ log = logging.getLogger("classify_gateway.edge.rpc")
 # A streamed message costs a few bytes of framing on top of the message itself.
 _FRAME_OVERHEAD = 8
 Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+
+
+def cache_control(value: str) -> tuple[bool, bool]:
+    """(no-cache, no-store) of a `cache-control` value, as HTTP means them; no-store
+    implies no-cache (a call that may not leave a copy does not read an old one)."""
+    directives = {d.strip().lower() for d in value.split(",")} if value else set()
+    no_store = "no-store" in directives
+    return no_store or "no-cache" in directives, no_store
 
 
 class Rpcs:
@@ -160,8 +169,9 @@ class Rpc:
 
     # -- inside the call ---------------------------------------------------------------
 
-    def upstream_call(self) -> UpstreamCall:
-        """API key, absolute deadline and trace headers for this call's upstream requests."""
+    def context(self) -> CallContext:
+        """The call as every layer below reads it: API key, caller, absolute deadline,
+        cache-control, trace context."""
         settings = self._rpcs.settings
         # Every x-api-key entry counts: a repeated or empty one is refused, never
         # skipped in favour of the configured key.
@@ -177,8 +187,19 @@ class Rpc:
         remaining = self._context.time_remaining()
         budget = settings.default_deadline if remaining is None else remaining
         md = {k.lower(): v for k, v in self._metadata if isinstance(v, str)}
-        caller = identity_of(md, settings.caller_identity)
-        return UpstreamCall(api_key, time.monotonic() + budget, self._forward, caller)
+        no_cache, no_store = cache_control(
+            ",".join(
+                v for k, v in self._metadata if k.lower() == "cache-control" and isinstance(v, str)
+            )
+        )
+        return CallContext(
+            api_key,
+            time.monotonic() + budget,
+            identity_of(md, settings.caller_identity),
+            no_cache=no_cache,
+            no_store=no_store,
+            trace=self._forward,
+        )
 
     async def write(self, page: Page, source: str = "upstream") -> None:
         """Send one page of a stream; afterwards the caller resumes after it.

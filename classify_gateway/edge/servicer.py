@@ -19,7 +19,7 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from classify_gateway.edge.rpc import Rpcs
 from classify_gateway.edge.validation import validate_classify, validate_page_request
-from classify_gateway.pages.sharing import Sharing, wants_fresh
+from classify_gateway.pages.sharing import Sharing
 
 
 class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
@@ -34,8 +34,7 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
         async with self._rpcs.stream("Classify", context) as rpc:
             validate_classify(request, self._max_pages_cap)
             rpc.resume = request.page_token  # until page 1, resume where it started
-            fresh = wants_fresh(context.invocation_metadata())
-            call = await self._sharing.call_for(request, rpc.upstream_call(), fresh=fresh)
+            call = await self._sharing.call_for(request, rpc.context())
             async with self._sharing.pages(call) as pages:
                 async for page, source in pages:
                     await rpc.write(page, source)
@@ -45,8 +44,7 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
     ) -> bytes:
         async with self._rpcs.unary("GetClassifyPage", context) as rpc:
             validate_page_request(request)
-            fresh = wants_fresh(context.invocation_metadata())
             one = pb.ClassifyRequest(page_token=request.page_token, max_pages=1)
-            call = await self._sharing.call_for(one, rpc.upstream_call(), fresh=fresh)
+            call = await self._sharing.call_for(one, rpc.context())
             page, source = await self._sharing.page(call)
             return rpc.sent(page, source)  # the page's serialized response

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError, Message
 
 from classify_gateway.config import valid_api_key
 from classify_gateway.core.errors import GatewayError, invalid_request, own_error
+from classify_gateway.core.tokens import token_problem
 
 MessageT = TypeVar("MessageT", bound=Message)
 
@@ -24,7 +25,6 @@ MAX_PROMPTS = 100
 MAX_VIDEO_IDS = 1000
 MAX_ID_LENGTH = 256
 MAX_TEXT_LENGTH = 2000
-MAX_TOKEN_LENGTH = 4096
 PAGE_LIMIT_MAX = 50
 _SEARCH_OPTIONS = frozenset(pb.SearchOption.values()) - {pb.SEARCH_OPTION_UNSPECIFIED}
 _CONVERSATION_OPTIONS = frozenset(pb.ConversationOption.values())
@@ -40,25 +40,6 @@ API_KEY_HEADER = "x-api-key"
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 Violations = list[tuple[str, str]]
-
-
-def token_problem(token: str) -> str | None:
-    """Why `token` is not a page token, or None.
-
-    The one rule for every page token, the caller's and the upstream's alike: a token
-    becomes one URL path segment (`/classify/{token}`), so it may hold nothing that
-    could name another path, add a query or a fragment, or be decoded into either.
-    """
-    if not token:
-        return "is empty"
-    if len(token) > MAX_TOKEN_LENGTH:
-        return f"must be at most {MAX_TOKEN_LENGTH} characters"
-    if not token.isprintable() or any(c in token for c in "/?#% \\"):
-        return "is not a page token (it has characters no token has)"
-    if token in (".", ".."):
-        # A dot segment: the URL would resolve /classify/.. to the API root.
-        return "is not a page token (a dot segment)"
-    return None
 
 
 def _check_token(token: str, field: str, out: Violations) -> None:
@@ -334,7 +315,6 @@ __all__ = [
     "classify_violations",
     "forwardable_trace_context",
     "lenient",
-    "token_problem",
     "validate_classify",
     "validate_page_request",
 ]

@@ -35,10 +35,10 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from classify_gateway_proto.v1 import classify_service_pb2 as pb
-
+from classify_gateway.backends.base import Question
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError, own_error
-from classify_gateway.pages.page_cache import Page, new_chain_id
+from classify_gateway.core.page import Page, new_chain_id
 
 DEFAULT_BUFFER_PAGES = 16
 
@@ -49,19 +49,12 @@ class Lagged(Exception):
 
 @dataclass(frozen=True)
 class ChainStart:
-    """Where an upstream chain begins: the classification's POST (position 1, no token)
-    or the GET of a page token at `position`."""
+    """Where a chain begins: the question (position 1, no token) or the page a token
+    names, at `position`."""
 
     position: int
     token: str = ""
-    request: pb.ClassifyRequest | None = None  # the classification, for a chain from its POST
-    body: bytes | None = None  # its upstream JSON body, when already built (Sharing.call_for)
-
-    def upstream_request(self) -> pb.ClassifyRequest:
-        """The ClassifyRequest that makes the upstream client fetch from here."""
-        if self.token or self.request is None:
-            return pb.ClassifyRequest(page_token=self.token)
-        return self.request
+    question: Question | None = None  # the classification, for a chain from its start
 
 
 # Opens the upstream side of a hub: an async iterator of the chain's pages from `start`.
@@ -111,7 +104,7 @@ class Hub:
         # cache-control: no-cache: this chain must not follow one started before it.
         self.fresh = False
         self.key_hash = ""  # hash of the API key its readers share
-        self.upstream: Any = None  # the first reader's UpstreamCall (key, trace headers)
+        self.call: CallContext | None = None  # the first reader's (key, caller, trace)
 
     # -- for readers -----------------------------------------------------------
 
@@ -339,15 +332,15 @@ class Coalescer:
         fresh: bool = False,
         join: bool = True,
         key_hash: str = "",
-        upstream: Any = None,
+        call: CallContext | None = None,
     ) -> tuple[Hub, bool]:
         """(hub, joined): the live hub that can serve `start.position`, or a new one.
 
         `fresh` (cache-control: no-cache) never joins a chain that started before this
         call; the new chain then becomes the one later calls join. `join=False` (the
         COALESCE setting off) gives every call a chain of its own. `key_hash` and
-        `upstream` (the first reader's UpstreamCall: key, deadline, trace headers) are
-        what the chain's upstream requests are made with.
+        `call` (the first reader's: key, caller, trace context) are what the chain's
+        requests are made with.
         """
         live = self._hubs.get(chain_key)
         if not join:
@@ -372,7 +365,7 @@ class Coalescer:
         )
         hub.fresh = fresh
         hub.key_hash = key_hash
-        hub.upstream = upstream
+        hub.call = call
         if not join:
             return hub, False
         if live is None or fresh or not live.can_join(1, None) or start.position == 1:
@@ -388,7 +381,7 @@ class Coalescer:
         deadline: float,
         last_position: int | None,
         key_hash: str = "",
-        upstream: Any = None,
+        call: CallContext | None = None,
     ) -> AsyncGenerator[Page, None]:
         """The pages of a chain nobody else can join (COALESCE=false), read in the
         caller's own task: no producer task, no buffer, no hand-over per page.
@@ -400,7 +393,7 @@ class Coalescer:
         """
         hub = Hub(chain_key, start, self._open, chain_id=chain_id, buffer_pages=1)
         hub.key_hash = key_hash
-        hub.upstream = upstream
+        hub.call = call
         # The one reader: what the source asks the hub (deadline(), max_wanted()).
         hub._subs.add(Subscription(hub, start.position, deadline, last_position))
         source = self._open(hub, start)

@@ -20,17 +20,13 @@ be used upstream. The whole cache holds at most `CLASSIFY_GATEWAY_CACHE_MAX_BYTE
 
 from __future__ import annotations
 
-import itertools
-import os
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from classify_gateway_proto.v1 import classify_service_pb2 as pb
-
+from classify_gateway.core.page import Page
 from classify_gateway.pages.canonical import token_key
 
 # Stop serving a page this long before its tokens expire upstream, so that a caller
@@ -39,90 +35,6 @@ EXPIRY_MARGIN = 5.0
 # Bookkeeping per entry (key strings, dict slots, the Page object), counted against the
 # memory bound so that many tiny pages cannot exceed it.
 ENTRY_OVERHEAD = 400
-
-
-@dataclass(frozen=True)
-class Page:
-    """One upstream page after translation, shared by every stream that reads it."""
-
-    body: bytes  # ClassifyResponse.SerializeToString() with page_number unset
-    next_token: str
-    prev_token: str
-    expires_at: float | None  # page_expired_at as epoch seconds, None if the upstream sent none
-    chain_id: str = ""  # which upstream chain produced it (a refresh starts a new one)
-
-    @classmethod
-    def from_message(
-        cls, message: pb.ClassifyResponse | pb.GetClassifyPageResponse, chain_id: str = ""
-    ) -> Page:
-        """A page from either response type (fields 1 and 2 are the same; page_number,
-        field 3 of ClassifyResponse, must be unset)."""
-        info = message.page_info
-        expires = None
-        if info.HasField("page_expired_at"):
-            ts = info.page_expired_at
-            expires = ts.seconds + ts.nanos / 1e9
-        return cls(
-            message.SerializeToString(),
-            info.next_page_token,
-            info.prev_page_token,
-            expires,
-            chain_id,
-        )
-
-    def message(self, page_number: int) -> pb.ClassifyResponse:
-        """A fresh ClassifyResponse for one stream (each stream sets its own page_number)."""
-        return pb.ClassifyResponse.FromString(self.wire(page_number))
-
-    def wire(self, page_number: int) -> bytes:
-        """This page as one stream's serialized ClassifyResponse, with its page_number.
-
-        The shared body plus field 3 appended: a protobuf parser reads fields in any
-        order, so every reader gets its own page_number without a parse and a second
-        serialization of the whole page (what `message` costs; the server's response
-        serializer passes bytes through, `server.passthrough`).
-        """
-        if page_number <= 0:
-            return self.body
-        return self.body + _PAGE_NUMBER_TAG + _varint(page_number)
-
-
-# ClassifyResponse.page_number: field 3, wire type 0 (varint).
-_PAGE_NUMBER_TAG = bytes([3 << 3 | 0])
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-class _ChainIds:
-    """Chain ids unique across processes and replicas without a random draw per chain
-    (`uuid4` read the OS's random source for every call, about 1 % of a 1-page call):
-    a random prefix per process, drawn again in a forked child, then a counter."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.prefix = uuid.uuid4().hex[:16]
-        self.counter = itertools.count(1)
-
-    def new(self) -> str:
-        return f"{self.prefix}{next(self.counter):x}"
-
-
-_CHAIN_IDS = _ChainIds()
-os.register_at_fork(after_in_child=_CHAIN_IDS.reset)
-
-
-def new_chain_id() -> str:
-    """A new upstream chain's id: hex, unique across the processes sharing a cache."""
-    return _CHAIN_IDS.new()
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,11 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError, own_error
+from classify_gateway.core.page import Page
 from classify_gateway.pages.coalescing import ChainStart, Coalescer, Lagged, Subscription
-from classify_gateway.pages.page_cache import Page, PageStore
+from classify_gateway.pages.page_cache import PageStore
 
 # Where a page came from, as counted in metrics and logged per RPC.
 FROM_UPSTREAM = "upstream"  # this call's chain fetched it, and this call got it first
@@ -55,7 +57,7 @@ class Call:
     max_pages: int = 0  # 0: all pages
     chain_id: str | None = None  # stay on this chain (a resume from a cached token)
     no_cache: bool = False
-    upstream: Any = None  # the UpstreamCall its chain's requests are made with
+    call: CallContext | None = None  # what its chain's requests are made with
 
 
 class PageDelivery:
@@ -104,7 +106,7 @@ class PageDelivery:
                     deadline=call.deadline,
                     last_position=last,
                     key_hash=call.key_hash,
-                    upstream=call.upstream,
+                    call=call.call,
                 )
                 async with contextlib.aclosing(solo) as pages:
                     async for page in pages:
@@ -120,7 +122,7 @@ class PageDelivery:
                 fresh=fresh,
                 join=self.coalesce,
                 key_hash=call.key_hash,
-                upstream=call.upstream,
+                call=call.call,
             )
             fresh = False
             sub = hub.subscribe(position, call.deadline, last)

@@ -43,9 +43,10 @@ import grpc
 import orjson
 
 from classify_gateway.core.errors import GatewayError
+from classify_gateway.core.page import Page
 from classify_gateway.pages.canonical import token_key
 from classify_gateway.pages.coalescing import ChainStart, Hub
-from classify_gateway.pages.page_cache import CacheHooks, Page, TokenTarget, cache_deadline
+from classify_gateway.pages.page_cache import CacheHooks, TokenTarget, cache_deadline
 from classify_gateway.state.shared_state import SharedState
 
 log = logging.getLogger("classify_gateway.pages.shared_pages")

@@ -15,28 +15,17 @@ from typing import Any
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.backends.v1_2.client import UpstreamCall, UpstreamClient
-from classify_gateway.backends.v1_2.translate import request_body, request_to_json
+from classify_gateway.backends.base import Backend
 from classify_gateway.config import Settings
-from classify_gateway.pages.canonical import api_key_hash, request_key, token_chain_key
+from classify_gateway.core.call import CallContext
+from classify_gateway.core.page import Page, new_chain_id
+from classify_gateway.pages.canonical import request_key, token_chain_key
 from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
-from classify_gateway.pages.page_cache import Page, PageCache, PageStore, new_chain_id
+from classify_gateway.pages.page_cache import PageCache, PageStore
 from classify_gateway.pages.page_delivery import FROM_CACHE, FROM_UPSTREAM, Call, PageDelivery
 from classify_gateway.pages.shared_pages import SharedChains, SharedPageStore
 from classify_gateway.state.shared_state import SharedState
 from classify_gateway.telemetry.observability import Metrics
-
-NO_CACHE = "no-cache"
-
-
-def wants_fresh(metadata: Any) -> bool:
-    """True when the call's metadata says `cache-control: no-cache` (HTTP's meaning)."""
-    for key, value in metadata or ():
-        if key == "cache-control" and isinstance(value, str):
-            directives = {d.strip().lower() for d in value.split(",")}
-            if NO_CACHE in directives or "no-store" in directives:
-                return True
-    return False
 
 
 class Sharing:
@@ -45,15 +34,14 @@ class Sharing:
     def __init__(
         self,
         settings: Settings,
-        upstream: UpstreamClient,
+        backend: Backend,
         metrics: Metrics,
         shared: SharedState | None = None,
     ) -> None:
         """`shared`: the process's shared state when REDIS_URL is set (else None)."""
         self._settings = settings
-        self._upstream = upstream
+        self._backend = backend
         self._metrics = metrics
-        self._base = settings.upstream_base
         self.chains: SharedChains | None = None
         store: PageStore
         opener = self._upstream_pages
@@ -81,42 +69,42 @@ class Sharing:
         self.delivery = PageDelivery(self.coalescer, self.store, coalesce=settings.coalesce)
         self.delivery.on_lagged = metrics.coalesce_lagged.inc
 
-    async def call_for(
-        self, request: pb.ClassifyRequest, upstream: UpstreamCall, *, fresh: bool
-    ) -> Call:
+    async def call_for(self, request: pb.ClassifyRequest, ctx: CallContext) -> Call:
         """The Call of a validated ClassifyRequest (a new classification or a resume)."""
-        kh = api_key_hash(upstream.api_key)
+        kh = ctx.key_hash
+        fresh = ctx.no_cache
+        identity = self._backend.identity
         common: dict[str, Any] = {
-            "deadline": upstream.deadline,
+            "deadline": ctx.deadline,
             "max_pages": request.max_pages,
             "no_cache": fresh,
-            "upstream": upstream,
+            "call": ctx,
         }
         token = request.page_token
         if not token:
-            sent = request_to_json(request)
+            question = self._backend.question(request)
             # The chain key names what may be shared; with nothing to share it with
             # (COALESCE=false, no cache) it is not computed.
-            key = request_key(kh, self._base, request, sent) if self._keyed else ""
-            start = ChainStart(1, request=request, body=request_body(sent))
-            return Call(kh, key, start, **common)
+            key = request_key(kh, identity, question.key) if self._keyed else ""
+            return Call(kh, key, ChainStart(1, question=question), **common)
         if self.store is not None and not fresh:
             target = await self.store.find_token(kh, token)
             if target is not None:
                 start = ChainStart(target.position, token)
                 return Call(kh, target.chain_key, start, chain_id=target.chain_id, **common)
-        return Call(kh, token_chain_key(kh, self._base, token), ChainStart(1, token), **common)
+        return Call(kh, token_chain_key(kh, identity, token), ChainStart(1, token), **common)
 
     async def page(self, call: Call) -> tuple[Page, str]:
-        """The one page of a GetClassifyPage call: from the cache, else from the upstream
-        (`UpstreamClient.page`, which refuses a page whose tokens it would not follow),
-        cached for the next caller."""
+        """The one page of a GetClassifyPage call: from the cache, else from the backend
+        (`Backend.page`, which refuses a page whose tokens it would not follow), cached
+        for the next caller."""
         if self.store is not None and not call.no_cache:
             page = await self.store.get(call.chain_key, call.start.position)
             if page is not None and (call.chain_id is None or page.chain_id == call.chain_id):
                 return page, FROM_CACHE
-        answer = await self._upstream.page(call.start.token, call.upstream)
-        page = Page.from_message(answer, call.chain_id or new_chain_id())
+        assert call.call is not None
+        answer = await self._backend.page(call.call, call.start.token)
+        page = dataclasses.replace(answer, chain_id=call.chain_id or new_chain_id())
         if self.store is not None:
             await self.store.put(call.chain_key, call.start.position, page, call.key_hash)
         return page, FROM_UPSTREAM
@@ -130,21 +118,13 @@ class Sharing:
             await self.store.put(hub.chain_key, position, page, hub.key_hash)
 
     async def _upstream_pages(self, hub: Hub, start: ChainStart) -> AsyncGenerator[Page, None]:
-        """The upstream page chain of a hub from `start`, through the upstream client."""
-        request = start.upstream_request()
+        """The page chain of a hub from `start`, from the backend."""
         cap = hub.max_wanted()
-        if cap is not None:
-            limited = pb.ClassifyRequest()
-            limited.CopyFrom(request)
-            limited.max_pages = max(1, cap - start.position + 1)
-            request = limited
-        elif request.max_pages:
-            unlimited = pb.ClassifyRequest()
-            unlimited.CopyFrom(request)
-            unlimited.max_pages = 0
-            request = unlimited
-        call = dataclasses.replace(hub.upstream, deadline=hub.deadline())
-        async with self._upstream.pages(request, call, body=start.body) as pages:
-            async for message in pages:
-                message.page_number = 0  # set per stream (Page.wire)
-                yield Page.from_message(message, hub.chain_id)
+        limit = 0 if cap is None else max(1, cap - start.position + 1)
+        assert hub.call is not None
+        call = hub.call.with_deadline(hub.deadline())
+        question = None if start.token else start.question
+        source = self._backend.pages(call, question, start.token, limit=limit)
+        async with contextlib.aclosing(source) as pages:
+            async for page in pages:
+                yield dataclasses.replace(page, chain_id=hub.chain_id)

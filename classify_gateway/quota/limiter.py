@@ -33,14 +33,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from classify_gateway.config import Settings
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
 from classify_gateway.core.errors import own_error
 from classify_gateway.quota.callers import load_weights, share_of
 from classify_gateway.state.shared_state import QuotaAsk, SharedState, bucket_of, build
 
 log = logging.getLogger("classify_gateway.quota.limiter")
 
-# Leave this much of the deadline for the request itself and the answer to the caller.
-DEADLINE_MARGIN = 0.1
 LEARN_CAP = 24 * 3600.0
 HEARTBEAT_INTERVAL = 2.0  # seconds; replicas count as alive for shared_state.HEARTBEAT_TTL
 UNLIMITED_RPS = 1_000_000.0  # UPSTREAM_RPS=0: only the daily budget and learned resets apply
@@ -50,19 +49,6 @@ _MESSAGES = {
     "daily": "the daily upstream budget (CLASSIFY_GATEWAY_UPSTREAM_DAILY_QUOTA) is spent",
     "upstream": "the upstream's quota for this API key is spent until its reset",
 }
-
-
-class QuotaCall(Protocol):
-    """What the limiter reads of a call (upstream.UpstreamCall has it)."""
-
-    @property
-    def api_key(self) -> str: ...
-
-    @property
-    def deadline(self) -> float: ...  # absolute, time.monotonic()
-
-    @property
-    def caller(self) -> str: ...  # calling service, "" when identity is off
 
 
 class QuotaHooks(Protocol):
@@ -129,7 +115,7 @@ class SharedLimiter:
             bucket = self._buckets[key] = bucket_of(key)
         return bucket
 
-    async def acquire(self, call: QuotaCall, *, first_page: bool = True) -> float:
+    async def acquire(self, call: CallContext, *, first_page: bool = True) -> float:
         """Wait for a slot; return the seconds waited, or raise GATEWAY_RATE_LIMITED."""
         deadline, key, caller = call.deadline, call.api_key, call.caller
         started = self._clock()

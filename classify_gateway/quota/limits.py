@@ -17,22 +17,17 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Protocol
 
 from classify_gateway.config import Settings
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
 from classify_gateway.core.errors import own_error
 
 if TYPE_CHECKING:
-    from classify_gateway.backends.v1_2.client import UpstreamCall
     from classify_gateway.quota.limiter import QuotaObserver
-
-# Leave this much of the caller's deadline for sending the answer back: a status sent
-# at the deadline itself does not reach the caller, who sees its own DEADLINE_EXCEEDED
-# instead (1,406 RESOURCE_EXHAUSTED logged in a burst of 3,000 calls reached nobody).
-DEADLINE_MARGIN = 0.1
 
 
 class Limiter(Protocol):
     """What the upstream client needs from a rate limiter."""
 
-    async def acquire(self, call: UpstreamCall, *, first_page: bool) -> float:
+    async def acquire(self, call: CallContext, *, first_page: bool) -> float:
         """Wait for a slot for one upstream request of `call`; return the seconds waited.
 
         `call.deadline` is absolute (`time.monotonic()`): a wait that cannot end before
@@ -80,7 +75,7 @@ class RateLimiter:
         self._sleep = sleep
         self.waits = 0
 
-    async def acquire(self, call: UpstreamCall, *, first_page: bool = True) -> float:
+    async def acquire(self, call: CallContext, *, first_page: bool = True) -> float:
         deadline = call.deadline
         now = self._clock()
         waited = 0.0

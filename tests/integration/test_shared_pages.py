@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from classify_gateway.core.page import Page
 from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
-from classify_gateway.pages.page_cache import NoHooks, Page
+from classify_gateway.pages.page_cache import NoHooks
 from classify_gateway.pages.page_delivery import FROM_CACHE, FROM_REPLICA, Call, PageDelivery
 from classify_gateway.pages.shared_pages import SharedChains, SharedPageStore, encode_page
 from classify_gateway.state.shared_state import RedisState, ResilientState

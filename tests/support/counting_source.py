@@ -9,8 +9,8 @@ from collections.abc import AsyncGenerator
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_gateway.core.errors import own_error
+from classify_gateway.core.page import Page
 from classify_gateway.pages.coalescing import ChainStart, Hub
-from classify_gateway.pages.page_cache import Page
 
 
 def chain_page(i: int, n: int, chain: str = "c") -> pb.ClassifyResponse:

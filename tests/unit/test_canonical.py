@@ -5,13 +5,9 @@ from __future__ import annotations
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.pages.canonical import (
-    api_key_hash,
-    canonical_json,
-    request_key,
-    token_chain_key,
-    token_key,
-)
+from classify_gateway.backends.v1_2.question import canonical_json
+from classify_gateway.core.call import api_key_hash
+from classify_gateway.pages.canonical import request_key, token_chain_key, token_key
 
 BASE = "http://upstream/v1.2"
 
@@ -28,7 +24,7 @@ def req(**kw: object) -> pb.ClassifyRequest:
 
 
 def key(r: pb.ClassifyRequest, api_key: str = "key-1") -> str:
-    return request_key(api_key_hash(api_key), BASE, r)
+    return request_key(api_key_hash(api_key), BASE, canonical_json(r))
 
 
 def test_defaults_made_explicit_give_the_same_key() -> None:

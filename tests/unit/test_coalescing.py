@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from classify_gateway.core.errors import GatewayError
+from classify_gateway.core.page import Page
 from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
-from classify_gateway.pages.page_cache import Page, PageCache
+from classify_gateway.pages.page_cache import PageCache
 from classify_gateway.pages.page_delivery import (
     FROM_CACHE,
     FROM_COALESCED,

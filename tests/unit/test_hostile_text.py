@@ -19,7 +19,8 @@ from classify_gateway.core.errors import (
     trailer_size,
 )
 from classify_gateway.core.redact import redact, redact_json, safe_text, strip_controls
-from classify_gateway.edge.validation import forwardable_trace_context, token_problem
+from classify_gateway.core.tokens import token_problem
+from classify_gateway.edge.validation import forwardable_trace_context
 
 TP = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 

@@ -21,13 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from classify_gateway.backends.v1_2.client import UpstreamCall, UpstreamClient
+from classify_gateway.backends.v1_2.client import UpstreamClient
 from classify_gateway.backends.v1_2.transport import (
     MAX_HEAD_BYTES,
     Http1Transport,
     ResponseTooLarge,
 )
 from classify_gateway.config import from_env
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError
 from tests.support.raw_upstream import RawUpstream, ok
 
@@ -403,7 +404,7 @@ async def page_error(base: str, **settings: Any) -> GatewayError:
     )
     try:
         with pytest.raises(GatewayError) as info:
-            await client.page("p1", UpstreamCall(key, time.monotonic() + 10, {}))
+            await client.page(CallContext(key, time.monotonic() + 10), "p1")
     finally:
         await client.aclose()
     return info.value

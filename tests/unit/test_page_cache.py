@@ -6,12 +6,11 @@ import os
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
+from classify_gateway.core.page import Page, new_chain_id
 from classify_gateway.pages.page_cache import (
     EXPIRY_MARGIN,
     CacheHooks,
-    Page,
     PageCache,
-    new_chain_id,
 )
 
 

@@ -1,8 +1,9 @@
-"""UpstreamClient.pages and .page against a scripted upstream: paths, tokens, prefetch depth."""
+"""The v1.2 backend's pages and page against a scripted upstream: paths, tokens, prefetch depth."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -10,8 +11,9 @@ import grpc
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.backends.v1_2.client import UpstreamCall, UpstreamClient
+from classify_gateway.backends.v1_2.client import UpstreamClient
 from classify_gateway.config import from_env
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError
 from tests.support.upstream import FakeUpstream, serving
 
@@ -33,8 +35,8 @@ async def client(upstream: tuple[FakeUpstream, str]) -> AsyncIterator[UpstreamCl
     await c.aclose()
 
 
-def call(seconds: float = 10.0) -> UpstreamCall:
-    return UpstreamCall("k", time.monotonic() + seconds, {"traceparent": "00-x-y-01"})
+def call(seconds: float = 10.0) -> CallContext:
+    return CallContext("k", time.monotonic() + seconds, trace={"traceparent": "00-x-y-01"})
 
 
 def request(**fields: object) -> pb.ClassifyRequest:
@@ -49,9 +51,10 @@ def request(**fields: object) -> pb.ClassifyRequest:
 async def test_every_page_numbered_and_paths_from_the_tokens(
     client: UpstreamClient, upstream: tuple[FakeUpstream, str]
 ) -> None:
-    async with client.pages(request(), call()) as pages:
-        got = [(p.page_number, p.page_info.next_page_token) async for p in pages]
-    assert got == [(1, "p1"), (2, "p2"), (3, "p3"), (4, "")]
+    q = client.question(request())
+    async with contextlib.aclosing(client.pages(call(), q)) as pages:
+        got = [(p.message(0).page_number, p.next_token) async for p in pages]
+    assert got == [(0, "p1"), (0, "p2"), (0, "p3"), (0, "")]
     assert len(upstream[0].bodies) == 1  # one POST, then GETs of the tokens
     assert all(h["x-api-key"] == "k" for h in upstream[0].headers)
     assert all(h["traceparent"] == "00-x-y-01" for h in upstream[0].headers)
@@ -60,31 +63,32 @@ async def test_every_page_numbered_and_paths_from_the_tokens(
 async def test_max_pages_stops_without_fetching_further(
     client: UpstreamClient, upstream: tuple[FakeUpstream, str]
 ) -> None:
-    async with client.pages(request(max_pages=2), call()) as pages:
-        got = [p.page_number async for p in pages]
-    assert got == [1, 2]
+    q = client.question(request())
+    async with contextlib.aclosing(client.pages(call(), q, limit=2)) as pages:
+        got = [p.next_token async for p in pages]
+    assert got == ["p1", "p2"]
     assert len(upstream[0].headers) == 2
 
 
 async def test_prefetch_is_exactly_one_page_ahead(
     client: UpstreamClient, upstream: tuple[FakeUpstream, str]
 ) -> None:
-    async with client.pages(request(), call()) as pages:
+    async with contextlib.aclosing(client.pages(call(), client.question(request()))) as pages:
         first = await anext(pages)
-        assert first.page_number == 1
+        assert first.next_token == "p1"
         await asyncio.sleep(0.3)  # a slow caller: page 2 is fetched, page 3 is not
         assert len(upstream[0].headers) == 2
         second = await anext(pages)
         await asyncio.sleep(0.3)
-        assert second.page_number == 2
+        assert second.next_token == "p2"
         assert len(upstream[0].headers) == 3
 
 
 async def test_a_resumed_stream_starts_at_its_token(
     client: UpstreamClient, upstream: tuple[FakeUpstream, str]
 ) -> None:
-    async with client.pages(pb.ClassifyRequest(page_token="p2"), call()) as pages:
-        got = [p.page_info.next_page_token async for p in pages]
+    async with contextlib.aclosing(client.pages(call(), None, "p2")) as pages:
+        got = [p.next_token async for p in pages]
     assert got == ["p3", ""]
     assert upstream[0].bodies == []
 
@@ -93,7 +97,7 @@ async def test_a_refused_token_names_the_field_and_cannot_be_resumed(
     client: UpstreamClient,
 ) -> None:
     with pytest.raises(GatewayError) as info:
-        await client.page("nope", call())
+        await client.page(call(), "nope")
     err = info.value
     assert err.code == grpc.StatusCode.INVALID_ARGUMENT
     assert err.http_status == 400 and err.token_refused
@@ -101,15 +105,15 @@ async def test_a_refused_token_names_the_field_and_cannot_be_resumed(
 
 
 async def test_one_page_by_token(client: UpstreamClient) -> None:
-    page = await client.page("p3", call())
-    assert isinstance(page, pb.GetClassifyPageResponse)
-    assert page.page_info.prev_page_token == "p2"
+    page = await client.page(call(), "p3")
+    assert pb.GetClassifyPageResponse.FromString(page.body).page_info.prev_page_token == "p2"
+    assert page.prev_token == "p2"
 
 
 async def test_no_time_left_is_deadline_exceeded_without_a_request(
     client: UpstreamClient, upstream: tuple[FakeUpstream, str]
 ) -> None:
     with pytest.raises(GatewayError) as info:
-        await client.page("p1", call(0.05))
+        await client.page(call(0.05), "p1")
     assert info.value.reason == "DEADLINE_EXCEEDED"
     assert upstream[0].headers == []

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from classify_gateway.backends.v1_2.client import RetryPolicy, UpstreamCall
+from classify_gateway.backends.v1_2.client import RetryPolicy
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError
 from classify_gateway.quota.limiter import upstream_wait as retry_hint
 from classify_gateway.quota.limits import RateLimiter
@@ -38,8 +39,8 @@ def test_ratelimit_reset_only_counts_for_429() -> None:
     assert retry_hint({"x-ratelimit-reset": "1"}, 429, now) == 0.0
 
 
-def call(deadline: float) -> UpstreamCall:
-    return UpstreamCall("key", deadline, {})
+def call(deadline: float) -> CallContext:
+    return CallContext("key", deadline)
 
 
 class FakeTime:

@@ -9,7 +9,7 @@ import pytest
 
 from classify_gateway.backends.v1_3.tokens import PageRef, mac_key, mint, question_digest, read
 from classify_gateway.core.errors import GatewayError
-from classify_gateway.edge.validation import MAX_TOKEN_LENGTH, token_problem
+from classify_gateway.core.tokens import MAX_TOKEN_LENGTH, token_problem
 
 KEY = mac_key("tlk_first_key_000000000000")
 NOW = 1_800_000_000.0

@@ -1,4 +1,5 @@
-"""The one httpx client toward the upstream: paths, pages, retries, rate limits, deadlines.
+"""The v1.2 backend: the one httpx client toward the upstream (paths, pages, retries,
+rate limits, deadlines), implementing `backends.base.Backend`.
 
 Everything here works against an absolute deadline (a `time.monotonic()` value)
 that comes from the caller's gRPC deadline, so that each attempt, each backoff and
@@ -6,19 +7,17 @@ each wait for the rate limiter fits inside what the caller is still willing to
 wait, and nothing runs on after the caller has gone (cancelling the awaiting task
 aborts the in-flight HTTP request: the transport closes the connection).
 
-`pages()` is the whole upstream side of one `Classify` stream (the URL paths, the
-page tokens, the prefetch of exactly one page); `page()` is one `GetClassifyPage`.
+`pages()` is the whole upstream side of one chain (the URL paths, the page tokens, the
+prefetch of exactly one page); `page()` is one `GetClassifyPage`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import functools
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,8 @@ import httpx
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
+from classify_gateway.backends.base import HealthRecorder, Interruptions, Question
+from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import (
     PageT,
     classify_path,
@@ -37,22 +38,18 @@ from classify_gateway.backends.v1_2.translate import (
 )
 from classify_gateway.backends.v1_2.transport import Http1Transport, ResponseTooLarge
 from classify_gateway.config import Settings
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
 from classify_gateway.core.errors import GatewayError, from_upstream, own_error
+from classify_gateway.core.page import Page
 from classify_gateway.core.redact import redact_json
-from classify_gateway.edge.drain import DrainState
-from classify_gateway.edge.health import UpstreamHealth
-from classify_gateway.edge.validation import token_problem
+from classify_gateway.core.tokens import token_problem
 from classify_gateway.quota.limiter import upstream_wait
-from classify_gateway.quota.limits import DEADLINE_MARGIN, Limiter, make_limiter
+from classify_gateway.quota.limits import Limiter, make_limiter
 from classify_gateway.telemetry.observability import Metrics
 from classify_gateway.telemetry.tracing import instrument_transport
 
 log = logging.getLogger("classify_gateway.backends.v1_2.client")
 
-# DEADLINE_MARGIN (limits.py): the part of the caller's deadline left for sending the
-# answer back; the status (with resume_page_token) must reach the caller before the
-# caller's own timer fires; with 10 ms it often did not under load
-# (tests/reliability/test_fault_matrix.py).
 PAGE_ROUTE = "GET /classify/{page_token}"
 REFUSED_TOKEN = (
     "page_token",
@@ -86,44 +83,61 @@ DEFAULT_HEADERS = (
 )
 
 
+class _Unwatched:
+    """Interruptions and health for a client outside a gateway (tests, tools): nothing
+    cuts its requests off, and nobody reads its health."""
+
+    cutoff = False
+
+    async def run(self, request: Any) -> Any:
+        return await request
+
+    def start(self, request: Any) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(request)
+
+    async def wait(self, task: Any) -> Any:
+        return await task
+
+    def record(self, ok: bool) -> None:
+        return None
+
+    def record_failure(self, code: Any) -> None:
+        return None
+
+
 @dataclass(frozen=True)
-class UpstreamCall:
-    """What one RPC brings to its upstream requests: key, deadline, headers to forward."""
+class _Headers:
+    """The headers of one chain's requests, built once per chain (not per page): each
+    request copies the list instead of normalising every header again."""
 
-    api_key: str
-    deadline: float  # absolute, time.monotonic()
-    forward: Mapping[str, str]  # traceparent / tracestate of the caller
-    caller: str = ""  # the calling service, for fair share (callers.identity_of)
+    get: httpx.Headers
+    post: httpx.Headers
 
-    @functools.cached_property
-    def get_headers(self) -> httpx.Headers:
-        """Headers of this call's GET requests, built once per call (not per page):
-        each request copies the list instead of normalising every header again."""
-        return httpx.Headers([*DEFAULT_HEADERS, ("x-api-key", self.api_key), *self.forward.items()])
-
-    @functools.cached_property
-    def post_headers(self) -> httpx.Headers:
-        headers = self.get_headers.copy()
-        headers["content-type"] = "application/json"
-        return headers
+    @classmethod
+    def of(cls, call: CallContext) -> _Headers:
+        get = httpx.Headers([*DEFAULT_HEADERS, ("x-api-key", call.api_key), *call.trace.items()])
+        post = get.copy()
+        post["content-type"] = "application/json"
+        return cls(get, post)
 
 
 class UpstreamClient:
-    """Calls the upstream classify API; returns pages or raises GatewayError."""
+    """The v1.2 backend: calls the upstream classify API; yields pages or raises
+    GatewayError (see backends/base.py for what it owns)."""
 
     def __init__(
         self,
         settings: Settings,
         metrics: Metrics | None = None,
-        health: UpstreamHealth | None = None,
+        health: HealthRecorder | None = None,
         limiter: Limiter | None = None,
-        drain: DrainState | None = None,
+        drain: Interruptions | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics or Metrics()
-        self._health = health or UpstreamHealth()
+        self._health: HealthRecorder = health or _Unwatched()
         self._limiter = limiter or make_limiter(settings)
-        self._drain = drain or DrainState()
+        self._drain: Interruptions = drain or _Unwatched()
         self._policy = RetryPolicy(
             settings.retry_max_attempts,
             settings.retry_initial_backoff,
@@ -140,6 +154,7 @@ class UpstreamClient:
         # default headers and the timeouts.
         self._transport = instrument_transport(Http1Transport(limits, settings.upstream_body_cap))
         self._base = settings.upstream_base
+        self.identity = f"v1.2 {self._base}"
         # The URLs of the two POST paths, parsed once (a URL is parsed per request).
         self._urls = {p: httpx.URL(self._base + p) for p in ("/classify", "/classify/bulk")}
         # One timeout per layer: the transport bounds the connect (a dead host fails fast
@@ -174,38 +189,44 @@ class UpstreamClient:
         await response.aread()  # a no-op for our transport's responses, which come read
         return response
 
-    # -- one classification --------------------------------------------------------
+    # -- one classification ---------------------------------------------------------
 
-    def pages(
-        self, request: pb.ClassifyRequest, call: UpstreamCall, *, body: bytes | None = None
-    ) -> contextlib.aclosing[AsyncGenerator[pb.ClassifyResponse, None]]:
-        """The pages of one (validated) classification, page_number counted from 1.
+    def question(self, request: pb.ClassifyRequest) -> Question:
+        """The canonical question (backends/v1_2/question.py) and the POST body, from one
+        `request_to_json`."""
+        sent = request_to_json(request)
+        return Question(request, canonical_json(request, sent), request_body(sent))
 
-        `body`: the POST's JSON (`translate.request_to_json`), when the caller built it.
+    async def pages(
+        self,
+        call: CallContext,
+        question: Question | None,
+        start_token: str = "",
+        *,
+        limit: int = 0,
+    ) -> AsyncGenerator[Page, None]:
+        """The pages of one chain: the POST of `question`, or the GETs from `start_token`.
 
-        Use as `async with client.pages(...) as pages: async for page in pages:`;
-        leaving the block cancels the page being prefetched at once.
+        Page N+1 is requested as soon as page N's JSON is parsed, before page N is
+        translated and handed out; page N+2 only once the consumer asks for N+1, i.e.
+        after it has written N. A slow caller thus holds at most one page here. Closing
+        the generator cancels the page being prefetched at once.
         """
-        return contextlib.aclosing(self._pages(request, call, body))
-
-    async def _pages(
-        self, request: pb.ClassifyRequest, call: UpstreamCall, body: bytes | None
-    ) -> AsyncGenerator[pb.ClassifyResponse, None]:
-        # Page N+1 is requested as soon as page N's JSON is parsed, before page N is
-        # translated and handed out; page N+2 only once the consumer asks for N+1, i.e.
-        # after it has written N. A slow caller thus holds at most one page here.
         drain = self._drain
-        cap = request.max_pages
-        # Every token this stream has fetched: one seen again is a loop (an upstream that
+        headers = _Headers.of(call)
+        # Every token this chain has fetched: one seen again is a loop (an upstream that
         # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
         seen: set[str] = set()
-        if request.page_token:
-            seen.add(request.page_token)
-            first = self._get_page(request.page_token, call, first_page=True)
+        if start_token:
+            seen.add(start_token)
+            first = self._get_page(start_token, call, headers, first_page=True)
         else:
+            assert question is not None, "a chain starts from a question or a token"
+            body = question.prepared
             if body is None:
-                body = request_body(request_to_json(request))
-            first = self._call("POST", classify_path(request), body, call, True)
+                body = request_body(request_to_json(question.request))
+            path = classify_path(question.request)
+            first = self._call("POST", path, body, call, headers.post, True)
         answer = await drain.run(first)
         number = 0
         prefetch: asyncio.Task[Any] | None = None
@@ -215,16 +236,14 @@ class UpstreamClient:
                 refusal = _token_refusal(token, seen)
                 if refusal is None and token:
                     seen.add(token)
-                    if (cap == 0 or number + 1 < cap) and not drain.cutoff:
-                        prefetch = drain.start(self._get_page(token, call, first_page=False))
-                page = _checked_page(answer, pb.ClassifyResponse)
-                if refusal is not None:
-                    page.page_info.next_page_token = ""  # never offered for resume
+                    if (limit == 0 or number + 1 < limit) and not drain.cutoff:
+                        prefetch = drain.start(
+                            self._get_page(token, call, headers, first_page=False)
+                        )
                 number += 1
-                page.page_number = number
-                yield page
+                yield _checked_page(answer, pb.ClassifyResponse, drop_next=refusal is not None)
                 if refusal is not None:
-                    # The page was sent (without the token); the stream cannot go on.
+                    # The page was sent (without the token); the chain cannot go on.
                     raise refusal
                 if prefetch is None:
                     if token and drain.cutoff:
@@ -236,17 +255,20 @@ class UpstreamClient:
             if prefetch is not None:
                 prefetch.cancel()
 
-    async def page(self, page_token: str, call: UpstreamCall) -> pb.GetClassifyPageResponse:
+    async def page(self, call: CallContext, token: str) -> Page:
         """One page by its token (GetClassifyPage)."""
-        body = await self._drain.run(self._get_page(page_token, call, first_page=True))
-        refusal = _token_refusal(next_token_of(body), {page_token})
+        headers = _Headers.of(call)
+        body = await self._drain.run(self._get_page(token, call, headers, first_page=True))
+        refusal = _token_refusal(next_token_of(body), {token})
         if refusal is not None:
             raise refusal
         return _checked_page(body, pb.GetClassifyPageResponse)
 
-    async def _get_page(self, token: str, call: UpstreamCall, first_page: bool) -> Any:
+    async def _get_page(
+        self, token: str, call: CallContext, headers: _Headers, first_page: bool
+    ) -> Any:
         try:
-            return await self._call("GET", page_path(token), None, call, first_page)
+            return await self._call("GET", page_path(token), None, call, headers.get, first_page)
         except GatewayError as err:
             if err.http_status == 400:
                 # The only input of a page request is its token: name it, and say why.
@@ -284,12 +306,12 @@ class UpstreamClient:
         method: str,
         path: str,
         content: bytes | None,
-        call: UpstreamCall,
+        call: CallContext,
+        headers: httpx.Headers,
         first_page: bool,
     ) -> Any:
         """Parsed JSON of a 2xx answer, after the retries the error table allows."""
         route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
-        headers = call.get_headers if content is None else call.post_headers
         deadline = call.deadline
         attempt = 0
         while True:
@@ -420,7 +442,7 @@ def _token_refusal(token: str, seen: set[str]) -> GatewayError | None:
     """Why the upstream's next page token cannot be followed, or None.
 
     The upstream's tokens pass the very rule callers' tokens pass
-    (`validation.token_problem`): a token becomes one path segment of a request that
+    (`core.tokens.token_problem`): a token becomes one path segment of a request that
     carries the API key, so one that could name another path must never be used.
     """
     if not token:
@@ -432,13 +454,15 @@ def _token_refusal(token: str, seen: set[str]) -> GatewayError | None:
     return None
 
 
-def _checked_page(body: Any, message_type: type[PageT]) -> PageT:
-    """The translated page, with any page token that fails the token rule removed: no
-    unchecked upstream token is handed to a caller, who would send it back."""
-    page = page_from_json(body, message_type)
-    info = page.page_info
-    if info.next_page_token and token_problem(info.next_page_token) is not None:
+def _checked_page(body: Any, message_type: type[PageT], *, drop_next: bool = False) -> Page:
+    """The translated page, serialized once, with any page token that fails the token
+    rule removed (and the next one when `drop_next`: a token the chain refuses to follow
+    is never offered for resume): no unchecked upstream token reaches a caller, who
+    would send it back."""
+    message = page_from_json(body, message_type)
+    info = message.page_info
+    if info.next_page_token and (drop_next or token_problem(info.next_page_token) is not None):
         info.next_page_token = ""
     if info.prev_page_token and token_problem(info.prev_page_token) is not None:
         info.prev_page_token = ""
-    return page
+    return Page.from_message(message)
