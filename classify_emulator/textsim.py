@@ -18,10 +18,10 @@ meaning comes from a curated vocabulary (`vocabulary.toml`, loaded by
    modifiers ("tutorial", "highlights") weigh `MODIFIER_WEIGHT`, words after a
    locative preposition ("in a kitchen", "with friends") weigh half (unless no
    topic comes before them: in "kids learning at school" the place is the topic),
-   a word the vocabulary does not know weighs `UNKNOWN_WEIGHT` beside a known
-   topic (it is more likely wording than the subject: the vocabulary also knows
-   the everyday topics the corpus lacks), and a concept implied by another one
-   of the prompt ("food" in "cooking food") is dropped as redundant.
+   the words the vocabulary does not know weigh `UNKNOWN_WEIGHT` together beside
+   a known topic (they are more likely wording than the subject: the vocabulary
+   also knows the everyday topics the corpus lacks), and a concept implied by
+   another one of the prompt ("food" in "cooking food") is dropped as redundant.
 3. Per term, the segment's own credit `o` is 1 if the segment has the concept,
    else a partial credit when it names a broader concept (0.3, 0.15 one and
    two levels up) or a related one (the vocabulary's strength).
@@ -69,11 +69,11 @@ COORDINATORS: frozenset[str] = frozenset({"and", "or", ",", ";", "/", "&", "+", 
 # Words after these qualify the head of a prompt ("preparing a meal | in a kitchen").
 _LOCATIVES_TEXT = """in at on inside outside near around under over by beside behind across
     along with during into onto among amongst amid amidst within beneath underneath upon
-    throughout"""
+    throughout through past toward towards up down"""
 LOCATIVES: frozenset[str] = frozenset(_LOCATIVES_TEXT.split())
 
 MODIFIER_WEIGHT = 0.3
-UNKNOWN_WEIGHT = 0.4  # a word the vocabulary does not know, beside a known topic
+UNKNOWN_WEIGHT = 0.4  # the words the vocabulary does not know, together, beside a known topic
 LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
@@ -323,8 +323,11 @@ def _alternative(units: list[tuple[str, bool]]) -> Alternative | None:
     kinds = {feature: _kind(lex, feature) for feature, _ in units}
     # A word the vocabulary does not know is a topic only when nothing else is: beside a
     # known topic it is more likely wording ("checking", "outdoors") than the subject,
-    # since the vocabulary also knows the topics the corpus lacks (knitting, baseball).
-    unknown = UNKNOWN_WEIGHT if any(k == "topic" for k in kinds.values()) else 1.0
+    # since the vocabulary also knows the topics the corpus lacks (knitting, baseball),
+    # and such words together weigh like one ("a liquid changing color in a beaker").
+    n_unknown = len({f for f, k in kinds.items() if k == "unknown"})
+    known_topic = any(k == "topic" for k in kinds.values())
+    unknown = UNKNOWN_WEIGHT / n_unknown if known_topic and n_unknown else 1.0
     # A place qualifies a head topic ("cooking | in a kitchen"); with no topic before
     # it ("kids learning | at school") the place is what the prompt is about.
     head = any(kinds[f] == "topic" and not loc for f, loc in units)

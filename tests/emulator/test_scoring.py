@@ -259,6 +259,8 @@ def test_prompt_analysis() -> None:
     # weighing less beside a known topic (more likely wording than the subject).
     assert terms("zymurgy") == [[("zymurgy", 1.0)]]
     assert dict(terms("dancing zymurgy")[0]) == {"@dance": 1.0, "zymurgy": UNKNOWN_WEIGHT}
+    together = dict(terms("dancing zymurgy quuxes")[0])
+    assert together == {"@dance": 1.0, "zymurgy": UNKNOWN_WEIGHT / 2, "quux": UNKNOWN_WEIGHT / 2}
     # A place with no topic before it is the topic, not a qualifier.
     assert dict(terms("kids at school")[0])["@school"] == 1.0
     # Topics the corpus does not hold are known as topics too.
