@@ -99,7 +99,7 @@ test-java: venv
 # file-system module proxy into a clean module cache, the Java artifact deployed through
 # distributionManagement to a file:// repository and built against from an empty local
 # repository (docs/clients.md, "What make release-check proves"). No stack needed; about
-# 35 s once the caches are filled.
+# 30 s of CPU once the caches are filled.
 release-check:
 	$(MAKE) -C clients/go release-check
 	$(MAKE) -C clients/java release-check

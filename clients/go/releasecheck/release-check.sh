@@ -57,6 +57,7 @@ cp "$tmp/client.sum" "$tmp/consumer/go.sum"
 
 consumer_env=(
   env
+  GOENV=off # no settings from the user's go env file: only what is set here
   GOPATH="$tmp/gopath"
   GOMODCACHE="$tmp/gopath/pkg/mod"
   GOBIN="$tmp/bin"
