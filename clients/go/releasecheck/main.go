@@ -57,7 +57,7 @@ func run(repo, rev, subdir, version, out string) error {
 	if err != nil {
 		return err
 	}
-	f, err := modfile.ParseLax(modPath, goMod, nil)
+	f, err := modfile.Parse(modPath, goMod, nil) // not ParseLax: it drops replace lines
 	if err != nil {
 		return err
 	}
@@ -75,9 +75,11 @@ func run(repo, rev, subdir, version, out string) error {
 			return err
 		}
 	}
+	// A consumer ignores the module's replace lines: a directory replace means the module
+	// was built and tested against code its consumers will never get.
 	for _, r := range f.Replace {
 		if modfile.IsDirectoryPath(r.New.Path) {
-			return fmt.Errorf("%s replaces %s with a directory: consumers cannot build that", modPath, r.Old.Path)
+			return fmt.Errorf("%s replaces %s with a directory: consumers ignore it and build something else", modPath, r.Old.Path)
 		}
 	}
 
