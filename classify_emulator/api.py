@@ -283,7 +283,7 @@ class UpstreamApi:
         config = self.state.config
         key = api_key if self.state.key_accepted(api_key) else ANONYMOUS
         return self.state.rate.peek(
-            key, group, config.rate_limit, config.rate_window_seconds, time.time()
+            key, group, config.limit_for(group), config.rate_window_seconds, time.time()
         )
 
     # -- handlers ---------------------------------------------------------------

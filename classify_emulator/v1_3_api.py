@@ -50,6 +50,9 @@ INDEX_LIST_PARAMS = frozenset(
     {"page", "page_limit", "sort_by", "sort_option", "index_name", "model_options"}
     | {"model_family", "created_at", "updated_at"}
 )
+# Serialising a long video's 512-float segments costs far more than sending them;
+# the JSON is kept, up to this many bytes (not every option of every video fits).
+SEGMENT_CACHE_BYTES = 64 * 1024 * 1024
 MAX_QUERY_TOKENS = 500  # Marengo 3.0's text limit (SDK 1.3.6 docstrings)
 SEARCH_OPTIONS = frozenset({"visual", "audio", "transcription"})
 TRANSCRIPTION_OPTIONS = frozenset({"lexical", "semantic"})
@@ -215,6 +218,7 @@ class V13Api:
     def __init__(self, state: EmulatorState) -> None:
         self.state = state
         self._segment_bodies: dict[tuple[str, str], bytes] = {}
+        self._segment_bytes = 0
 
     def handlers(self) -> dict[str, Callable[[Request, dict[str, str]], Any]]:
         return {
@@ -325,8 +329,9 @@ class V13Api:
             for i in range(len(emb.starts))
         ]
         body = b",".join(objects)
-        if len(self._segment_bodies) < 1024:
+        if self._segment_bytes + len(body) <= SEGMENT_CACHE_BYTES:
             self._segment_bodies[key] = body
+            self._segment_bytes += len(body)
         return body
 
     async def embed(self, request: Request, params: dict[str, str]) -> bytes:

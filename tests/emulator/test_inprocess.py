@@ -67,6 +67,7 @@ def test_config_from_env(tmp_path: Path) -> None:
         "CLASSIFY_EMULATOR_RATE_WINDOW_SECONDS": "3600",
         "CLASSIFY_EMULATOR_LATENCY_MS": "15",
         "CLASSIFY_EMULATOR_CORPUS": str(tmp_path),
+        "CLASSIFY_EMULATOR_RATE_LIMIT_SEARCH": "3",
     }
     config = EmulatorConfig.from_env(env)
     assert config == EmulatorConfig(
@@ -76,13 +77,18 @@ def test_config_from_env(tmp_path: Path) -> None:
         rate_window_seconds=3600,
         latency_ms=15,
         corpus=tmp_path,
+        rate_limit_search=3,
     )
+    assert (config.limit_for("search"), config.limit_for("embed")) == (3, 0)
+    assert config.limit_for("classify") == 20
     assert EmulatorConfig.from_env({}) == EmulatorConfig()
     assert EmulatorConfig.from_env({"CLASSIFY_EMULATOR_API_KEYS": ""}).api_keys == ()
     with pytest.raises(ValueError, match="CLASSIFY_EMULATOR_RATE_LIMIT"):
         EmulatorConfig.from_env({"CLASSIFY_EMULATOR_RATE_LIMIT": "many"})
     with pytest.raises(ValueError, match="latency_ms"):
         EmulatorConfig.from_env({"CLASSIFY_EMULATOR_LATENCY_MS": "-5"})
+    with pytest.raises(ValueError, match="rate_limit_embed"):
+        EmulatorConfig.from_env({"CLASSIFY_EMULATOR_RATE_LIMIT_EMBED": "-1"})
 
 
 def test_any_nonempty_key_without_configured_keys() -> None:

@@ -13,15 +13,17 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
 
+from classify_emulator.config import EmulatorConfig
 from classify_emulator.corpus import Corpus
 from classify_emulator.embeddings import DIMENSION
-from classify_emulator.testing import RunningEmulator
+from classify_emulator.testing import RunningEmulator, running_emulator
 from tests.emulator.conftest import index_id, video_id
 
 SOCIAL = "6650701a27f0a43b740fd011"  # social-clips
@@ -321,6 +323,22 @@ def test_search_errors(v13: httpx.Client, emu: RunningEmulator) -> None:
     assert message.endswith("Token: nope.")
 
 
+def test_search_needs_a_marengo_index(tmp_path: Path) -> None:
+    (tmp_path / "indexes.json").write_text(
+        '[{"_id": "aaaaaaaaaaaaaaaaaaaaaaaa", "index_name": "pegasus-only",'
+        ' "engines": [{"engine_name": "pegasus1.1", "engine_options": ["visual"]}],'
+        ' "created_at": "2024-01-01T00:00:00Z"}]'
+    )
+    (tmp_path / "videos.json").write_text("[]")
+    with running_emulator(EmulatorConfig(corpus=tmp_path)) as emu:
+        response = httpx.post(
+            f"{emu.base_url}/v1.3/search",
+            headers={"x-api-key": emu.api_key},
+            files=form(index_id="a" * 24, search_options="visual", query_text="people dancing"),
+        )
+    error(response, 400, "index_not_supported_for_search")
+
+
 def test_search_tokens_expire(v13: httpx.Client, emu: RunningEmulator) -> None:
     emu.admin.set_config(page_ttl_seconds=0)
     body = search(
@@ -360,9 +378,11 @@ def test_each_category_has_its_own_limit(v13: httpx.Client, emu: RunningEmulator
 
 
 def test_faults_apply_to_v13(v13: httpx.Client, emu: RunningEmulator) -> None:
+    emu.admin.set_config(rate_limit_videos=40)
     empty = v13.get("/indexes", headers={"x-emulator-fault": "rate_limit;empty=true"})
     assert empty.status_code == 429 and empty.content == b""
     assert "content-type" not in empty.headers
+    assert empty.headers["x-ratelimit-limit"] == "40"  # the category's limit
     error(v13.get("/indexes", headers={"x-emulator-fault": "status=503"}), 503, "internal_error")
     emu.admin.add_fault({"match": {"path": "/v1.3/search/"}, "action": {"type": "expire_token"}})
     body = search(
