@@ -20,7 +20,7 @@ import grpc
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from classify_gateway.backends.v1_2.client import UpstreamClient
 from classify_gateway.config import Settings
@@ -32,6 +32,7 @@ from classify_gateway.edge.validation import lenient
 from classify_gateway.pages.sharing import Sharing
 from classify_gateway.quota.limiter import build_limiter, heartbeat
 from classify_gateway.quota.limits import Limiter
+from classify_gateway.telemetry.grpc_metrics import InstrumentedServer
 from classify_gateway.telemetry.metrics_http import MetricsServer
 from classify_gateway.telemetry.observability import Metrics
 from classify_gateway.telemetry.tracing import setup_tracing, shutdown_tracing
@@ -100,7 +101,9 @@ def passthrough(message_type: type[Message]) -> Callable[[Any], bytes]:
     return run
 
 
-def add_classify_service(servicer: ClassifyServicer, rpcs: Rpcs, server: grpc.aio.Server) -> None:
+def add_classify_service(
+    servicer: ClassifyServicer, rpcs: Rpcs, server: grpc.aio.Server | InstrumentedServer
+) -> None:
     """Register ClassifyService like the generated `add_..._to_server`, with two changes:
     requests are parsed by `validation.lenient`, so that bytes that do not decode reach
     the handler (which answers INVALID_ARGUMENT) instead of ending the call UNKNOWN with
@@ -146,12 +149,20 @@ class Gateway:
         shared = self.shared_state if settings.redis_url else None
         self.sharing = Sharing(settings, self.upstream, self.metrics, shared)
         self.servicer = ClassifyServicer(rpcs, self.sharing)
-        add_classify_service(self.servicer, rpcs, self.server)
+        # Every service registers through this wrapper, so each is counted in the
+        # grpc_server_* families (telemetry/grpc_metrics.py).
+        counted = InstrumentedServer(self.server, self.metrics.grpc)
+        add_classify_service(self.servicer, rpcs, counted)
         self.health = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, counted)
         if settings.reflection:
-            reflection.enable_server_reflection(
-                (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+            # enable_server_reflection picks its aio servicer by the server's type, which
+            # the wrapper hides, so the aio servicer is registered here directly.
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer(
+                    (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME)
+                ),
+                counted,
             )
         self.port = self.server.add_insecure_port(settings.listen)
         if self.port == 0:

@@ -21,6 +21,8 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from classify_gateway.telemetry.grpc_metrics import GrpcServerMetrics
+
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _STD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -48,6 +50,8 @@ class Metrics:
         ProcessCollector(registry=r)
         PlatformCollector(registry=r)
         GCCollector(registry=r)
+        # The families stock gRPC dashboards read (go-grpc-prometheus's shape).
+        self.grpc = GrpcServerMetrics(r)
         self.rpcs = Counter(
             "classify_gateway_rpcs",
             "Finished RPCs by gRPC method and status code.",
