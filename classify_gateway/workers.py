@@ -13,7 +13,12 @@ fork: the workers are fresh processes, `python -m classify_gateway.cli serve`):
   MultiProcessCollector adds them up (gauges by their `multiprocess_mode`);
 - on SIGTERM/SIGINT it forwards SIGTERM to every worker, each drains as a single
   gateway does (docs/operations.md, "Drain"), and it exits when all have (0 if all
-  exited 0); a worker that dies on its own stops the others, so the pod restarts;
+  exited 0);
+- a worker that dies on its own (a crash, the OOM killer, `kill -9`) is replaced in its
+  slot, so one bad call does not take the pod's other workers and their streams down;
+  a worker that keeps dying (MAX_RESTARTS within RESTART_WINDOW) is a crash loop no
+  restart will mend, so then the parent drains the others and exits 1 and the pod's
+  own restart policy takes over;
 - the quota: with Redis every worker shares it (like replicas); without Redis each
   worker gets an even split of UPSTREAM_RPS, UPSTREAM_BURST, UPSTREAM_MAX_CONCURRENCY
   and UPSTREAM_DAILY_QUOTA (`split_for_workers`).
@@ -44,6 +49,8 @@ log = logging.getLogger("classify_gateway.workers")
 WORKER_ENV = PREFIX + "WORKER_SLOT"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 EXIT_MARGIN = 10.0  # seconds beyond DRAIN_GRACE before a worker is killed
+MAX_RESTARTS = 5  # replacements within RESTART_WINDOW before the pod gives up
+RESTART_WINDOW = 60.0
 
 
 def worker_slot(env: dict[str, str] | None = None) -> tuple[int, int] | None:
@@ -85,12 +92,25 @@ def _reserved_port(listen: str) -> Iterator[tuple[str, int]]:
         sock.close()
 
 
-def _serve_metrics(listen: str) -> Any:
-    from prometheus_client import CollectorRegistry, start_http_server
+def _parent_registry() -> tuple[Any, Callable[[], None]]:
+    """The parent's registry: the workers' samples summed, and its own restart counter;
+    with the function that counts a restart."""
+    from prometheus_client import CollectorRegistry, Counter
     from prometheus_client.multiprocess import MultiProcessCollector
 
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    restarts = Counter(
+        "classify_gateway_worker_restarts",
+        "Workers of `serve --workers N` replaced after dying on their own.",
+        registry=registry,
+    )
+    return registry, restarts.inc
+
+
+def _serve_metrics(listen: str, registry: Any) -> Any:
+    from prometheus_client import start_http_server
+
     host, _, port = listen.rpartition(":")
     return start_http_server(int(port), addr=host.strip("[]"), registry=registry)
 
@@ -124,14 +144,16 @@ def run(settings: Settings, count: int, overrides: dict[str, str]) -> int:
                 PREFIX + "WORKERS": str(count),
                 MULTIPROC_ENV: metrics_dir,
             }
-            for index in range(count):
-                workers.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "classify_gateway.cli", "serve"],
-                        env={**env, WORKER_ENV: f"{index}/{count}"},
-                    )
+
+            def start(index: int) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    [sys.executable, "-m", "classify_gateway.cli", "serve"],
+                    env={**env, WORKER_ENV: f"{index}/{count}"},
                 )
-            metrics_server = _serve_metrics(settings.metrics_listen)
+
+            workers.extend(start(index) for index in range(count))
+            registry, count_restart = _parent_registry()
+            metrics_server = _serve_metrics(settings.metrics_listen, registry)
             log.info(
                 "workers started",
                 extra={
@@ -142,7 +164,9 @@ def run(settings: Settings, count: int, overrides: dict[str, str]) -> int:
                     "metrics_listen": settings.metrics_listen,
                 },
             )
-            code = _supervise(workers, lambda: stopping, settings.drain_grace + EXIT_MARGIN)
+            code = _supervise(
+                workers, start, count_restart, lambda: stopping, settings.drain_grace + EXIT_MARGIN
+            )
             server, thread = metrics_server
             server.shutdown()
             server.server_close()
@@ -158,11 +182,17 @@ def run(settings: Settings, count: int, overrides: dict[str, str]) -> int:
 
 
 def _supervise(
-    workers: list[subprocess.Popen[bytes]], is_stopping: Callable[[], bool], exit_timeout: float
+    workers: list[subprocess.Popen[bytes]],
+    start: Callable[[int], subprocess.Popen[bytes]],
+    count_restart: Callable[[], None],
+    is_stopping: Callable[[], bool],
+    exit_timeout: float,
+    clock: Callable[[], float] = time.monotonic,
 ) -> int:
-    """Wait for the workers; one that exits on its own stops the others."""
+    """Wait for the workers, replacing one that dies on its own (see the module docstring)."""
     from prometheus_client import multiprocess
 
+    restarts: list[float] = []
     stop_deadline: float | None = None
     code = 0
     alive = set(range(len(workers)))
@@ -173,18 +203,37 @@ def _supervise(
                 continue
             alive.discard(i)
             multiprocess.mark_process_dead(workers[i].pid)  # type: ignore[no-untyped-call]
-            if rc != 0:
-                code = code or (rc if rc > 0 else 1)
-            if not is_stopping():
+            if is_stopping():
+                if rc != 0:
+                    code = code or (rc if rc > 0 else 1)
+                continue
+            now = clock()
+            restarts[:] = [t for t in restarts if t > now - RESTART_WINDOW]
+            if len(restarts) >= MAX_RESTARTS:
                 log.error(
-                    "a worker exited: stopping the others",
-                    extra={"event": "worker_exit", "pid": workers[i].pid, "exit_code": rc},
+                    "a worker keeps dying: stopping the others",
+                    extra={"event": "worker_crash_loop", "pid": workers[i].pid, "exit_code": rc},
                 )
-                code = code or 1
+                code = 1
                 os.kill(os.getpid(), signal.SIGTERM)
+                continue
+            restarts.append(now)
+            old = workers[i].pid
+            workers[i] = start(i)
+            alive.add(i)
+            count_restart()
+            log.error(
+                "a worker died: replaced",
+                extra={
+                    "event": "worker_replaced",
+                    "pid": old,
+                    "exit_code": rc,
+                    "new_pid": workers[i].pid,
+                },
+            )
         if is_stopping() and stop_deadline is None:
-            stop_deadline = time.monotonic() + exit_timeout
-        if stop_deadline is not None and time.monotonic() > stop_deadline:
+            stop_deadline = clock() + exit_timeout
+        if stop_deadline is not None and clock() > stop_deadline:
             for i in alive:
                 workers[i].kill()
             code = code or 1

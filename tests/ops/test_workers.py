@@ -106,3 +106,56 @@ async def test_two_workers_one_port_one_metrics_endpoint_drain(emulator: Any) ->
         log = gw.log_text()
         assert events(log)["shutdown_complete"] == 3  # two workers and the parent
         assert emulator.api_key not in log
+
+
+async def wait_for_workers(parent: psutil.Process, port: int, count: int) -> list[psutil.Process]:
+    deadline = time.monotonic() + 30
+    while True:
+        try:  # a worker may be reaped while it is looked at
+            children = [c for c in parent.children() if c.status() != psutil.STATUS_ZOMBIE]
+            if len(children) == count and all(listening(c, port) for c in children):
+                return children
+        except psutil.NoSuchProcess:
+            pass
+        assert time.monotonic() < deadline, "workers listening on the one port"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_worker_that_dies_is_replaced_and_a_crash_loop_ends_the_pod(
+    emulator: Any,
+) -> None:
+    """kill -9 of one worker (the OOM killer's way) used to drain the other worker and end
+    the pod with exit 1; now the worker is replaced in its slot and the pod keeps serving.
+    A worker that keeps dying is a crash loop: the pod drains and exits 1."""
+    with serve_logged(
+        emulator.base_url + "/v1.2", emulator.api_key, "--workers", "2", drain_grace=2
+    ) as gw:
+        parent = psutil.Process(gw.process.popen.pid)
+        first = await wait_for_workers(parent, gw.port, 2)
+        victim = first[0]
+        victim.kill()
+        replaced = await wait_for_workers(parent, gw.port, 2)
+        assert victim.pid not in {c.pid for c in replaced}
+        assert first[1].pid in {c.pid for c in replaced}, "the other worker was left alone"
+        assert gw.process.popen.poll() is None
+        request = classify_request(emulator, count=12, page_limit=4, max_pages=1)
+        channels = [grpc.aio.insecure_channel(gw.target, options=OWN_CONNECTION) for _ in range(6)]
+        try:
+            results = await asyncio.gather(
+                *(collect(pb_grpc.ClassifyServiceStub(ch).Classify(request)) for ch in channels)
+            )
+        finally:
+            await asyncio.gather(*(ch.close() for ch in channels))
+        assert all(err is None and len(pages) == 1 for pages, err in results), results
+        assert metric(gw.metrics_url, "classify_gateway_worker_restarts_total") == 1
+        assert events(gw.log_text())["worker_replaced"] == 1
+
+        # Four more deaths make five replacements within the window; the sixth ends it.
+        for _ in range(5):
+            workers = await wait_for_workers(parent, gw.port, 2)
+            workers[0].kill()
+        code = await asyncio.to_thread(gw.process.popen.wait, 30)
+        assert code == 1
+        log = gw.log_text()
+        assert events(log)["worker_replaced"] == 5
+        assert events(log)["worker_crash_loop"] == 1
