@@ -72,12 +72,12 @@ ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     CLASSIFY_GATEWAY_LISTEN=0.0.0.0:50051 \
-    CLASSIFY_GATEWAY_METRICS_LISTEN=0.0.0.0:9090
+    CLASSIFY_GATEWAY_METRICS_LISTEN=0.0.0.0:9464
 
 WORKDIR /app
 
-# 50051: gRPC (ClassifyService, grpc.health.v1, reflection); 9090: Prometheus /metrics.
-EXPOSE 50051 9090
+# 50051: gRPC (ClassifyService, grpc.health.v1, reflection); 9464: Prometheus /metrics.
+EXPOSE 50051 9464
 
 USER 10001
 

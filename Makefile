@@ -18,7 +18,7 @@ PYTEST_ARGS ?=
 SDK13 := tests/sdk13
 SDK13_VENV := $(SDK13)/.venv
 
-.PHONY: help venv redis-server generate lint fmt test test-python test-sdk13 test-go test-java release-check demo bench soak clean
+.PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java release-check demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
@@ -60,6 +60,19 @@ redis-server:
 	  fi; \
 	fi
 
+# tests/deploy/test_alerts.py checks which alerts fire, and that every rule and dashboard
+# query parses, with promtool (Debian's prometheus package; it starts no service). As root
+# (CI) it is installed when missing; elsewhere those tests skip, with a note here.
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing promtool (Debian package prometheus) for the alert tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; \
+	  else \
+	    echo "note: promtool is not installed; the promtool alert tests will skip (README.md, 'Redis for the tests')" >&2; \
+	  fi; \
+	fi
+
 # Python stubs, plus the copies each client module keeps so that it builds outside this
 # repository (tests/contract/test_client_copies.py fails when one is stale). The Go stubs
 # need Go: `make -C clients/go generate`.
@@ -81,7 +94,7 @@ lint: venv
 	$(BUF) format -d --exit-code
 	bash tools/buf-breaking.sh $(BUF)
 
-test-python: venv redis-server
+test-python: venv redis-server promtool
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The SDK's tests start the emulator with the main environment's python.

@@ -146,7 +146,7 @@ class Settings:
     chain_lease: float = 10.0  # with Redis: a replica's claim on a chain, renewed while it fetches
     # Serving
     listen: str = "0.0.0.0:50051"
-    metrics_listen: str = "0.0.0.0:9090"
+    metrics_listen: str = "0.0.0.0:9464"
     max_concurrent_streams: int = 2000
     max_pages_cap: int = 10000
     reflection: bool = True

@@ -106,7 +106,7 @@ def test_container_ports_are_the_settings_defaults(
 ) -> None:
     defaults = Settings()
     assert container_port(container, "grpc") == port_of(defaults.listen) == 50051
-    assert container_port(container, "metrics") == port_of(defaults.metrics_listen) == 9090
+    assert container_port(container, "metrics") == port_of(defaults.metrics_listen) == 9464
     deployed = deployed_settings(configmap, tmp_path)
     assert port_of(deployed.listen) == container_port(container, "grpc")
     assert port_of(deployed.metrics_listen) == container_port(container, "metrics")

@@ -15,7 +15,7 @@ def test_defaults() -> None:
     s = from_env({"CLASSIFY_GATEWAY_API_KEY": KEY})
     assert s.upstream_url == "https://api.twelvelabs.io/v1.2"
     assert s.listen == "0.0.0.0:50051"
-    assert s.metrics_listen == "0.0.0.0:9090"
+    assert s.metrics_listen == "0.0.0.0:9464"
     assert s.reflection is True
 
 
