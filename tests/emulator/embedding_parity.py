@@ -11,12 +11,14 @@ for the same question "how much is this video about this prompt":
   aggregates segment scores (0.7 · max + 0.3 · mean of the best quarter),
   which is what a v1.3 classify backend would compute.
 
-Run `python -m tests.emulator.embedding_parity` to print the report.
+Run `python -m tests.emulator.embedding_parity [CASES.toml]` to print the report
+(default: relevance_cases.toml).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,11 +56,11 @@ def aggregate(values: list[float]) -> float:
     return 0.7 * ordered[0] + 0.3 * sum(top) / len(top)
 
 
-def pairs(corpus: Corpus | None = None) -> list[Pair]:
+def pairs(corpus: Corpus | None = None, cases_file: Path = CASES_FILE) -> list[Pair]:
     corpus = corpus or load_corpus(None)
     classifier = Classifier(corpus)
     space = EmbeddingSpace(corpus)
-    cases = tomllib.loads(CASES_FILE.read_text())["class"]
+    cases = tomllib.loads(cases_file.read_text())["class"]
     out: list[Pair] = []
     for case in cases:
         for prompt in case["prompts"]:
@@ -140,7 +142,7 @@ def percentiles(values: list[float]) -> str:
 
 
 def main() -> None:
-    found = pairs()
+    found = pairs(cases_file=Path(sys.argv[1]) if len(sys.argv) > 1 else CASES_FILE)
     print(f"{len(found)} (prompt, video) pairs")
     print("cosine distribution (per pair, best segment), min p5 p25 median p75 p95 max:")
     for kind in ("expected", "either", "unrelated"):

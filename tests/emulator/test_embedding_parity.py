@@ -58,7 +58,7 @@ def test_the_top_match_is_v12s_top_match(found: list[Pair]) -> None:
     outside = [t for t in per_prompt if t.v12_of_v13_top < JITTER_BAND * t.v12_best]
     assert outside == []
     identical = sum(t.v12_top == t.v13_top for t in per_prompt)
-    assert identical >= 0.7 * len(per_prompt)
+    assert identical >= 0.6 * len(per_prompt)
 
 
 def test_relevant_videos_stand_out_without_looking_like_duplicates(found: list[Pair]) -> None:
