@@ -290,7 +290,8 @@ class V13Api:
         body = orjson.dumps(video_resource(video))
         parts = [body[:-1]]
         if wanted:
-            segments = b",".join(self._segments(video.id, o) for o in OPTIONS if o in wanted)
+            bodies = (self._segments(video.id, o) for o in OPTIONS if o in wanted)
+            segments = b",".join(b for b in bodies if b)  # an option may have no segments
             parts.append(
                 b',"embedding":{"model_name":"'
                 + MODEL_NAME.encode()

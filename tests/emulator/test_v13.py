@@ -339,6 +339,46 @@ def test_search_needs_a_marengo_index(tmp_path: Path) -> None:
     error(response, 400, "index_not_supported_for_search")
 
 
+def test_a_video_without_speech(tmp_path: Path) -> None:
+    """An option with no segments is absent from the answer, and a search of it is empty."""
+    (tmp_path / "indexes.json").write_text(
+        '[{"_id": "bbbbbbbbbbbbbbbbbbbbbbbb", "index_name": "silent",'
+        ' "engines": [{"engine_name": "marengo2.6", "engine_options": ["visual"]}],'
+        ' "created_at": "2024-01-01T00:00:00Z"}]'
+    )
+    video = {
+        "_id": "c" * 24,
+        "index_id": "b" * 24,
+        "created_at": "2024-01-01T00:00:00Z",
+        "metadata": {"filename": "silent-ballet.mp4", "video_title": "silent-ballet"}
+        | {"duration": 24.0, "fps": 25.0, "width": 640, "height": 360, "size": 1000},
+        "segments": {"visual": [{"start": 0.0, "end": 24.0, "text": "a ballerina spins"}]},
+    }
+    (tmp_path / "videos.json").write_text(json.dumps([video]))
+    with running_emulator(EmulatorConfig(corpus=tmp_path)) as emu:
+        headers = {"x-api-key": emu.api_key}
+        got = httpx.get(
+            f"{emu.base_url}/v1.3/indexes/{'b' * 24}/videos/{'c' * 24}",
+            params=[("embedding_option", "visual"), ("embedding_option", "transcription")],
+            headers=headers,
+        )
+        found = httpx.post(
+            f"{emu.base_url}/v1.3/search",
+            headers=headers,
+            files=form(index_id="b" * 24, search_options="transcription", query_text="ballet"),
+        )
+    assert got.status_code == 200
+    segments = got.json()["embedding"]["video_embedding"]["segments"]
+    assert [(s["start_offset_sec"], s["end_offset_sec"]) for s in segments] == [
+        (0.0, 8.0),
+        (8.0, 16.0),
+        (16.0, 24.0),
+    ]
+    assert {s["embedding_option"] for s in segments} == {"visual"}
+    assert found.status_code == 200
+    assert found.json()["data"] == [] and "next_page_token" not in found.json()["page_info"]
+
+
 def test_search_tokens_expire(v13: httpx.Client, emu: RunningEmulator) -> None:
     emu.admin.set_config(page_ttl_seconds=0)
     body = search(
