@@ -108,11 +108,19 @@ async def test_two_workers_one_port_one_metrics_endpoint_drain(emulator: Any) ->
         assert emulator.api_key not in log
 
 
-async def wait_for_workers(parent: psutil.Process, port: int, count: int) -> list[psutil.Process]:
+async def wait_for_workers(
+    parent: psutil.Process, port: int, count: int, killed: frozenset[int] = frozenset()
+) -> list[psutil.Process]:
+    """The parent's `count` workers once all listen; `killed` ones, still being reaped
+    (their sockets may linger for a moment), are not among them."""
     deadline = time.monotonic() + 30
     while True:
         try:  # a worker may be reaped while it is looked at
-            children = [c for c in parent.children() if c.status() != psutil.STATUS_ZOMBIE]
+            children = [
+                c
+                for c in parent.children()
+                if c.pid not in killed and c.status() != psutil.STATUS_ZOMBIE
+            ]
             if len(children) == count and all(listening(c, port) for c in children):
                 return children
         except psutil.NoSuchProcess:
@@ -134,7 +142,7 @@ async def test_a_worker_that_dies_is_replaced_and_a_crash_loop_ends_the_pod(
         first = await wait_for_workers(parent, gw.port, 2)
         victim = first[0]
         victim.kill()
-        replaced = await wait_for_workers(parent, gw.port, 2)
+        replaced = await wait_for_workers(parent, gw.port, 2, frozenset({victim.pid}))
         assert victim.pid not in {c.pid for c in replaced}
         assert first[1].pid in {c.pid for c in replaced}, "the other worker was left alone"
         assert gw.process.popen.poll() is None
@@ -151,9 +159,11 @@ async def test_a_worker_that_dies_is_replaced_and_a_crash_loop_ends_the_pod(
         assert events(gw.log_text())["worker_replaced"] == 1
 
         # Four more deaths make five replacements within the window; the sixth ends it.
+        killed = {victim.pid}
         for _ in range(5):
-            workers = await wait_for_workers(parent, gw.port, 2)
+            workers = await wait_for_workers(parent, gw.port, 2, frozenset(killed))
             workers[0].kill()
+            killed.add(workers[0].pid)
         code = await asyncio.to_thread(gw.process.popen.wait, 30)
         assert code == 1
         log = gw.log_text()
