@@ -27,11 +27,13 @@ meaning comes from a curated vocabulary (`vocabulary.toml`, loaded by
    two levels up) or a related one (the vocabulary's strength).
    The video's title and filename are context: when they name the concept
    (`c` = 1), the term's credit rises to `o + (1 - o) · g · c`, where `g` is
-   `CONTEXT_ON_SUBJECT` for a segment that shows what the video is mainly about
-   (one of its *dominant* topics, those covering a quarter of it) or matches the
-   prompt at least partly, and `CONTEXT_OFF_SUBJECT` otherwise (intros,
-   sponsor reads): a wedding video's dance shots are wedding shots, its
-   "like and subscribe" outro is not.
+   `CONTEXT_GAIN` on a segment that matches a topic of the prompt at least
+   partly, and `CONTEXT_GAIN_OFF_TOPIC` otherwise (intros, sponsor reads): a
+   wedding video's dance shots are wedding shots, its "like and subscribe"
+   outro is not. For a modifier (what the title says of the video's form: a
+   review, a tutorial) `g` is `CONTEXT_GAIN` also on a segment on the video's
+   subject (`VideoContext.subject`: its topics covering a quarter of its
+   shots): the kitchen-utensils review's cooking shots are review shots.
 4. Score. token = Σ weight · credit / Σ weight (best alternative);
    sim = 0.85 · token + 0.15 · (share of the prompt's character trigrams in the
    segment: typos); score = calibrated(sim) · jitter, `CALIBRATION` a piecewise
