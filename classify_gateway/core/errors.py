@@ -179,6 +179,10 @@ class _ErrorFields(Exception):
     token_refused: bool = False
     # Where the caller resumes the stream (ErrorInfo `resume_page_token`).
     resume_token: str | None = None
+    # What the wire saw, in words a person can act on (ErrorInfo `cause`, the log line):
+    # "TLS certificate of api.example not trusted: self-signed certificate", "connection
+    # to host:443 refused", "DNS lookup of host failed: ...", "response head over ...".
+    cause: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.message)
@@ -251,6 +255,7 @@ def scrub(err: GatewayError, secrets: Sequence[str]) -> GatewayError:
         violations=tuple((clean(f), clean(d)) for f, d in err.violations),
         resource=(clean(err.resource[0]), clean(err.resource[1])) if err.resource else None,
         resume_token=clean(err.resume_token) if err.resume_token else err.resume_token,
+        cause=clean(err.cause) if err.cause else err.cause,
     )
 
 
@@ -335,6 +340,8 @@ def to_status_proto(err: GatewayError) -> status_pb2.Status:
         meta["upstream_code"] = err.upstream_code
     if err.resume_token:
         meta[RESUME_TOKEN_KEY] = err.resume_token
+    if err.cause:
+        meta["cause"] = _shorten(err.cause, MAX_RESOURCE_TEXT)
     details: list[Any] = [
         error_details_pb2.ErrorInfo(reason=err.reason, domain=DOMAIN, metadata=meta)
     ]
@@ -404,6 +411,7 @@ def _fit(status: status_pb2.Status, details: list[Any]) -> status_pb2.Status:
     if trailer_size(current) > TRAILER_BUDGET:
         info.metadata.pop(RESUME_TOKEN_KEY, None)
         info.metadata.pop("upstream_code", None)
+        info.metadata.pop("cause", None)
         if bad is not None:
             for v in bad.field_violations:
                 v.field, v.description = _shorten(v.field, 200), _shorten(v.description, 200)

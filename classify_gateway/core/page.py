@@ -5,7 +5,8 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
@@ -28,10 +29,18 @@ class Page:
     prev_token: str
     expires_at: float | None
     chain_id: str = ""
+    # Turns true once a connection this page's chain was answered on carried bytes nobody
+    # asked for (issue 25 item 3; the v1.2 wire's `Provenance`): the page may then be a
+    # late extra answer read as this one, so the page store never keeps it, and drops it
+    # if it did. It can turn true after the page was handed over: ask at every use.
+    unsolicited: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_message(
-        cls, message: pb.ClassifyResponse | pb.GetClassifyPageResponse, chain_id: str = ""
+        cls,
+        message: pb.ClassifyResponse | pb.GetClassifyPageResponse,
+        chain_id: str = "",
+        unsolicited: Callable[[], bool] | None = None,
     ) -> Page:
         """A page from either response type (fields 1 and 2 are the same; page_number,
         field 3 of ClassifyResponse, must be unset)."""
@@ -46,7 +55,12 @@ class Page:
             info.prev_page_token,
             expires,
             chain_id,
+            unsolicited,
         )
+
+    def suspect(self) -> bool:
+        """Whether the page store must not keep or serve this page (`unsolicited`)."""
+        return self.unsolicited is not None and self.unsolicited()
 
     def message(self, page_number: int) -> pb.ClassifyResponse:
         """A fresh ClassifyResponse for one stream (tests; the gateway sends `wire`)."""

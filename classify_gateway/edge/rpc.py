@@ -252,6 +252,8 @@ class Rpc:
         if err is not None:
             fields["reason"] = err.reason
             fields["error"] = err.message
+            if err.cause:
+                fields["cause"] = err.cause
             if err.resume_token:
                 fields["resume_page_token"] = err.resume_token
         log.info("rpc finished", extra=fields)

@@ -165,10 +165,13 @@ class PageCache:
         if entry is None:
             return None
         assert isinstance(entry.value, Page)
+        if entry.value.suspect():
+            self._drop(f"p:{chain_key}:{position}")
+            return None
         return entry.value
 
     def put_now(self, chain_key: str, position: int, page: Page, key_hash: str) -> None:
-        if not self.enabled:
+        if not self.enabled or page.suspect():
             return
         life = cache_deadline(page, self.ttl, self._wall())
         if life <= 0:

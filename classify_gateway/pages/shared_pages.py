@@ -117,7 +117,7 @@ class SharedPageStore:
 
     async def put(self, chain_key: str, position: int, page: Page, key_hash: str) -> None:
         life = cache_deadline(page, self.ttl, time.time())
-        if self.ttl <= 0 or life <= 0:
+        if self.ttl <= 0 or life <= 0 or page.suspect():
             return
         await self._s.set(f"pages:page:{chain_key}:{position}", encode_page(page), life)
         for token, target in ((page.next_token, position + 1), (page.prev_token, position - 1)):

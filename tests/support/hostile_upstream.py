@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import socket
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -58,6 +59,13 @@ class Reply:
     stream_body: AsyncIterator[bytes] | None = None  # Content-Length body sent piecewise
     close: bool = False
     delay: float = 0.0
+    # Sent exactly as given instead of a scripted answer (any head, any framing), piece by
+    # piece, each piece its own write (TCP_NODELAY: small pieces are small segments).
+    raw: AsyncIterator[bytes] | None = None
+    # Bytes nobody asked for, sent on the same connection `after_delay` seconds after the
+    # answer (a late extra answer), while the connection waits for its next request.
+    after: bytes = b""
+    after_delay: float = 0.0
 
     @classmethod
     def json(cls, obj: Any, status: int = 200, **kw: Any) -> Reply:
@@ -186,6 +194,8 @@ class HostileUpstream:
 
     async def _answer(self, writer: asyncio.StreamWriter, reply: Reply) -> bool:
         """Write one answer; False when the peer went away while it was written."""
+        if reply.raw is not None:
+            return await self._answer_raw(writer, reply.raw)
         reason = _REASONS.get(reply.status, "Status")
         out = [f"HTTP/1.1 {reply.status} {reason}\r\n".encode()]
         names = {k.lower() for k, _ in reply.headers}
@@ -210,6 +220,20 @@ class HostileUpstream:
                     await self._send(writer, piece)
             else:
                 await self._send(writer, reply.body)
+        except (ConnectionError, RuntimeError):
+            self.aborted_by_peer += 1
+            return False
+        if reply.after:
+            asyncio.get_running_loop().call_later(reply.after_delay, writer.write, reply.after)
+        return True
+
+    async def _answer_raw(self, writer: asyncio.StreamWriter, pieces: AsyncIterator[bytes]) -> bool:
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        try:
+            async for piece in pieces:
+                await self._send(writer, piece)
         except (ConnectionError, RuntimeError):
             self.aborted_by_peer += 1
             return False

@@ -5,20 +5,34 @@ status, headers and body and so always sends a well-formed head; this one sends 
 bytes at all (a status line that is not one, a head that never ends, two answers to one
 request) and records what the transport did with its connections.
 
-An answer is `bytes` (sent, the connection stays open for the next request) or
+An answer is `bytes` (sent, the connection stays open for the next request),
 `(bytes, mode)`: "close" hangs up after sending, "hold" sends and then keeps the
-connection open without answering anything more.
+connection open without answering anything more, "reset" sends and then resets the
+connection (RST, not FIN), "trickle" sends 1 to 7 bytes at a time, each in its own TCP
+segment; or `Late(answer, extra, after)`: the answer, then `after` seconds later bytes
+nobody asked for on the same connection (`extra_sent` is set once they are written).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
+import struct
 from collections import deque
+from dataclasses import dataclass
 from types import TracebackType
 
-Answer = bytes | tuple[bytes, str]
+
+@dataclass(frozen=True)
+class Late:
+    answer: bytes
+    extra: bytes
+    after: float
+
+
+Answer = bytes | tuple[bytes, str] | Late
 
 
 def ok(body: bytes, *extra: bytes) -> bytes:
@@ -49,6 +63,7 @@ class RawUpstream:
         self.connections = 0  # accepted in all
         self.most_open = 0  # open at the same time, at most
         self.answered = asyncio.Event()
+        self.extra_sent = asyncio.Event()
 
     async def __aenter__(self) -> RawUpstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self._tls)
@@ -92,11 +107,36 @@ class RawUpstream:
                 if self._delay:
                     await asyncio.sleep(self._delay)
                 answer = self._answers.popleft() if self._answers else (b"", "close")
+                if isinstance(answer, Late):
+                    writer.write(answer.answer)
+                    await writer.drain()
+                    self.answered.set()
+                    await asyncio.sleep(answer.after)
+                    writer.write(answer.extra)
+                    await writer.drain()
+                    self.extra_sent.set()
+                    continue
                 data, mode = answer if isinstance(answer, tuple) else (answer, "keep")
-                writer.write(data)
-                await writer.drain()
+                if mode == "trickle":
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    for i in range(0, len(data), 7):
+                        for piece in (data[i : i + 1], data[i + 1 : i + 7]):
+                            writer.write(piece)
+                            await writer.drain()
+                            await asyncio.sleep(0)
+                else:
+                    writer.write(data)
+                    await writer.drain()
                 self.answered.set()
-                if mode == "close":
+                if mode == "reset":
+                    await asyncio.sleep(0.05)  # the bytes are read first, then the reset
+                    # SO_LINGER 0: close() sends RST, as a crashed peer or a middlebox does.
+                    sock = writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    writer.transport.abort()
+                    return
+                if mode in ("close", "trickle"):
                     return
                 if mode == "hold":
                     await reader.read()  # until the transport hangs up

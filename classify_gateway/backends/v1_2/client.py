@@ -36,7 +36,12 @@ from classify_gateway.backends.v1_2.translate import (
     request_body,
     request_to_json,
 )
-from classify_gateway.backends.v1_2.transport import Http1Transport, ResponseTooLarge
+from classify_gateway.backends.v1_2.transport import (
+    Http1Transport,
+    Provenance,
+    ResponseTooLarge,
+    UndecodableBody,
+)
 from classify_gateway.config import Settings
 from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
 from classify_gateway.core.errors import GatewayError, from_upstream, own_error
@@ -103,6 +108,28 @@ class _Unwatched:
 
     def record_failure(self, code: Any) -> None:
         return None
+
+
+class Provenances:
+    """The connections the answers of one chain came on (`transport.Provenance`).
+
+    `unsolicited()` turns true, at any time after the answers were handed over, once any
+    of those connections carried bytes nobody asked for: one of the chain's answers may
+    then have been a late extra answer read as the answer to the next request, and no
+    page of the chain may be stored or served from the store (`Page.unsolicited`).
+    """
+
+    __slots__ = ("_seen",)
+
+    def __init__(self) -> None:
+        self._seen: list[Provenance] = []
+
+    def add(self, provenance: Provenance) -> None:
+        if all(provenance is not p for p in self._seen):
+            self._seen.append(provenance)
+
+    def unsolicited(self) -> bool:
+        return any(p.unsolicited for p in self._seen)
 
 
 @dataclass(frozen=True)
@@ -172,8 +199,8 @@ class UpstreamClient:
 
     async def _send(
         self, method: str, path: str, content: bytes | None, headers: httpx.Headers
-    ) -> httpx.Response:
-        """One HTTP exchange, the body read; httpx exceptions as the transport raises them."""
+    ) -> tuple[httpx.Response, bytes]:
+        """One HTTP exchange and its body; httpx exceptions as the transport raises them."""
         url = self._urls.get(path)
         # `stream=`, not `content=`: httpx then skips encoding the body and normalising
         # every header again to add Host and Content-Length (about 25 us per request);
@@ -186,8 +213,12 @@ class UpstreamClient:
             extensions={"timeout": self._timeouts},
         )
         response = await self._transport.handle_async_request(request)
-        await response.aread()  # a no-op for our transport's responses, which come read
-        return response
+        stream = response.stream
+        if isinstance(stream, httpx.ByteStream):
+            # The transport's answers come whole and decoded: joined here, without the
+            # decoder and chunker generators of `aread()` (about 20 us per answer).
+            return response, b"".join(stream)
+        return response, await response.aread()
 
     # -- one classification ---------------------------------------------------------
 
@@ -214,19 +245,20 @@ class UpstreamClient:
         """
         drain = self._drain
         headers = _Headers.of(call)
+        wires = Provenances()
         # Every token this chain has fetched: one seen again is a loop (an upstream that
         # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
         seen: set[str] = set()
         if start_token:
             seen.add(start_token)
-            first = self._get_page(start_token, call, headers, first_page=True)
+            first = self._get_page(start_token, call, headers, True, wires)
         else:
             assert question is not None, "a chain starts from a question or a token"
             body = question.prepared
             if body is None:
                 body = request_body(request_to_json(question.request))
             path = classify_path(question.request)
-            first = self._call("POST", path, body, call, headers.post, True)
+            first = self._call("POST", path, body, call, headers.post, True, wires)
         answer = await drain.run(first)
         number = 0
         prefetch: asyncio.Task[Any] | None = None
@@ -237,11 +269,11 @@ class UpstreamClient:
                 if refusal is None and token:
                     seen.add(token)
                     if (limit == 0 or number + 1 < limit) and not drain.cutoff:
-                        prefetch = drain.start(
-                            self._get_page(token, call, headers, first_page=False)
-                        )
+                        prefetch = drain.start(self._get_page(token, call, headers, False, wires))
                 number += 1
-                yield _checked_page(answer, pb.ClassifyResponse, drop_next=refusal is not None)
+                yield _checked_page(
+                    answer, pb.ClassifyResponse, wires, drop_next=refusal is not None
+                )
                 if refusal is not None:
                     # The page was sent (without the token); the chain cannot go on.
                     raise refusal
@@ -258,17 +290,25 @@ class UpstreamClient:
     async def page(self, call: CallContext, token: str) -> Page:
         """One page by its token (GetClassifyPage)."""
         headers = _Headers.of(call)
-        body = await self._drain.run(self._get_page(token, call, headers, first_page=True))
+        wires = Provenances()
+        body = await self._drain.run(self._get_page(token, call, headers, True, wires))
         refusal = _token_refusal(next_token_of(body), {token})
         if refusal is not None:
             raise refusal
-        return _checked_page(body, pb.GetClassifyPageResponse)
+        return _checked_page(body, pb.GetClassifyPageResponse, wires)
 
     async def _get_page(
-        self, token: str, call: CallContext, headers: _Headers, first_page: bool
+        self,
+        token: str,
+        call: CallContext,
+        headers: _Headers,
+        first_page: bool,
+        wires: Provenances | None = None,
     ) -> Any:
         try:
-            return await self._call("GET", page_path(token), None, call, headers.get, first_page)
+            return await self._call(
+                "GET", page_path(token), None, call, headers.get, first_page, wires
+            )
         except GatewayError as err:
             if err.http_status == 400:
                 # The only input of a page request is its token: name it, and say why.
@@ -284,7 +324,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
                 key = [("x-api-key", api_key)] if api_key else []
-                response = await self._send(
+                response, _ = await self._send(
                     "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
                 )
             alive = response.status_code < 500
@@ -309,8 +349,10 @@ class UpstreamClient:
         call: CallContext,
         headers: httpx.Headers,
         first_page: bool,
+        wires: Provenances | None = None,
     ) -> Any:
-        """Parsed JSON of a 2xx answer, after the retries the error table allows."""
+        """Parsed JSON of a 2xx answer, after the retries the error table allows; the
+        connection it came on is added to `wires`."""
         route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
         deadline = call.deadline
         attempt = 0
@@ -323,7 +365,9 @@ class UpstreamClient:
                 self._metrics.rate_limit_wait(waited)
             started = time.monotonic()
             try:
-                body = await self._attempt(method, path, content, headers, call.api_key, deadline)
+                body = await self._attempt(
+                    method, path, content, headers, call.api_key, deadline, wires
+                )
             except GatewayError as failure:
                 err = failure
             else:
@@ -377,6 +421,7 @@ class UpstreamClient:
         headers: httpx.Headers,
         api_key: str,
         deadline: float,
+        wires: Provenances | None = None,
     ) -> Any:
         """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
 
@@ -390,37 +435,42 @@ class UpstreamClient:
         try:
             # The one bound on the whole exchange (connect, send, a trickled body).
             async with asyncio.timeout(per_attempt):
-                response = await self._send(method, path, content, headers)
+                response, raw = await self._send(method, path, content, headers)
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            cause = f"no whole answer within {per_attempt:.3g} s"
             if per_attempt < self._settings.upstream_timeout:
-                raise own_error("DEADLINE_EXCEEDED") from None
-            raise own_error("UPSTREAM_TIMEOUT") from None
+                raise own_error("DEADLINE_EXCEEDED").replace(cause=cause) from None
+            raise own_error("UPSTREAM_TIMEOUT").replace(cause=cause) from None
         except ResponseTooLarge as exc:
             raise own_error(
                 "PAGE_TOO_LARGE",
                 f"the upstream's answer is larger than {exc.cap} bytes "
                 "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read; "
                 "ask for a smaller page_limit",
-            ) from None
-        except httpx.DecodingError:
-            raise own_error(
-                "UPSTREAM_MALFORMED_RESPONSE",
-                "the upstream's answer does not decode (its Content-Encoding is not gzip or "
-                "deflate, or the body is not what that header says)",
-            ) from None
+            ).replace(cause=str(exc)) from None
+        except UndecodableBody as exc:
+            if 200 <= exc.response.status_code < 300:
+                raise _undecodable(exc) from None
+            # An error whose body does not decode is still that error: a 429 keeps its
+            # status and Retry-After (retrying it as malformed would spend three more
+            # requests of a quota that is already spent).
+            response, raw = exc.response, b""
+        except httpx.DecodingError as exc:
+            raise _undecodable(exc) from None
         except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
+            cause = str(exc) or type(exc).__name__
             raise own_error(
-                "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"
-            ) from None
+                "UPSTREAM_UNREACHABLE",
+                f"the upstream could not be reached: {type(exc).__name__} ({cause})",
+            ).replace(cause=cause) from None
         status = response.status_code
         self._metrics.upstream_ratelimit(response.headers)
         if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
             # The upstream's own quota is spent: every replica stops until its reset
             # instead of each finding the 429 for itself (quota.SharedLimiter.learn).
             await self._limiter.learn(api_key, status, response.headers)
-        content = response.content
         try:
-            body = redact_json(content, orjson.loads(content), (api_key, self._settings.api_key))
+            body = redact_json(raw, orjson.loads(raw), (api_key, self._settings.api_key))
         except orjson.JSONDecodeError:
             body = None
         if 200 <= status < 300:
@@ -428,14 +478,26 @@ class UpstreamClient:
                 raise own_error(
                     "UPSTREAM_MALFORMED_RESPONSE",
                     f"the upstream answered HTTP {status} with a body that is not valid JSON "
-                    f"({len(content)} bytes)",
+                    f"({len(raw)} bytes)",
                 )
+            if wires is not None:
+                provenance = response.extensions.get("provenance")
+                if isinstance(provenance, Provenance):
+                    wires.add(provenance)
             return body
         raise from_upstream(
             status,
             body if isinstance(body, dict) else None,
             retry_after=upstream_wait(response.headers, status, time.time()),
         )
+
+
+def _undecodable(exc: httpx.DecodingError) -> GatewayError:
+    return own_error(
+        "UPSTREAM_MALFORMED_RESPONSE",
+        "the upstream's answer does not decode (its Content-Encoding is not gzip or "
+        "deflate, or the body is not what that header says)",
+    ).replace(cause=str(exc))
 
 
 def _token_refusal(token: str, seen: set[str]) -> GatewayError | None:
@@ -454,7 +516,9 @@ def _token_refusal(token: str, seen: set[str]) -> GatewayError | None:
     return None
 
 
-def _checked_page(body: Any, message_type: type[PageT], *, drop_next: bool = False) -> Page:
+def _checked_page(
+    body: Any, message_type: type[PageT], wires: Provenances, *, drop_next: bool = False
+) -> Page:
     """The translated page, serialized once, with any page token that fails the token
     rule removed (and the next one when `drop_next`: a token the chain refuses to follow
     is never offered for resume): no unchecked upstream token reaches a caller, who
@@ -465,4 +529,4 @@ def _checked_page(body: Any, message_type: type[PageT], *, drop_next: bool = Fal
         info.next_page_token = ""
     if info.prev_page_token and token_problem(info.prev_page_token) is not None:
         info.prev_page_token = ""
-    return Page.from_message(message)
+    return Page.from_message(message, unsolicited=wires.unsolicited)

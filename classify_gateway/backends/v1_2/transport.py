@@ -11,7 +11,10 @@ mode: no home-made HTTP parsing of untrusted bytes.
 httpx stays the client API the rest of the code sees (Request/Response, its exceptions,
 the OpenTelemetry httpx instrumentation). httpx's own wire (httpcore) is still not used:
 its pool is not safe against task cancellation (encode/httpcore#1093, #1115), and the
-gateway cancels the upstream request of every cancelled call.
+gateway cancels the upstream request of every cancelled call. The pieces are shaped like
+httpcore's all the same: `Connection` (one HTTP/1.1 connection and its parser),
+`ConnectionPool` (acquire, release, discard, expiry) and `Http1Transport` (requests in,
+`httpx.Response` out), each with a small public surface.
 
 What it guarantees, each tested in tests/unit/test_http1_transport.py:
 - every failure is an httpx exception that says what happened: ConnectError /
@@ -19,16 +22,25 @@ What it guarantees, each tested in tests/unit/test_http1_transport.py:
   head is over its bounds, the connection closed before a whole head), ReadError (the
   body was broken off), ReadTimeout, DecodingError (Content-Encoding), ResponseTooLarge;
   never another exception type, whatever bytes arrive;
-- the response head is bounded (64 KiB, 100 fields, trailers included) and every body is
+- the response head is bounded (64 KiB, 100 fields, trailers included), counted on the
+  bytes as they arrive, so a line that never ends is refused at the bound; every body is
   capped (`max_body_bytes`, a declared Content-Length over it is refused before reading;
-  gzip/deflate are inflated here under the same cap);
+  gzip/deflate, several gzip members included, are inflated here under the same cap) and
+  kept in one buffer, whatever the size of its pieces;
 - a connection goes back to the pool only after a whole response that allows keep-alive
-  and nothing after it; a cancelled, failed or oversized exchange closes its connection
-  (the rest of the answer is still on it);
+  and nothing after it, and is reused only for the same origin and credential, after a
+  check that nothing arrived on it meanwhile; a cancelled, failed or oversized exchange
+  closes its connection (the rest of the answer is still on it); bytes nobody asked for
+  mark every answer of their connection (`Provenance`, a response extension);
+- idle connections are closed after `keepalive_expiry`, by a timer;
 - a request sent on a reused connection that the upstream had closed while idle (EOF or
   reset before any byte of an answer) is sent again once on a new connection, as
   browsers and Go's net/http do: classification has no side effects to repeat;
 - no header value or request target with CR, LF or NUL is ever written.
+
+Connect failures and protocol errors say what happened in words (`connect_failure`: an
+untrusted certificate and why, a refused port, a name that does not resolve), which the
+upstream client carries to the caller and the log as the error's cause.
 
 Timeouts: httpx's `connect` and `read` (the longest silence while an answer is
 awaited); `write` and `pool` must be None (ValueError otherwise): the gateway bounds
@@ -39,9 +51,11 @@ is bounded by that too.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 import ssl
 import zlib
-from collections import deque
+from collections.abc import Awaitable, Callable
 
 import httptools
 import httpx
@@ -51,7 +65,13 @@ MAX_HEAD_FIELDS = 100
 # What the gateway asks for (upstream.DEFAULT_HEADERS: Accept-Encoding) and decodes here.
 _WBITS = {"gzip": zlib.MAX_WBITS | 16, "x-gzip": zlib.MAX_WBITS | 16, "deflate": zlib.MAX_WBITS}
 _ENTITY_HEADERS = (b"content-encoding", b"content-length")
-_HTTP11 = {"http_version": b"HTTP/1.1"}
+_CREDENTIALS = (b"x-api-key", b"authorization")
+
+
+Origin = tuple[bytes, bytes, int]  # scheme, host, port
+# The origin and the credential the requests carry (x-api-key, authorization): the key of
+# one pool. An answer left over on a connection can only reach a request with that key.
+PoolKey = tuple[Origin, bytes]
 
 
 class ResponseTooLarge(httpx.RequestError):
@@ -65,20 +85,60 @@ class ResponseTooLarge(httpx.RequestError):
         self.cap = cap
 
 
+class UndecodableBody(httpx.DecodingError):
+    """The body does not decode (its Content-Encoding); the status and headers still stand.
+
+    `response` is the answer without its body. Whether an answer is usable without its
+    body is the client's decision, not the wire's: a 429 keeps its status and Retry-After
+    even when its error body is unreadable, a 200 without a body is malformed.
+    """
+
+    def __init__(self, message: str, response: httpx.Response) -> None:
+        super().__init__(message, request=response.request)
+        self.response = response
+
+
+class Provenance:
+    """Whether the connection an answer came on later carried bytes nobody asked for.
+
+    HTTP/1.1 cannot tell a late extra answer from the answer to the next request on the
+    same connection: extra bytes that arrive after that request went out are read as its
+    answer, and the real one is left over. What the transport can see is the left-over
+    (bytes after a whole answer, bytes while idle, unread bytes found before reuse): it
+    then closes the connection and sets `unsolicited` on this object, which every answer
+    from that connection carries (`response.extensions["provenance"]`), so that a cache
+    can refuse those answers even after they were handed over.
+    """
+
+    __slots__ = ("unsolicited",)
+
+    def __init__(self) -> None:
+        self.unsolicited = False
+
+
 class _Stale(Exception):
     """A reused connection ended before any byte of the answer: the upstream had closed it."""
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection, one exchange at a time; llhttp parses what arrives.
 
-    The parser's callbacks only record; `data_received` decides, so that no exception
-    ever leaves a callback half-way through llhttp's state. Anything after a whole answer
-    (a second answer, garbage) is not read: the answer stands, the connection is closed.
+    Public surface: `open` (a connected one), `exchange`, `reusable`, `is_quiet`, `close`,
+    and `key`, `closed`, `reused`, `idle_since`, `provenance`. The parser's callbacks only
+    record; `data_received` decides, so that no exception ever leaves a callback half-way
+    through llhttp's state. Anything after a whole answer (a second answer, garbage) is not
+    read: the answer stands, the connection is closed and its answers marked.
+
+    The head bound is counted on the bytes as they arrive, before llhttp sees them: httptools
+    joins the pieces of one header line by concatenation until its CRLF, so a line that never
+    ends would grow (and cost quadratic CPU) until the attempt's timeout if it were only
+    counted once whole. Bytes since the last body byte (a head, 1xx heads, chunk framing,
+    trailers) are fed at most up to the bound.
     """
 
     __slots__ = (
         "_body",
+        "_body_fed",
         "_cap",
         "_chunked",
         "_complete",
@@ -91,21 +151,24 @@ class _Connection(asyncio.Protocol):
         "_in_body",
         "_loop",
         "_parser",
+        "_quiet",
         "_read_timeout",
         "_received",
         "_request",
-        "_size",
         "_status",
         "_timer",
         "_waiter",
         "closed",
         "idle_since",
         "keep_alive",
+        "key",
+        "provenance",
         "reused",
         "transport",
     )
 
-    def __init__(self, cap: int | None) -> None:
+    def __init__(self, key: PoolKey, cap: int | None) -> None:
+        self.key = key
         self._cap = cap
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpResponseParser(self)
@@ -113,18 +176,59 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
+        self.provenance = Provenance()
         self._waiter: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]] | None = None
         self._request: httpx.Request | None = None
         self._read_timeout: float | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._reset()
 
+    @classmethod
+    async def open(
+        cls,
+        key: PoolKey,
+        cap: int | None,
+        connect_timeout: float | None,
+        tls: ssl.SSLContext | None,
+        request: httpx.Request,
+    ) -> Connection:
+        """A connection to `key`'s origin, connected (TLS verified) within the timeout.
+
+        Failures say why (`connect_failure`): a person reading the log must tell an
+        untrusted certificate from a refused port from a name that does not resolve.
+        """
+        _, host, port = key[0]
+        conn = cls(key, cap)
+        name = host.decode("ascii")
+        try:
+            async with asyncio.timeout(connect_timeout):
+                # No happy_eyeballs_delay: CPython 3.11's staggered_race drops the winning
+                # socket, still open, when the connect is cancelled just as it wins
+                # (test_cancellation.py saw one such connection in about five runs).
+                # Addresses are tried in order, all within the connect timeout.
+                await conn._loop.create_connection(
+                    lambda: conn, name, port, ssl=tls, server_hostname=name if tls else None
+                )
+        except TimeoutError as exc:
+            conn.close()
+            raise httpx.ConnectTimeout(
+                f"connect to {name}:{port} timed out after {connect_timeout:g} s", request=request
+            ) from exc
+        except OSError as exc:  # ssl.SSLError included
+            conn.close()
+            raise httpx.ConnectError(connect_failure(name, port, exc), request=request) from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
     def _reset(self) -> None:
         self._status = 0
         self._headers: list[tuple[bytes, bytes]] = []
-        self._body: list[bytes] = []
-        self._size = 0
+        self._body = bytearray()
         self._head_size = 0
+        self._quiet = 0
+        self._body_fed = False
         self._fields = 0
         self._in_body = False
         self._declared: int | None = None
@@ -142,28 +246,48 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
-        if self._waiter is None or self._waiter.done():
+        waiter = self._waiter
+        if waiter is None or waiter.done():
             # Bytes nobody asked for (after a whole answer, or while idle): the connection
             # no longer says where an answer starts.
-            self._close()
+            self._unsolicited()
             return
         self._received = True
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._extra = True
-            self._error = self._error or _protocol_error(
-                "the upstream switched protocols", self._request
-            )
-        except httptools.HttpParserError as exc:  # the callback error included
-            self._extra = True
-            self._error = self._error or _protocol_error(
-                f"malformed response ({type(exc).__name__})", self._request
-            )
+        while data:
+            if self._in_body and not self._chunked:
+                piece, data = data, b""  # framed by length or by the close: all of it body
+            else:
+                room = MAX_HEAD_BYTES - self._quiet
+                if room <= 0:
+                    self._error = self._error or _head_too_large(self._request)
+                    break
+                if len(data) > room:
+                    piece, data = data[:room], data[room:]
+                else:
+                    piece, data = data, b""
+            self._body_fed = False
+            try:
+                self._parser.feed_data(piece)
+            except httptools.HttpParserUpgrade:
+                self._extra = True
+                self._error = self._error or _protocol_error(
+                    "the upstream switched protocols", self._request
+                )
+            except httptools.HttpParserError as exc:  # the callback error included
+                self._extra = True
+                self._error = self._error or _protocol_error(
+                    f"malformed response ({type(exc).__name__})", self._request
+                )
+            self._quiet = 0 if self._body_fed else self._quiet + len(piece)
+            if self._complete:
+                self._extra = self._extra or bool(data)
+                break
+            if self._error is not None:
+                break
         if self._complete:
             self._finish()
             if self._extra:
-                self._close()
+                self._unsolicited()
         elif self._error is not None:
             self._fail(self._error)
         elif self._timer is not None:
@@ -176,13 +300,25 @@ class _Connection(asyncio.Protocol):
         if waiter is None or waiter.done():
             return
         if self._in_body and self._declared is None and not self._chunked:
-            self._complete = True  # a body delimited by the end of the connection
-            self._finish()
+            if exc is None:
+                self._complete = True  # a body delimited by the end of the connection
+                self._finish()
+            else:
+                # A reset is not an end: the body may be cut anywhere (RFC 9112 section 8).
+                waiter.set_exception(
+                    httpx.ReadError(
+                        f"connection reset after {len(self._body)} bytes of a body without "
+                        "a length",
+                        request=self._request,
+                    )
+                )
         elif not self._received and self.reused:
             waiter.set_exception(_Stale())
         elif self._in_body:
             waiter.set_exception(
-                httpx.ReadError(f"body broken off after {self._size} bytes", request=self._request)
+                httpx.ReadError(
+                    f"body broken off after {len(self._body)} bytes", request=self._request
+                )
             )
         else:
             waiter.set_exception(
@@ -232,14 +368,18 @@ class _Connection(asyncio.Protocol):
             self._error = ResponseTooLarge(cap, self._declared, self._request)  # type: ignore[arg-type]
 
     def on_body(self, body: bytes) -> None:
+        # One growing buffer: a body in 1-byte chunks (or 1-byte TCP segments) would
+        # otherwise keep one bytes object, about 90 bytes of memory, per byte.
+        self._body_fed = True
         if self._error is not None or self._complete:
             return
-        self._size += len(body)
-        if self._cap is not None and self._size > self._cap:
-            self._body.clear()
-            self._error = ResponseTooLarge(self._cap, self._size, self._request)  # type: ignore[arg-type]
+        buffer = self._body
+        cap = self._cap
+        if cap is not None and len(buffer) + len(body) > cap:
+            self._error = ResponseTooLarge(cap, len(buffer) + len(body), self._request)  # type: ignore[arg-type]
+            self._body = bytearray()
             return
-        self._body.append(body)
+        buffer += body
 
     def on_message_complete(self) -> None:
         if self._in_body and self._error is None and not self._complete:
@@ -251,10 +391,7 @@ class _Connection(asyncio.Protocol):
         if self._error is None and (
             self._head_size > MAX_HEAD_BYTES or self._fields > MAX_HEAD_FIELDS
         ):
-            self._error = _protocol_error(
-                f"response head over {MAX_HEAD_BYTES} bytes or {MAX_HEAD_FIELDS} fields",
-                self._request,
-            )
+            self._error = _head_too_large(self._request)
 
     # -- one exchange ----------------------------------------------------------------
 
@@ -282,15 +419,57 @@ class _Connection(asyncio.Protocol):
             self._waiter = None
             self._request = None
 
+    @property
+    def reusable(self) -> bool:
+        """Whether it may carry another exchange: a whole keep-alive answer, nothing after."""
+        return self.keep_alive and self._complete and not self._extra and not self.closed
+
+    def is_quiet(self) -> bool:
+        """Whether this idle connection is open with nothing unread on it (checked on the
+        socket itself, just before reuse: bytes or an EOF that arrived since the event loop
+        last looked would otherwise be read as, or cut, the next answer). A connection
+        that is not quiet is closed here; unread bytes mark its answers unsolicited."""
+        if self.closed or self.transport is None:
+            return False
+        sock = self.transport.get_extra_info("socket")
+        if sock is None:
+            return True
+        # A socket object over the same descriptor, detached again: asyncio's own
+        # (TransportSocket) offers no recv.
+        peek = socket.socket(sock.family, sock.type, sock.proto, sock.fileno())
+        try:
+            waiting = peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True
+        except OSError:
+            waiting = b""
+        finally:
+            peek.detach()
+        if waiting:
+            self._unsolicited()
+        else:
+            self.close()
+        return False
+
+    def close(self) -> None:
+        """Abort the connection now: whatever is still on it is never read."""
+        self.closed = True
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _unsolicited(self) -> None:
+        self.provenance.unsolicited = True
+        self.close()
+
     def _finish(self) -> None:
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            waiter.set_result((self._status, self._headers, b"".join(self._body)))
-        self._body = []
+            waiter.set_result((self._status, self._headers, bytes(self._body)))
+        self._body = bytearray()
 
     def _fail(self, error: Exception) -> None:
-        self._body = []
-        self._close()
+        self._body = bytearray()
+        self.close()
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(error)
@@ -309,34 +488,191 @@ class _Connection(asyncio.Protocol):
         self._timer = None
         self._fail(httpx.ReadTimeout("read timed out", request=self._request))
 
-    def _close(self) -> None:
-        self.closed = True
-        if self.transport is not None:
-            self.transport.abort()
 
-    def reusable(self) -> bool:
-        return self.keep_alive and not self.closed and self._complete
+Opener = Callable[[PoolKey, "float | None", httpx.Request], Awaitable[Connection]]
+
+
+class ConnectionPool:
+    """Connections in use (bounded) and idle ones (by pool key), with their expiry.
+
+    Public surface: `acquire`, `release`, `discard`, `sweep`, `aclose`, `in_use`, `idle`.
+    Every `acquire` is ended by exactly one `release` or `discard` of its connection.
+
+    - One pool per key (origin and credential): an idle connection is only reused for a
+      request with the same API key, so an answer left over on it never crosses keys.
+    - Before reuse an idle connection must be quiet (`Connection.is_quiet`): no unread
+      bytes, no EOF; newest first, so the connection most likely still open is tried.
+    - Idle connections are closed `expiry` seconds after they went idle, by a timer armed
+      for the oldest (and checked on every release), and at most `max_idle` are kept
+      (the oldest are closed first): with keys that rotate, idle ones would pile up.
+    - `max_connections` bounds the connections in use at once; `acquire` waits for a
+      slot (the caller's own timeout bounds that wait).
+    """
+
+    def __init__(self, max_connections: int | None, expiry: float, opener: Opener) -> None:
+        self._max = max_connections
+        self._max_idle = max_connections if max_connections is not None else 100
+        self._expiry = expiry
+        self._open = opener
+        self._slots: asyncio.Semaphore | None = None
+        self._idle: dict[PoolKey, list[Connection]] = {}
+        self._by_age: dict[Connection, None] = {}  # every idle connection, oldest first
+        self._busy: set[Connection] = set()
+        self._waiting = 0
+        self._active = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def acquire(
+        self,
+        key: PoolKey,
+        request: httpx.Request,
+        connect_timeout: float | None,
+        *,
+        fresh: bool = False,
+    ) -> Connection:
+        """A connection for `key`: an idle quiet one (unless `fresh`), else a new one."""
+        slots = self._slots
+        if slots is None and self._max is not None:
+            slots = self._slots = asyncio.Semaphore(self._max)
+        if slots is not None:
+            self._waiting += 1
+            try:
+                await slots.acquire()
+            finally:
+                self._waiting -= 1
+        self._active += 1
+        try:
+            conn = None if fresh else self._reuse(key)
+            if conn is None:
+                conn = await self._open(key, connect_timeout, request)
+        except BaseException:
+            self._free_slot()
+            raise
+        self._busy.add(conn)
+        return conn
+
+    def release(self, conn: Connection) -> None:
+        """The exchange on `conn` ended: kept idle if it may carry another, else closed."""
+        if not self._end(conn):
+            return
+        if not conn.reusable:
+            conn.close()
+            return
+        now = asyncio.get_running_loop().time()
+        conn.reused = True
+        conn.idle_since = now
+        self._idle.setdefault(conn.key, []).append(conn)
+        self._by_age[conn] = None
+        if len(self._by_age) > self._max_idle:
+            oldest = next(iter(self._by_age))
+            self._forget(oldest)
+            oldest.close()
+        self.sweep()
+
+    def discard(self, conn: Connection) -> None:
+        """The exchange on `conn` failed or was cancelled: closed (the rest of an answer
+        may be on it), its slot freed."""
+        conn.close()
+        self._end(conn)
+
+    def sweep(self) -> int:
+        """Close the idle connections past their expiry; how many. Re-arms the timer."""
+        loop = asyncio.get_running_loop()
+        limit = loop.time() - self._expiry
+        closed = 0
+        for conn in list(self._by_age):
+            if conn.idle_since > limit:
+                break
+            self._forget(conn)
+            conn.close()
+            closed += 1
+        if self._timer is None and self._by_age:
+            oldest = next(iter(self._by_age))
+            delay = max(0.0, oldest.idle_since + self._expiry - loop.time())
+            self._timer = loop.call_later(delay, self._timer_fired)
+        return closed
+
+    def in_use(self) -> int:
+        """Requests holding a connection or waiting for one (0 once all have ended)."""
+        return self._active + self._waiting
+
+    def idle(self) -> int:
+        """Idle connections kept for reuse and still open."""
+        return sum(1 for conn in self._by_age if not conn.closed)
+
+    def aclose(self) -> None:
+        """Close every connection, idle or in use."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for conn in (*self._by_age, *self._busy):
+            conn.close()
+        self._idle.clear()
+        self._by_age.clear()
+
+    def _reuse(self, key: PoolKey) -> Connection | None:
+        idle = self._idle.get(key)
+        if not idle:
+            return None
+        limit = asyncio.get_running_loop().time() - self._expiry
+        found = None
+        while idle:
+            conn = idle.pop()
+            del self._by_age[conn]
+            if conn.idle_since > limit and conn.is_quiet():
+                found = conn
+                break
+            conn.close()
+        if not idle:
+            del self._idle[key]
+        return found
+
+    def _forget(self, conn: Connection) -> None:
+        """Take an idle connection out of the pool (the caller closes it)."""
+        del self._by_age[conn]
+        idle = self._idle[conn.key]
+        idle.remove(conn)
+        if not idle:
+            del self._idle[conn.key]
+
+    def _end(self, conn: Connection) -> bool:
+        if conn not in self._busy:
+            return False
+        self._busy.discard(conn)
+        self._free_slot()
+        return True
+
+    def _free_slot(self) -> None:
+        self._active -= 1
+        if self._slots is not None:
+            self._slots.release()
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self.sweep()
 
 
 class Http1Transport(httpx.AsyncBaseTransport):
     """Sends httpx requests over pooled HTTP/1.1 connections (created in the running loop).
 
     `limits.max_connections` bounds the connections in use at once (a request waits for
-    one); idle ones are reused newest first and closed after `limits.keepalive_expiry`.
+    one); idle ones are kept per origin and credential, reused newest first and closed
+    `limits.keepalive_expiry` seconds after they went idle (`ConnectionPool`).
     `max_body_bytes` caps every response body: past it the transport stops reading,
     closes that connection and raises ResponseTooLarge.
+
+    Answers are handed over as `httpx.Response(stream=httpx.ByteStream(body))`, as any
+    httpx transport hands them over: `aread()` then `content` work as usual, and a
+    caller that wants no httpx decoder machinery may join the ByteStream itself
+    (upstream client: `_send`). `response.extensions["provenance"]` is the `Provenance`
+    of the connection it came on.
     """
 
     def __init__(self, limits: httpx.Limits, max_body_bytes: int | None = None) -> None:
         self._cap = max_body_bytes
-        self._expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 15.0
-        self._max = limits.max_connections
-        self._slots: asyncio.Semaphore | None = None
-        self._idle: dict[tuple[bytes, bytes, int], deque[_Connection]] = {}
-        self._busy: set[_Connection] = set()
-        self._waiting = 0
-        self._active = 0
+        expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 15.0
         self._ssl: ssl.SSLContext | None = None
+        self.pool = ConnectionPool(limits.max_connections, expiry, self._connect)
         # The request line of each repeated target (the POST paths; page tokens differ,
         # so the map is capped).
         self._lines: dict[tuple[str, bytes], bytes] = {}
@@ -350,108 +686,64 @@ class Http1Transport(httpx.AsyncBaseTransport):
             content = b"".join(stream)  # in memory already: no async iteration
         else:
             content = await request.aread()
-        data = self._serialize(request, content)
+        data, credential = self._serialize(request, content)
         url = request.url
         origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
-        slots = self._slots
-        if slots is None and self._max is not None:
-            slots = self._slots = asyncio.Semaphore(self._max)
-        if slots is not None:
-            self._waiting += 1
+        key = (origin, credential)
+        connect, read = timeout.get("connect"), timeout.get("read")
+        pool = self.pool
+        for fresh in (False, True):
+            conn = await pool.acquire(key, request, connect, fresh=fresh)
             try:
-                await slots.acquire()
-            finally:
-                self._waiting -= 1
-        self._active += 1
-        try:
-            for fresh in (False, True):
-                conn = await self._connection(origin, timeout.get("connect"), request, fresh)
-                self._busy.add(conn)
-                try:
-                    status, headers, body = await conn.exchange(request, data, timeout.get("read"))
-                except _Stale:
-                    continue  # the upstream had closed it while idle; once more, on a new one
-                except BaseException:
-                    conn._close()  # cancelled or failed: the rest of the answer is on it
-                    raise
-                finally:
-                    self._busy.discard(conn)
-                if conn.reusable():
-                    conn.reused = True
-                    conn.idle_since = asyncio.get_running_loop().time()
-                    self._idle.setdefault(origin, deque()).append(conn)
-                else:
-                    conn._close()
-                break
-            else:
-                raise _protocol_error(
-                    "the upstream closed two connections before answering", request
-                )
-        finally:
-            self._active -= 1
-            if slots is not None:
-                slots.release()
+                status, headers, body = await conn.exchange(request, data, read)
+            except _Stale:
+                pool.discard(conn)
+                continue  # the upstream had closed it while idle; once more, on a new one
+            except BaseException:
+                pool.discard(conn)  # cancelled or failed: the rest of the answer is on it
+                raise
+            pool.release(conn)
+            break
+        else:  # only a reused connection can be stale: never reached
+            raise _protocol_error("the upstream closed two connections before answering", request)
+        extensions = {"http_version": b"HTTP/1.1", "provenance": conn.provenance}
         encoding = _content_encoding(headers)
         if encoding and encoding != "identity":
             # Decoded here, under the same cap, and handed on as identity: httpx would
             # inflate a 32 KiB body into 32 MiB (or 32 GiB) after the cap had passed it.
-            body = _decode(body, encoding, self._cap, request)
             headers = [(k, v) for k, v in headers if k.lower() not in _ENTITY_HEADERS]
-        response = httpx.Response(
+            try:
+                body = _decode(body, encoding, self._cap, request)
+            except httpx.DecodingError as exc:
+                bodiless = httpx.Response(
+                    status,
+                    headers=headers,
+                    stream=httpx.ByteStream(b""),
+                    request=request,
+                    extensions=extensions,
+                )
+                raise UndecodableBody(str(exc), bodiless) from None
+        return httpx.Response(
             status,
             headers=headers,
             stream=httpx.ByteStream(body),
             request=request,
-            extensions=_HTTP11,
+            extensions=extensions,
         )
-        # Handed over read and closed, as `Response(content=...)` would be, without its
-        # decoder and chunker generators (about 20 us per response): the body is whole
-        # and decoded already. `content`, `aread()`, `json()` work as usual.
-        response._content = body
-        response.is_stream_consumed = response.is_closed = True
-        return response
 
-    async def _connection(
-        self,
-        origin: tuple[bytes, bytes, int],
-        connect: float | None,
-        request: httpx.Request,
-        fresh: bool,
-    ) -> _Connection:
-        idle = None if fresh else self._idle.get(origin)
-        if idle:
-            now = asyncio.get_running_loop().time()
-            while idle:
-                conn = idle.pop()
-                if not conn.closed and now - conn.idle_since < self._expiry:
-                    return conn
-                conn._close()
-        scheme, host, port = origin
-        conn = _Connection(self._cap)
+    async def _connect(
+        self, key: PoolKey, connect_timeout: float | None, request: httpx.Request
+    ) -> Connection:
         tls = None
-        if scheme == b"https":
+        if key[0][0] == b"https":
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
                 self._ssl.set_alpn_protocols(["http/1.1"])
             tls = self._ssl
-        name = host.decode("ascii")
-        try:
-            async with asyncio.timeout(connect):
-                # No happy_eyeballs_delay: CPython 3.11's staggered_race drops the winning
-                # socket, still open, when the connect is cancelled just as it wins
-                # (test_cancellation.py saw one such connection in about five runs).
-                # Addresses are tried in order, all within the connect timeout.
-                await asyncio.get_running_loop().create_connection(
-                    lambda: conn, name, port, ssl=tls, server_hostname=name if tls else None
-                )
-        except TimeoutError as exc:
-            conn._close()
-            raise httpx.ConnectTimeout("connect timed out", request=request) from exc
-        except (OSError, ssl.SSLError) as exc:
-            raise httpx.ConnectError(f"{type(exc).__name__}: {exc}", request=request) from exc
-        return conn
+        return await Connection.open(key, self._cap, connect_timeout, tls, request)
 
-    def _serialize(self, request: httpx.Request, body: bytes) -> bytes:
+    def _serialize(self, request: httpx.Request, body: bytes) -> tuple[bytes, bytes]:
+        """The request's bytes, and the credential it carries (its pool's key)."""
         url = request.url
         key = (request.method, url.raw_path)
         line = self._lines.get(key)
@@ -464,15 +756,19 @@ class Http1Transport(httpx.AsyncBaseTransport):
                 self._lines[key] = line
         parts = [line]
         host = length = False
+        credential = b""
         for name, value in request.headers.raw:
             if _unsendable(value) or b":" in name:
                 raise httpx.LocalProtocolError(
                     f"header {name[:40]!r} has an unsendable value", request=request
                 )
-            if len(name) == 4 and name.lower() == b"host":
+            size = len(name)
+            if size == 4 and name.lower() == b"host":
                 host = True
-            elif len(name) == 14 and name.lower() == b"content-length":
+            elif size == 14 and name.lower() == b"content-length":
                 length = True
+            elif size in {9, 13} and name.lower() in _CREDENTIALS:
+                credential += name.lower() + b"=" + value + b"\n"
             parts += (name, b": ", value, b"\r\n")
         # The framing headers httpx adds in `Request(content=...)`, for requests built
         # with `stream=` (upstream.UpstreamClient._send): Host, and the body's length.
@@ -481,23 +777,18 @@ class Http1Transport(httpx.AsyncBaseTransport):
         if not length and (body or request.method in ("POST", "PUT", "PATCH")):
             parts.append(b"Content-Length: %d\r\n" % len(body))
         parts += (b"\r\n", body)
-        return b"".join(parts)
+        return b"".join(parts), credential
 
     def in_use(self) -> int:
         """Requests holding a connection or waiting for one (0 once all have ended)."""
-        return self._active + self._waiting
+        return self.pool.in_use()
 
     def idle(self) -> int:
         """Keep-alive connections in the pool, waiting to be reused."""
-        return sum(len(idle) for idle in self._idle.values())
+        return self.pool.idle()
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for conn in idle:
-                conn._close()
-        self._idle.clear()
-        for conn in list(self._busy):
-            conn._close()
+        self.pool.aclose()
 
 
 def _unsendable(text: bytes) -> bool:
@@ -516,12 +807,40 @@ def _protocol_error(message: str, request: httpx.Request | None) -> httpx.Remote
     return httpx.RemoteProtocolError(message, request=request)
 
 
+def _head_too_large(request: httpx.Request | None) -> httpx.RemoteProtocolError:
+    return _protocol_error(
+        f"response head over {MAX_HEAD_BYTES} bytes or {MAX_HEAD_FIELDS} fields", request
+    )
+
+
+def connect_failure(host: str, port: int, exc: OSError) -> str:
+    """What went wrong with a connect, in words a person can act on.
+
+    "ConnectError" alone made an untrusted certificate look like a refused port; the
+    operator fixes the first with a CA bundle and the second with the URL or a firewall.
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS certificate of {host} not trusted: {exc.verify_message or exc.reason}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {host}:{port} failed: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"DNS lookup of {host} failed: {exc.strerror or exc}"
+    if isinstance(exc, ConnectionRefusedError) or exc.errno == errno.ECONNREFUSED:
+        return f"connection to {host}:{port} refused"
+    if exc.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        return f"no route to {host}:{port} ({exc.strerror})"
+    return f"connect to {host}:{port} failed: {exc.strerror or exc}"
+
+
 def _decode(body: bytes, encoding: str, cap: int | None, request: httpx.Request) -> bytes:
     """`body` inflated (gzip or deflate), never past `cap` bytes.
 
-    Anything else is refused as undecodable (httpx.DecodingError, which the upstream
-    client answers as a malformed response): an encoding the gateway never asked for,
-    stacked encodings, data that is not what its header says, a stream cut short.
+    A gzip body of several members (RFC 1952 2.2; what `cat a.gz b.gz` makes) is decoded
+    whole, as gzip(1) does: cutting it to its first member would hand over part of a
+    page as if it were all of it. Anything else is refused as undecodable
+    (httpx.DecodingError, which the upstream client answers as a malformed response): an
+    encoding the gateway never asked for, stacked encodings, data that is not what its
+    header says, a stream cut short, bytes after a deflate stream.
     """
     wbits = _WBITS.get(encoding)
     if wbits is None:
@@ -530,18 +849,29 @@ def _decode(body: bytes, encoding: str, cap: int | None, request: httpx.Request)
         )
     if encoding == "deflate" and body[:1] and body[0] & 0x0F != 8:
         wbits = -zlib.MAX_WBITS  # raw deflate, as some servers send it (httpx accepts it)
-    inflater = zlib.decompressobj(wbits)
-    try:
-        out = inflater.decompress(body, (cap + 1) if cap else 0)
-        if cap and (len(out) > cap or inflater.unconsumed_tail):
-            raise ResponseTooLarge(cap, len(out), request)
-        out += inflater.flush()  # output the stream still held, past what max_length let out
+    out = b""
+    rest = body
+    while True:
+        inflater = zlib.decompressobj(wbits)
+        room = cap - len(out) if cap else 0
+        try:
+            part = inflater.decompress(rest, room + 1 if cap else 0)
+            if cap and (len(part) > room or inflater.unconsumed_tail):
+                raise ResponseTooLarge(cap, len(out) + len(part), request)
+            part += inflater.flush()  # what the stream still held past max_length
+        except zlib.error as exc:
+            raise httpx.DecodingError(
+                f"{encoding} body does not decode: {exc}", request=request
+            ) from None
+        out += part
         if cap and len(out) > cap:
             raise ResponseTooLarge(cap, len(out), request)
-    except zlib.error as exc:
-        raise httpx.DecodingError(
-            f"{encoding} body does not decode: {exc}", request=request
-        ) from None
-    if not inflater.eof:
-        raise httpx.DecodingError(f"{encoding} body is cut short", request=request)
-    return out
+        if not inflater.eof:
+            raise httpx.DecodingError(f"{encoding} body is cut short", request=request)
+        rest = inflater.unused_data
+        if not rest:
+            return out
+        if wbits != _WBITS["gzip"]:
+            raise httpx.DecodingError(
+                f"{encoding} body has {len(rest)} bytes after its end", request=request
+            )
