@@ -176,9 +176,24 @@ def instrument(
 
         return run
 
+    return rebuilt(
+        handler,
+        wrap,
+        counting(handler.request_deserializer, received),
+        counting(handler.response_serializer, sent),
+    )
+
+
+def rebuilt(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Any], Any],
+    request_deserializer: Callable[[Any], Any] | None,
+    response_serializer: Callable[[Any], Any] | None,
+) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as `handler`, its behaviour passed through `wrap`."""
     codecs = {
-        "request_deserializer": counting(handler.request_deserializer, received),
-        "response_serializer": counting(handler.response_serializer, sent),
+        "request_deserializer": request_deserializer,
+        "response_serializer": response_serializer,
     }
     if handler.unary_unary is not None:
         return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **codecs)

@@ -43,6 +43,7 @@ import grpc
 import httpx
 
 from classify_gateway.config import Settings
+from classify_gateway.telemetry.grpc_metrics import rebuilt
 
 EXPORTERS = ("none", "console", "otlp")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")
@@ -222,17 +223,7 @@ def _traced_handler(handler: Any, span: Callable[[Any], Any]) -> Any:
 
         return traced
 
-    codecs = {
-        "request_deserializer": handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
-    }
-    if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(wrap(handler.unary_unary), **codecs)
-    if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(wrap(handler.unary_stream), **codecs)
-    if handler.stream_unary is not None:
-        return grpc.stream_unary_rpc_method_handler(wrap(handler.stream_unary), **codecs)
-    return grpc.stream_stream_rpc_method_handler(wrap(handler.stream_stream), **codecs)
+    return rebuilt(handler, wrap, handler.request_deserializer, handler.response_serializer)
 
 
 def instrument_transport(transport: httpx.AsyncBaseTransport) -> httpx.AsyncBaseTransport:
