@@ -12,7 +12,8 @@ and descriptions, written before any score was looked at):
 * `relevance_heldout.toml`, the held-out set: written blind from filenames and
   titles by someone who had not read the vocabulary, the descriptions or the
   scorer, committed before any tuning, and never tuned on. Its misses are not
-  printed, so that it stays blind for later work too.
+  printed, so that it stays blind for later work too. It misses the precision
+  target: see `TARGETS`.
 
 This suite classifies every demo index with each file's classes through
 `twelvelabs==0.3.2` against a served emulator, exactly as the user would, and
@@ -178,11 +179,17 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
     return TwelveLabs(api_key=emu.api_key)
 
 
-# name -> (minimum recall, minimum precision): the issues' targets.
+# name -> (minimum recall, minimum precision). The tuned and dev sets assert the issues'
+# targets. The held-out set was evaluated once, when the generalisation work of issue
+# 24 was final, and did NOT meet the precision target (recall met it): its entry is a
+# regression floor a little below what that run measured (docs/emulator.md,
+# "Generalisation", gives the figures), not the target, which stays unmet. Raise it to
+# (MIN_RECALL, MIN_PRECISION) only with a held-out set that nobody has tuned on.
+HELDOUT_FLOOR = (0.92, 0.70)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
-    "heldout": (MIN_RECALL, MIN_PRECISION),
+    "heldout": HELDOUT_FLOOR,
 }
 
 
@@ -190,8 +197,6 @@ TARGETS: dict[str, tuple[float, float]] = {
 def test_everyday_classes_find_what_a_person_would_pick(
     client: TwelveLabs, corpus: Corpus, name: str
 ) -> None:
-    if name == "heldout":
-        pytest.skip("evaluated once, when the generalisation work is final (issue 24)")
     cases = load_cases(name)
     listed = classify_everything(client, corpus, cases)
     tally, report = score(cases, listed)
