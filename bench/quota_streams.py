@@ -7,7 +7,7 @@ callers each open 10-page Classify streams back to back, each with a 4 s deadlin
 stream needs 10 upstream requests, so the quota serves about one stream per second and
 the callers ask for several. What matters is what happens to the quota that is spent:
 
-- before: `limits.RateLimiter`, the earlier limiter (one GCRA, first come first served):
+- before: `RateLimiter` (below), the earlier limiter (one GCRA, first come first served):
   every stream gets its first page, then all of them share the rate and most miss their
   deadline half-way, having spent their requests for nothing;
 - after: `quota.SharedLimiter` (what the gateway runs): pages 2..N of admitted streams
@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
@@ -35,14 +36,85 @@ from prometheus_client import CollectorRegistry
 from classify_emulator.config import EmulatorConfig
 from classify_emulator.testing import running_emulator
 from classify_gateway.config import from_env
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
+from classify_gateway.core.errors import own_error
 from classify_gateway.edge.server import Gateway
-from classify_gateway.quota.limiter import build_limiter
-from classify_gateway.quota.limits import Limiter, RateLimiter
+from classify_gateway.quota.limiter import Limiter, build_limiter
 from classify_gateway.telemetry.observability import Metrics
 from tests.support.classify import classify_request
 
 KEY = "bench-quota-key"
 RPS, BURST, PAGES, DEADLINE = 10.0, 5, 10, 4.0
+
+
+class RateLimiter:
+    """Process-wide cap on concurrent upstream requests and on requests per second.
+
+    The per-second cap is a GCRA token bucket with reservations: a caller learns at
+    once how long it must wait for its slot, so one whose deadline cannot be met
+    gets RESOURCE_EXHAUSTED immediately instead of DEADLINE_EXCEEDED later. It does
+    not (yet) prefer later pages over first pages.
+    """
+
+    def __init__(
+        self,
+        max_concurrency: int,
+        rps: float,
+        burst: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._sem = asyncio.Semaphore(max_concurrency)
+        self._interval = 1.0 / rps if rps > 0 else 0.0
+        self._tolerance = (burst - 1) * self._interval
+        self._tat = 0.0  # theoretical arrival time of the next request
+        self._clock = clock
+        self._sleep = sleep
+        self.waits = 0
+
+    async def acquire(self, call: CallContext, *, first_page: bool = True) -> float:
+        deadline = call.deadline
+        now = self._clock()
+        waited = 0.0
+        # Give up early enough that the refusal reaches the caller before its deadline.
+        deadline -= DEADLINE_MARGIN
+        if self._interval:
+            tat = max(self._tat, now)
+            wait = tat - self._tolerance - now
+            if wait > 0 and now + wait > deadline:
+                raise own_error("GATEWAY_RATE_LIMITED", retry_delay=wait)
+            self._tat = tat + self._interval
+            if wait > 0:
+                self.waits += 1
+                await self._sleep(wait)
+                waited = wait
+        if not self._sem.locked():
+            await self._sem.acquire()
+            return waited
+        queued = self._clock()
+        if deadline <= queued:
+            raise own_error(
+                "GATEWAY_RATE_LIMITED",
+                "the gateway's cap on concurrent upstream requests has no free slot and the "
+                "call's deadline leaves no time to wait for one",
+            )
+        try:
+            async with asyncio.timeout(deadline - queued):
+                await self._sem.acquire()
+        except TimeoutError:
+            raise own_error(
+                "GATEWAY_RATE_LIMITED",
+                "the gateway's cap on concurrent upstream requests did not free a slot "
+                "within the call's deadline",
+            ) from None
+        return waited + (self._clock() - queued)
+
+    def release(self) -> None:
+        self._sem.release()
+
+    async def learn(self, api_key: str, status: int, headers: Mapping[str, str]) -> float:
+        return 0.0  # the retry policy's Retry-After handling is all it does
 
 
 async def run_variant(emu: Any, name: str, seconds: float, loops: int) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import os
 import shutil
 import signal
@@ -43,6 +42,7 @@ from types import FrameType
 from typing import Any
 
 from classify_gateway.config import PREFIX, Settings
+from classify_gateway.state.shared_state import quota_share
 
 log = logging.getLogger("classify_gateway.workers")
 # Set in a worker's environment: "<index>/<count>". A worker serves; it never forks.
@@ -66,14 +66,15 @@ def split_for_workers(settings: Settings, count: int) -> Settings:
     """A worker's settings: the quota split evenly when Redis does not share it."""
     if count <= 1 or settings.redis_url:
         return settings
+    rps, burst, daily = quota_share(
+        settings.upstream_rps, settings.upstream_burst, settings.upstream_daily_quota, count
+    )
     return dataclasses.replace(
         settings,
-        upstream_rps=settings.upstream_rps / count,
-        upstream_burst=max(1, settings.upstream_burst // count),
+        upstream_rps=rps,
+        upstream_burst=burst,
         upstream_max_concurrency=max(1, settings.upstream_max_concurrency // count),
-        upstream_daily_quota=math.ceil(settings.upstream_daily_quota / count)
-        if settings.upstream_daily_quota
-        else 0,
+        upstream_daily_quota=daily,
     )
 
 

@@ -5,7 +5,7 @@ Go and Java callers branch on the status code and read the details from the
 declarative source, in the spirit of python-api-core's exception classes: each row
 is a reason with its gRPC code, default message, whether the gateway retries it,
 and the upstream HTTP statuses it stands for. Code never decides retryability or
-a code on its own: it looks the row up (`row_for_reason`, `row_for_status`).
+a code on its own: it looks the row up (`BY_REASON`, `row_for_status`).
 docs/errors.md renders the same table for people (tests/unit/test_docs_errors.py).
 
 A `GatewayError` is raised, never returned, and frozen: context is added on the
@@ -140,10 +140,6 @@ _BY_STATUS: Mapping[int, ErrorRow] = {
 }
 _OTHER_4XX = BY_REASON["UPSTREAM_REJECTED"]
 _OTHER_5XX = BY_REASON["UPSTREAM_SERVER_ERROR"]
-
-
-def row_for_reason(reason: str) -> ErrorRow:
-    return BY_REASON[reason]
 
 
 def row_for_status(http_status: int) -> ErrorRow:

@@ -56,9 +56,9 @@ class Rpcs:
         self.metrics = metrics
         self.drain = drain
 
-    def stream(self, method: str, context: Context, page_token: str = "") -> Rpc:
-        """A server stream; `page_token` is where it starts (resume token until page 1)."""
-        return Rpc(self, method, context, stream=True, resume=page_token)
+    def stream(self, method: str, context: Context) -> Rpc:
+        """A server stream (the handler sets `resume` to where it starts)."""
+        return Rpc(self, method, context, stream=True, resume="")
 
     def unary(self, method: str, context: Context) -> Rpc:
         return Rpc(self, method, context, stream=False, resume="")

@@ -29,9 +29,8 @@ from classify_gateway.edge.health import UpstreamHealth
 from classify_gateway.edge.rpc import Rpcs
 from classify_gateway.edge.servicer import ClassifyServicer
 from classify_gateway.edge.validation import lenient
-from classify_gateway.pages.sharing import Sharing
-from classify_gateway.quota.limiter import build_limiter, heartbeat
-from classify_gateway.quota.limits import Limiter
+from classify_gateway.pages.path import PagePath
+from classify_gateway.quota.limiter import Limiter, build_limiter, heartbeat
 from classify_gateway.telemetry.grpc_metrics import InstrumentedServer
 from classify_gateway.telemetry.metrics_http import MetricsServer
 from classify_gateway.telemetry.observability import Metrics
@@ -90,7 +89,7 @@ def _guarded(rpcs: Rpcs, method: str, handler: Callable[[Any, Any], Awaitable[An
 
 def passthrough(message_type: type[Message]) -> Callable[[Any], bytes]:
     """The response serializer of a method: a message is serialized, bytes (a page
-    already serialized once for every reader, `page_cache.Page.wire`) go as they are."""
+    already serialized once for every reader, `core.page.Page.wire`) go as they are."""
     serialize = message_type.SerializeToString
 
     def run(response: Any) -> bytes:
@@ -144,11 +143,12 @@ class Gateway:
         )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
         rpcs = Rpcs(settings, self.metrics, self.drain)
-        # Coalescing and the page cache; with REDIS_URL, across replicas in the same shared
-        # state as the quota.
-        shared = self.shared_state if settings.redis_url else None
-        self.sharing = Sharing(settings, self.upstream, self.metrics, shared)
-        self.servicer = ClassifyServicer(rpcs, self.sharing)
+        # Coalescing and the page store, in the same shared state as the quota (with
+        # REDIS_URL, across replicas).
+        self.pages = PagePath.from_settings(
+            settings, self.upstream, self.metrics, self.shared_state
+        )
+        self.servicer = ClassifyServicer(rpcs, self.pages)
         # Every service registers through this wrapper, so each is counted in the
         # grpc_server_* families (telemetry/grpc_metrics.py).
         counted = InstrumentedServer(self.server, self.metrics.grpc)

@@ -1,8 +1,8 @@
 """ClassifyService: validate, set up, stream the pages. Nothing else.
 
-Where the pages come from (the page cache, a chain shared with identical calls, or
-the upstream through `UpstreamClient.pages`: paths, tokens, the prefetch of exactly
-one page, retries) is `Sharing`; everything around a call (admission, drain
+Where the pages come from (the page store, a chain shared with identical calls, or
+the backend: paths, tokens, the prefetch of exactly one page, retries) is the page
+path (`pages.path.PagePath`); everything around a call (admission, drain
 accounting, deadline, metrics, the log line, the final status with its resume token)
 is `Rpc`. Handlers use `context.write` rather than yielding so that a cancelled call
 leaves its chain at once; the last reader out cancels the in-flight upstream request
@@ -11,6 +11,7 @@ leaves its chain at once; the last reader out cancels the in-flight upstream req
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import grpc
@@ -19,13 +20,13 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from classify_gateway.edge.rpc import Rpcs
 from classify_gateway.edge.validation import validate_classify, validate_page_request
-from classify_gateway.pages.sharing import Sharing
+from classify_gateway.pages.path import PagePath
 
 
 class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
-    def __init__(self, rpcs: Rpcs, sharing: Sharing) -> None:
+    def __init__(self, rpcs: Rpcs, pages: PagePath) -> None:
         self._rpcs = rpcs
-        self._sharing = sharing
+        self._pages = pages
         self._max_pages_cap = rpcs.settings.max_pages_cap
 
     async def Classify(  # type: ignore[override]
@@ -34,8 +35,8 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
         async with self._rpcs.stream("Classify", context) as rpc:
             validate_classify(request, self._max_pages_cap)
             rpc.resume = request.page_token  # until page 1, resume where it started
-            call = await self._sharing.call_for(request, rpc.context())
-            async with self._sharing.pages(call) as pages:
+            pages = self._pages.pages(request, rpc.context())
+            async with contextlib.aclosing(pages):
                 async for page, source in pages:
                     await rpc.write(page, source)
 
@@ -44,7 +45,5 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
     ) -> bytes:
         async with self._rpcs.unary("GetClassifyPage", context) as rpc:
             validate_page_request(request)
-            one = pb.ClassifyRequest(page_token=request.page_token, max_pages=1)
-            call = await self._sharing.call_for(one, rpc.context())
-            page, source = await self._sharing.page(call)
+            page, source = await self._pages.page(request.page_token, rpc.context())
             return rpc.sent(page, source)  # the page's serialized response

@@ -36,7 +36,7 @@ from classify_gateway.config import Settings
 from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
 from classify_gateway.core.errors import own_error
 from classify_gateway.quota.callers import load_weights, share_of
-from classify_gateway.state.shared_state import QuotaAsk, SharedState, bucket_of, build
+from classify_gateway.state.shared_state import QuotaAsk, SharedState, SizeHooks, bucket_of, build
 
 log = logging.getLogger("classify_gateway.quota.limiter")
 
@@ -49,6 +49,31 @@ _MESSAGES = {
     "daily": "the daily upstream budget (CLASSIFY_GATEWAY_UPSTREAM_DAILY_QUOTA) is spent",
     "upstream": "the upstream's quota for this API key is spent until its reset",
 }
+
+
+class Limiter(Protocol):
+    """What the upstream client needs from a rate limiter."""
+
+    async def acquire(self, call: CallContext, *, first_page: bool) -> float:
+        """Wait for a slot for one upstream request of `call`; return the seconds waited.
+
+        `call.deadline` is absolute (`time.monotonic()`): a wait that cannot end before
+        it is not started, GATEWAY_RATE_LIMITED (with RetryInfo when the wait is known)
+        is raised at once instead. `call.api_key` names the upstream quota the request
+        spends. `first_page` is False for pages 2..N of a stream the gateway has already
+        admitted, which a limiter may serve first (a caller half-way through its pages
+        loses most if refused now).
+        """
+        ...
+
+    def release(self) -> None:
+        """The request that `acquire` admitted has its answer (or failed)."""
+        ...
+
+    async def learn(self, api_key: str, status: int, headers: Mapping[str, str]) -> float:
+        """The upstream answered `status` with `headers` (called only for a 429 or for
+        `X-Ratelimit-Remaining: 0`); return the seconds every replica now waits."""
+        ...
 
 
 class QuotaHooks(Protocol):
@@ -68,7 +93,7 @@ class NoQuotaHooks:
 
 
 class SharedLimiter:
-    """A Limiter (classify_gateway/quota/limits.py) over SharedState."""
+    """A Limiter over SharedState."""
 
     def __init__(
         self,
@@ -255,8 +280,9 @@ def upstream_wait(headers: Mapping[str, str], status: int, now_epoch: float) -> 
     return None
 
 
-class QuotaObserver(QuotaHooks, Protocol):
-    """QuotaHooks plus the Redis fallback signal (observability.Metrics)."""
+class QuotaObserver(QuotaHooks, SizeHooks, Protocol):
+    """QuotaHooks plus the Redis fallback signal and the in-process store's size
+    (observability.Metrics)."""
 
     def redis_fallback(self, active: bool) -> None: ...
 
@@ -270,7 +296,7 @@ def build_limiter(
     is read here (a bad file stops start-up with ConfigError naming the setting).
     """
     on_change = hooks.redis_fallback if hooks is not None else None
-    state = build(settings, on_change=on_change)
+    state = build(settings, on_change=on_change, hooks=hooks)
     limiter = SharedLimiter(
         state,
         rps=settings.upstream_rps,
@@ -281,6 +307,12 @@ def build_limiter(
         hooks=hooks,
     )
     return limiter, state
+
+
+def make_limiter(settings: Settings, hooks: QuotaObserver | None = None) -> Limiter:
+    """The gateway's limiter over the state the settings ask for (its `state`; the
+    gateway closes it at shutdown)."""
+    return build_limiter(settings, hooks)[0]
 
 
 async def heartbeat(state: SharedState, interval: float = HEARTBEAT_INTERVAL) -> None:

@@ -40,9 +40,10 @@ import logging
 import math
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -56,6 +57,16 @@ ACTIVE_WINDOW_MS = 2000.0  # a caller counts for fair share this long after its 
 MIN_RETRY_MS = 2.0
 DAY_MS = 86_400_000.0
 HEARTBEAT_TTL = 15.0  # a replica counts as alive this long after its last heartbeat
+# Bookkeeping per key/value entry (key string, dict slot, tuple), counted against the
+# memory bound so that many tiny entries cannot exceed it.
+ENTRY_OVERHEAD = 400
+SWEEP_INTERVAL = 1.0  # seconds between sweeps of expired entries (on writes)
+
+
+def quota_share(rps: float, burst: int, daily: int, n: int) -> tuple[float, int, int]:
+    """One of `n` equal shares of a quota (rate, burst, daily budget): what each of n
+    processes may spend when nothing shares the count between them."""
+    return rps / n, max(1, burst // n), math.ceil(daily / n) if daily else 0
 
 
 def bucket_of(api_key: str) -> str:
@@ -189,15 +200,38 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     return Grant(True, wait=wait / 1000)
 
 
+class SizeHooks(Protocol):
+    """What the bounded key/value store reports (observability.Metrics implements it)."""
+
+    def cache_evicted(self, entries: int) -> None: ...
+
+    def cache_size(self, entries: int, size: int) -> None: ...
+
+
 class InProcessState(SharedState):
-    """The embedded default: exact for one process, nothing to run beside it."""
+    """The embedded default: exact for one process, nothing to run beside it.
+
+    Its key/value store (the page store, chain leases) is an LRU bounded by `max_bytes`
+    (CACHE_MAX_BYTES): the least recently used entries go first, and expired ones are
+    swept on writes, not only when read. As Redis's fallback it keeps the same bound.
+    """
 
     backend = "in-process"
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        max_bytes: int = 64 * 1024 * 1024,
+        hooks: SizeHooks | None = None,
+    ) -> None:
         self._clock = clock
         self._q = _Buckets({}, {}, {}, {})
-        self._kv: dict[str, tuple[bytes, float]] = {}
+        self._kv: OrderedDict[str, tuple[bytes, float, int]] = OrderedDict()
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._hooks = hooks
+        self._next_sweep = 0.0
         self._members: dict[str, float] = {}
 
     def _now_ms(self) -> float:
@@ -218,29 +252,59 @@ class InProcessState(SharedState):
                 del self._members[name]
         return len(self._members)
 
+    def __len__(self) -> int:
+        return len(self._kv)
+
     def _live(self, key: str) -> bytes | None:
         entry = self._kv.get(key)
         if entry is None:
             return None
         if entry[1] <= self._clock():
-            del self._kv[key]
+            self._drop(key)
             return None
+        self._kv.move_to_end(key)
         return entry[0]
+
+    def _drop(self, key: str) -> None:
+        entry = self._kv.pop(key, None)
+        if entry is not None:
+            self.size -= entry[2]
+
+    def _put(self, key: str, value: bytes, ttl: float) -> None:
+        now = self._clock()
+        self._drop(key)
+        size = len(key) + len(value) + ENTRY_OVERHEAD
+        evicted = 0
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL
+            for old in [k for k, e in self._kv.items() if e[1] <= now]:
+                self._drop(old)
+                evicted += 1
+        if size <= self.max_bytes:
+            self._kv[key] = (value, now + ttl, size)
+            self.size += size
+        while self.size > self.max_bytes:
+            self._drop(next(iter(self._kv)))
+            evicted += 1
+        if self._hooks is not None:
+            if evicted:
+                self._hooks.cache_evicted(evicted)
+            self._hooks.cache_size(len(self._kv), self.size)
 
     async def get(self, key: str) -> bytes | None:
         return self._live(key)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
-        self._kv[key] = (value, self._clock() + ttl)
+        self._put(key, value, ttl)
 
     async def add(self, key: str, value: bytes, ttl: float) -> bool:
         if self._live(key) is not None:
             return False
-        self._kv[key] = (value, self._clock() + ttl)
+        self._put(key, value, ttl)
         return True
 
     async def delete(self, key: str) -> None:
-        self._kv.pop(key, None)
+        self._drop(key)
 
 
 # -- the algorithm, once in Lua -------------------------------------------------------
@@ -454,7 +518,7 @@ class ResilientState(SharedState):
         retry_after: float = 0.5,
     ) -> None:
         self.primary = primary
-        self.local = local or InProcessState()
+        self.local = local if local is not None else InProcessState()
         self.backend = primary.backend
         self.replicas = 1  # last seen alive (including this one)
         self.falling_back = False
@@ -497,16 +561,9 @@ class ResilientState(SharedState):
         ok, grant = await self._try(lambda s: s.reserve(ask))
         if ok and grant is not None:
             return grant
-        n = max(1, self.replicas)
+        rps, burst, daily = quota_share(ask.rps, ask.burst, ask.daily_quota, max(1, self.replicas))
         share = QuotaAsk(
-            ask.bucket,
-            ask.rps / n,
-            max(1, ask.burst // n),
-            ask.caller,
-            ask.weight,
-            ask.first_page,
-            ask.max_wait,
-            math.ceil(ask.daily_quota / n) if ask.daily_quota else 0,
+            ask.bucket, rps, burst, ask.caller, ask.weight, ask.first_page, ask.max_wait, daily
         )
         return await self.local.reserve(share)
 
@@ -542,14 +599,22 @@ class ResilientState(SharedState):
         await self.local.aclose()
 
 
-def build(settings: Settings, on_change: Callable[[bool], None] | None = None) -> SharedState:
-    """The shared state a gateway process uses, from Settings."""
+def build(
+    settings: Settings,
+    on_change: Callable[[bool], None] | None = None,
+    hooks: SizeHooks | None = None,
+) -> SharedState:
+    """The shared state a gateway process uses, from Settings: its in-process store (the
+    whole state, or Redis's fallback) bounded by CACHE_MAX_BYTES."""
     from classify_gateway.state.redis_conn import connect
 
+    local = InProcessState(max_bytes=settings.cache_max_bytes, hooks=hooks)
     client = connect(settings)
     if client is None:
-        return InProcessState()
-    return ResilientState(RedisState(client, settings.redis_key_prefix), on_change=on_change)
+        return local
+    return ResilientState(
+        RedisState(client, settings.redis_key_prefix), local=local, on_change=on_change
+    )
 
 
 __all__ = [
@@ -560,6 +625,8 @@ __all__ = [
     "ResilientState",
     "SharedState",
     "SharedStateUnavailable",
+    "SizeHooks",
     "bucket_of",
     "build",
+    "quota_share",
 ]

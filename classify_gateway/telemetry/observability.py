@@ -175,7 +175,7 @@ class Metrics:
             "Switches from the shared quota in Redis to the in-process fallback.",
             registry=r,
         )
-        # Coalescing and the page cache (classify_gateway/pages/sharing.py).
+        # Coalescing and the page store (classify_gateway/pages/).
         self.pages_by_source = Counter(
             "classify_gateway_pages_by_source",
             "Pages sent to callers by where they came from: upstream (fetched for this call), "
@@ -247,7 +247,7 @@ class Metrics:
         duration.observe(seconds)
         sent.inc(pages)
 
-    # Coalescing and the page cache (page_cache.CacheHooks)
+    # Coalescing and the page store (pages/store.CacheHooks, state/shared_state.SizeHooks)
     def cache_lookup(self, hit: bool) -> None:
         self.cache_lookups.labels("hit" if hit else "miss").inc()
 

@@ -1,10 +1,11 @@
 """Pages shared across replicas through a real redis-server: two in-process "replicas"
-(each its own Coalescer, shared state, page store and claim) over one fake upstream that
+(each its own page path, shared state, page store and claim) over one fake upstream that
 counts."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -12,12 +13,19 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from classify_gateway.core.call import CallContext
+from classify_gateway.core.errors import GatewayError
 from classify_gateway.core.page import Page
-from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
-from classify_gateway.pages.page_cache import NoHooks
-from classify_gateway.pages.page_delivery import FROM_CACHE, FROM_REPLICA, Call, PageDelivery
-from classify_gateway.pages.shared_pages import SharedChains, SharedPageStore, encode_page
-from classify_gateway.state.shared_state import RedisState, ResilientState
+from classify_gateway.pages.fleet import FleetChains
+from classify_gateway.pages.hub import ChainStart
+from classify_gateway.pages.path import FROM_CACHE, FROM_REPLICA, Call, PagePath
+from classify_gateway.pages.store import NoHooks, PageStore, encode_page
+from classify_gateway.state.shared_state import (
+    InProcessState,
+    RedisState,
+    ResilientState,
+    SharedState,
+)
 from tests.support.counting_source import CountingSource, chain_page
 
 
@@ -25,14 +33,10 @@ class Replica:
     def __init__(self, r: Redis, up: CountingSource, ttl: float, lease: float = 2.0) -> None:
         self.hooks = NoHooks()
         state = ResilientState(RedisState(r, "test"))
-        self.store = SharedPageStore(state, ttl, self.hooks)
-        self.chains = SharedChains(state, up.open, lease=lease, poll=0.02, hooks=self.hooks)
-
-        async def put(hub: Hub, position: int, page: Page) -> None:
-            if not hub.remote:
-                await self.store.put(hub.chain_key, position, page, "kh")
-
-        self.delivery = PageDelivery(Coalescer(self.chains.open, on_page=put), self.store)
+        self.state: SharedState = state
+        self.store = PageStore(state, ttl, self.hooks)
+        self.fleet = FleetChains(state, lease=lease, poll=0.02, hooks=self.hooks)
+        self.delivery = PagePath(None, self.store, source=up.open, fleet=self.fleet)
 
 
 @pytest.fixture
@@ -44,13 +48,13 @@ async def r(redis: Any) -> AsyncIterator[Redis]:
         await client.aclose()
 
 
-def call(**kw: Any) -> Call:
-    return Call("kh", "chain", ChainStart(1), time.monotonic() + 30, **kw)
+def call(max_pages: int = 0) -> Call:
+    return Call(CallContext("k", time.monotonic() + 30), "chain", ChainStart(1), max_pages)
 
 
 async def read(replica: Replica, c: Call | None = None) -> list[tuple[bytes, str]]:
     out = []
-    gen: Any = replica.delivery.pages(c or call())
+    gen: Any = replica.delivery.deliver(c or call())
     try:
         async for page, source in gen:
             out.append((page.body, source))
@@ -111,7 +115,7 @@ async def test_upstream_error_reaches_readers_on_the_other_replica(r: Redis) -> 
     async def reasons(rep: Replica) -> tuple[int, str]:
         n = 0
         try:
-            async for _ in rep.delivery.pages(call()):  # type: ignore[attr-defined]
+            async for _ in rep.delivery.deliver(call()):
                 n += 1
         except Exception as err:
             return n, getattr(err, "reason", repr(err))
@@ -130,3 +134,78 @@ async def test_redis_down_is_a_miss_not_a_failure() -> None:
     assert len(got) == 3
     assert (up.posts, up.gets) == (1, 2)
     await dead.aclose()
+
+
+async def test_an_upstream_error_is_not_replayed_to_a_later_caller(r: Redis) -> None:
+    """Issue 25 item 8: a mid-chain error was stored with the chain in Redis and every
+    resume or identical call got it again for 120 s, with no upstream request."""
+    up = CountingSource(5, fail_at=3)
+    a = Replica(r, up, ttl=300)
+    with pytest.raises(GatewayError):
+        await read(a)
+    up.fail_at = None  # the upstream is healthy again
+    b = Replica(r, up, ttl=300)
+    got = await asyncio.wait_for(read(b), 10)
+    assert len(got) == 5
+    assert [s for _, s in got][:2] == [FROM_CACHE, FROM_CACHE]
+
+
+class LosesCancellation(SharedState):
+    """Shared state whose waits swallow a cancellation, as redis-py's did on Python 3.11
+    (python/cpython#86296): cancelling a task inside one of them is lost."""
+
+    backend = "lossy"
+
+    def __init__(self) -> None:
+        self.inner = InProcessState()
+        self.lease_writes = 0
+
+    async def _slow(self) -> None:
+        end = time.monotonic() + 0.05
+        while time.monotonic() < end:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(end - time.monotonic())
+
+    async def reserve(self, ask: Any) -> Any:
+        return await self.inner.reserve(ask)
+
+    async def block(self, bucket: str, seconds: float) -> None:
+        await self.inner.block(bucket, seconds)
+
+    async def heartbeat(self, member: str, ttl: float = 15.0) -> int:
+        return await self.inner.heartbeat(member, ttl)
+
+    async def get(self, key: str) -> bytes | None:
+        if key.startswith("pages:lease:"):
+            await self._slow()
+        return await self.inner.get(key)
+
+    async def set(self, key: str, value: bytes, ttl: float) -> None:
+        if key.startswith("pages:lease:"):
+            self.lease_writes += 1
+            await self._slow()
+        await self.inner.set(key, value, ttl)
+
+    async def add(self, key: str, value: bytes, ttl: float) -> bool:
+        return await self.inner.add(key, value, ttl)
+
+    async def delete(self, key: str) -> None:
+        await self.inner.delete(key)
+
+
+async def test_a_lease_is_not_renewed_once_its_readers_left() -> None:
+    """Issue 25 item 9: the renewal task's cancellation was lost inside redis-py's wait
+    and the abandoned chain renewed its lease forever, wedging identical calls on every
+    replica. Renewal now stops because nobody reads, whatever became of the cancel."""
+    up = CountingSource(5, delay=0.1)
+    state = LosesCancellation()
+    fleet = FleetChains(state, lease=0.006, poll=0.02, hooks=NoHooks())
+    path = PagePath(None, None, source=up.open, fleet=fleet)
+    got = []
+    async for page, _ in path.deliver(call(max_pages=1)):
+        got.append(page)
+    assert len(got) == 1
+    await asyncio.sleep(0.2)  # any renewal in progress ends
+    writes = state.lease_writes
+    await asyncio.sleep(0.5)
+    assert state.lease_writes == writes

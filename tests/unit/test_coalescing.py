@@ -1,50 +1,48 @@
-"""The coalescing hub and page delivery over a fake upstream that counts requests."""
+"""The hub and the page path over a fake source that counts requests."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import pytest
 
+from classify_gateway.core.call import CallContext
 from classify_gateway.core.errors import GatewayError
-from classify_gateway.core.page import Page
-from classify_gateway.pages.coalescing import ChainStart, Coalescer, Hub
-from classify_gateway.pages.page_cache import PageCache
-from classify_gateway.pages.page_delivery import (
-    FROM_CACHE,
-    FROM_COALESCED,
-    FROM_UPSTREAM,
-    Call,
-    PageDelivery,
-)
+from classify_gateway.edge.drain import DrainState
+from classify_gateway.pages.hub import ChainStart
+from classify_gateway.pages.path import FROM_CACHE, FROM_COALESCED, FROM_UPSTREAM, Call, PagePath
+from classify_gateway.pages.store import PageStore
+from classify_gateway.state.shared_state import InProcessState
 from tests.support.counting_source import CountingSource
 
-
-def delivery(up: CountingSource, cache: PageCache | None = None, buffer: int = 16) -> PageDelivery:
-    async def put(hub: Hub, position: int, page: Page) -> None:
-        if cache is not None:
-            await cache.put(hub.chain_key, position, page, "kh")
-
-    return PageDelivery(Coalescer(up.open, buffer_pages=buffer, on_page=put), cache)
+KH = CallContext("k", 0.0).key_hash
 
 
-def call(chain_key: str = "k", **kw: Any) -> Call:
-    return Call(
-        key_hash="kh",
-        chain_key=chain_key,
-        start=ChainStart(1),
-        deadline=time.monotonic() + 30,
-        **kw,
-    )
+def delivery(up: CountingSource, cache: PageStore | None = None, buffer: int = 16) -> PagePath:
+    return PagePath(None, cache, source=up.open, buffer_pages=buffer)
+
+
+def store(ttl: float = 300) -> PageStore:
+    return PageStore(InProcessState(max_bytes=10**6), ttl)
+
+
+def call(
+    chain_key: str = "k",
+    *,
+    no_cache: bool = False,
+    seconds: float = 30,
+    max_pages: int = 0,
+) -> Call:
+    ctx = CallContext("k", time.monotonic() + seconds, no_cache=no_cache)
+    return Call(ctx, chain_key, ChainStart(1), max_pages)
 
 
 async def read_all(
-    d: PageDelivery, c: Call, pause: float = 0.0, stop_after: int | None = None
+    d: PagePath, c: Call, pause: float = 0.0, stop_after: int | None = None
 ) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    gen = d.pages(c)
+    gen = d.deliver(c)
     try:
         async for page, source in gen:
             out.append((page.message(len(out) + 1).data[0].video_id, source))
@@ -53,7 +51,7 @@ async def read_all(
             if pause:
                 await asyncio.sleep(pause)
     finally:
-        await gen.aclose()  # type: ignore[attr-defined]
+        await gen.aclose()
     return out
 
 
@@ -86,8 +84,8 @@ async def test_slow_reader_does_not_hold_back_fast_reader() -> None:
     slow_pages: list[str] = []
 
     async def slow() -> None:
-        gen = d.pages(call())
-        async for page, _ in gen:  # type: ignore[attr-defined]
+        gen = d.deliver(call())
+        async for page, _ in gen:
             slow_pages.append(page.message(1).data[0].video_id)
             slow_started.set()
             await release.wait()
@@ -104,14 +102,14 @@ async def test_slow_reader_does_not_hold_back_fast_reader() -> None:
 
 async def test_reader_that_falls_behind_the_buffer_continues_from_the_cache() -> None:
     up = CountingSource(8)
-    cache = PageCache(ttl=300, max_bytes=10**6)
+    cache = store()
     d = delivery(up, cache, buffer=2)
     release = asyncio.Event()
     got: list[tuple[str, str]] = []
 
     async def slow() -> None:
-        gen = d.pages(call(no_cache=True))
-        async for page, source in gen:  # type: ignore[attr-defined]
+        gen = d.deliver(call(no_cache=True))
+        async for page, source in gen:
             got.append((page.message(1).data[0].video_id, source))
             await release.wait()
 
@@ -129,14 +127,14 @@ async def test_reader_that_falls_behind_the_buffer_continues_from_the_cache() ->
 
 async def test_lagging_reader_uses_cache_when_allowed() -> None:
     up = CountingSource(8)
-    cache = PageCache(ttl=300, max_bytes=10**6)
+    cache = store()
     d = delivery(up, cache, buffer=2)
     release = asyncio.Event()
     got: list[tuple[str, str]] = []
 
     async def slow() -> None:
-        gen = d.pages(call())
-        async for page, source in gen:  # type: ignore[attr-defined]
+        gen = d.deliver(call())
+        async for page, source in gen:
             got.append((page.message(1).data[0].video_id, source))
             await release.wait()
 
@@ -174,7 +172,7 @@ async def test_last_reader_out_cancels_the_chain() -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     await asyncio.sleep(0.01)
     assert up.cancelled == 1
-    assert len(d.coalescer) == 0
+    assert len(d.hubs) == 0
 
 
 async def test_max_pages_stops_the_chain_without_fetching_more() -> None:
@@ -193,7 +191,7 @@ async def test_upstream_error_reaches_every_reader_after_its_pages() -> None:
     async def one() -> tuple[list[str], GatewayError | None]:
         seen: list[str] = []
         try:
-            async for page, _ in d.pages(call()):  # type: ignore[attr-defined]
+            async for page, _ in d.deliver(call()):
                 seen.append(page.next_token)
         except GatewayError as err:
             return seen, err
@@ -209,7 +207,7 @@ async def test_upstream_error_reaches_every_reader_after_its_pages() -> None:
 
 async def test_repeat_is_served_from_cache_and_no_cache_goes_upstream() -> None:
     up = CountingSource(3)
-    cache = PageCache(ttl=300, max_bytes=10**6)
+    cache = store()
     d = delivery(up, cache)
     first = await read_all(d, call())
     second = await read_all(d, call())
@@ -223,7 +221,7 @@ async def test_repeat_is_served_from_cache_and_no_cache_goes_upstream() -> None:
 
 async def test_ttl_zero_goes_upstream_every_time() -> None:
     up = CountingSource(2)
-    d = delivery(up, PageCache(ttl=0, max_bytes=10**6))
+    d = delivery(up, store(ttl=0))
     await read_all(d, call())
     await read_all(d, call())
     assert (up.posts, up.gets) == (2, 2)
@@ -231,18 +229,13 @@ async def test_ttl_zero_goes_upstream_every_time() -> None:
 
 async def test_resume_from_cached_token_stays_on_its_chain() -> None:
     up = CountingSource(4)
-    cache = PageCache(ttl=300, max_bytes=10**6)
+    cache = store()
     d = delivery(up, cache)
     await read_all(d, call())
-    target = await cache.find_token("kh", "c-t3")
+    target = await cache.find_token(KH, "c-t3")
     assert target is not None and target.position == 3
-    c = Call(
-        "kh",
-        target.chain_key,
-        ChainStart(target.position, "c-t3"),
-        time.monotonic() + 10,
-        chain_id=target.chain_id,
-    )
+    ctx = CallContext("k", time.monotonic() + 10)
+    c = Call(ctx, target.chain_key, ChainStart(target.position, "c-t3"), 0, target.chain_id)
     r = await read_all(d, c)
     assert [v for v, _ in r] == ["c-video-3", "c-video-4"]
     assert {s for _, s in r} == {FROM_CACHE}
@@ -253,12 +246,12 @@ async def test_resume_from_cached_token_stays_on_its_chain() -> None:
 async def test_drain_cut_off_ends_every_reader_with_shutting_down(readers: int) -> None:
     up = CountingSource(5)
     up.gate = asyncio.Event()
-    tasks: list[asyncio.Task[Any]] = []
-    d = PageDelivery(Coalescer(up.open, track=tasks.append), None)
+    up.drain = DrainState()
+    d = delivery(up)
 
     async def one() -> str:
         try:
-            async for _ in d.pages(call()):  # type: ignore[attr-defined]
+            async for _ in d.deliver(call()):
                 pass
         except GatewayError as err:
             return err.reason
@@ -266,8 +259,7 @@ async def test_drain_cut_off_ends_every_reader_with_shutting_down(readers: int) 
 
     readers_t = [asyncio.create_task(one()) for _ in range(readers)]
     await asyncio.sleep(0.02)
-    assert len(tasks) == 1
-    tasks[0].cancel()
+    assert up.drain.cut_off() == 1  # one request in flight, whoever reads the chain
     assert await asyncio.gather(*readers_t) == ["GATEWAY_SHUTTING_DOWN"] * readers
 
 
@@ -293,9 +285,9 @@ async def test_each_reader_keeps_its_own_deadline() -> None:
         except GatewayError as err:
             return err.reason
 
-    short = call()
-    short.deadline = time.monotonic() + 0.3
+    short = call(seconds=0.3)
     patient = asyncio.create_task(outcome(call()))
+    await asyncio.sleep(0)  # the patient reader opened the chain: its deadline bounds it
     assert await outcome(short) == "DEADLINE_EXCEEDED"
     up.gate.set()
     assert await patient == "3"

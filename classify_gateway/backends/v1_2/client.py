@@ -48,8 +48,7 @@ from classify_gateway.core.errors import GatewayError, from_upstream, own_error
 from classify_gateway.core.page import Page
 from classify_gateway.core.redact import redact_json
 from classify_gateway.core.tokens import token_problem
-from classify_gateway.quota.limiter import upstream_wait
-from classify_gateway.quota.limits import Limiter, make_limiter
+from classify_gateway.quota.limiter import Limiter, make_limiter, upstream_wait
 from classify_gateway.telemetry.observability import Metrics
 from classify_gateway.telemetry.tracing import instrument_transport
 

@@ -1,31 +1,30 @@
-"""Pages shared across replicas: the page cache and one chain per request, in SharedState.
+"""Chains across replicas: one replica fetches a chain, the others read what it publishes.
 
-With `CLASSIFY_GATEWAY_REDIS_URL` set, the page cache lives in the shared state
-(`shared_state.py`: Redis, with its in-process fallback) so every replica reads what any
-replica fetched (`SharedPageStore`), and identical calls on different replicas share one
-upstream chain (`SharedChains`). In-process coalescing comes first (`coalescing.Hub`), so a
-replica makes at most one claim per request, however many of its callers ask it.
-
-A chain across replicas, in shared-state keys (each with a time to live):
+With `CLASSIFY_GATEWAY_REDIS_URL` set, identical calls on different replicas share one
+chain. In-process coalescing comes first (`hub.Hub`), so a replica makes at most one
+claim per chain, however many of its callers ask it. In shared-state keys (each with a
+time to live):
 
     pages:lease:{chain key}        "{replica}|{chain id}": who fetches (add = SET NX, CHAIN_LEASE)
     pages:chain:{chain id}:{n}     page n as published by the holder
     pages:chain:{chain id}:head    {"published": n, "end": bool, "error": ...}
-    pages:page:{chain key}:{n}, pages:token:{token key}   the page cache (CACHE_TTL)
 
-- The first replica to claim the lease fetches from the upstream (with its own retries,
+- The first replica to claim the lease fetches from the backend (with its own retries,
   limiter and deadlines), publishes every page, and renews the lease every third of its
-  length while it fetches.
+  length while a reader of its hub is attached (checked at each renewal, so a renewal
+  task whose cancellation is lost, python/cpython#86296 in redis-py's waits, still stops).
 - Any other replica polls the head (every REDIS_TIMEOUT_MS / 2) and hands the pages to its
-  own readers ("replica" in metrics and logs).
+  own readers ("replica" in metrics and logs). A reader following when the holder
+  publishes an upstream error gets it; a replica that claims the chain afterwards (a
+  resume, a new identical call) does not: an error is never shared with a caller that
+  arrives after it, so it fetches again from the last page published.
 - A holder that dies stops renewing: its lease expires within CHAIN_LEASE, a reader sees
   the lease gone, claims it, and goes on from the `next_page_token` of the last page
-  published (or from the POST if none was), under the same chain id. A holder that stops
-  for its own reasons (its callers left, its deadline, its drain) releases the lease, so
-  a reader takes over at once; only answers of the upstream itself are published as
-  errors for everyone.
-- Redis trouble never fails a call: the shared state falls back to this process (cache
-  misses, the lease is this replica's own) and the chain is fetched here, as without Redis.
+  published (or from the start if none was), under the same chain id. A holder that stops
+  for its own reasons (its callers left, its deadline, its drain) releases the lease, so a
+  reader takes over at once; only the backend's answers are published as errors.
+- Redis trouble never fails a call: the shared state falls back to this process (the
+  lease is this replica's own) and the chain is fetched here, as without Redis.
 """
 
 from __future__ import annotations
@@ -34,9 +33,8 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import grpc
@@ -44,35 +42,18 @@ import orjson
 
 from classify_gateway.core.errors import GatewayError
 from classify_gateway.core.page import Page
-from classify_gateway.pages.canonical import token_key
-from classify_gateway.pages.coalescing import ChainStart, Hub
-from classify_gateway.pages.page_cache import CacheHooks, TokenTarget, cache_deadline
+from classify_gateway.pages.hub import ChainStart, Hub, SourceOpener
+from classify_gateway.pages.store import CacheHooks, decode_page, encode_page
 from classify_gateway.state.shared_state import SharedState
 
-log = logging.getLogger("classify_gateway.pages.shared_pages")
+log = logging.getLogger("classify_gateway.pages.fleet")
 
-# Failures that belong to the replica that fetched, not to the upstream: never published,
+# Failures that belong to the replica that fetched, not to the backend: never published,
 # so that another replica takes the chain over instead of failing its callers too.
 LOCAL_REASONS = frozenset(
     {"GATEWAY_SHUTTING_DOWN", "DEADLINE_EXCEEDED", "GATEWAY_RATE_LIMITED", "GATEWAY_OVERLOADED"}
 )
 CHAIN_MIN_LIFE = 120.0  # seconds a chain's published pages outlive their publication
-
-
-def encode_page(page: Page) -> bytes:
-    meta = {
-        "next": page.next_token,
-        "prev": page.prev_token,
-        "exp": page.expires_at,
-        "chain": page.chain_id,
-    }
-    return orjson.dumps(meta) + b"\n" + page.body
-
-
-def decode_page(raw: bytes) -> Page:
-    head, _, body = raw.partition(b"\n")
-    meta = orjson.loads(head)
-    return Page(body, meta["next"], meta["prev"], meta["exp"], meta["chain"])
 
 
 def error_to_json(err: GatewayError) -> dict[str, Any]:
@@ -100,58 +81,20 @@ def error_from_json(data: dict[str, Any]) -> GatewayError:
     return GatewayError(**kwargs)
 
 
-class SharedPageStore:
-    """The page cache in the shared state (same contract as page_cache.PageCache)."""
-
-    def __init__(self, state: SharedState, ttl: float, hooks: CacheHooks) -> None:
-        self._s = state
-        self.ttl = ttl
-        self._hooks = hooks
-
-    async def get(self, chain_key: str, position: int) -> Page | None:
-        if self.ttl <= 0:
-            return None
-        raw = await self._s.get(f"pages:page:{chain_key}:{position}")
-        self._hooks.cache_lookup(raw is not None)
-        return None if raw is None else decode_page(raw)
-
-    async def put(self, chain_key: str, position: int, page: Page, key_hash: str) -> None:
-        life = cache_deadline(page, self.ttl, time.time())
-        if self.ttl <= 0 or life <= 0 or page.suspect():
-            return
-        await self._s.set(f"pages:page:{chain_key}:{position}", encode_page(page), life)
-        for token, target in ((page.next_token, position + 1), (page.prev_token, position - 1)):
-            if token and target >= 1:
-                value = f"{chain_key} {target} {page.chain_id}".encode()
-                await self._s.set(f"pages:token:{token_key(key_hash, token)}", value, life)
-
-    async def find_token(self, key_hash: str, token: str) -> TokenTarget | None:
-        if self.ttl <= 0:
-            return None
-        raw = await self._s.get(f"pages:token:{token_key(key_hash, token)}")
-        if raw is None:
-            return None
-        chain_key, position, chain_id = raw.decode().split(" ")
-        return TokenTarget(chain_key, int(position), chain_id)
-
-
-Opener = Callable[[Hub, ChainStart], AsyncGenerator[Page, None]]
-
-
-class SharedChains:
-    """Wraps the upstream page source of a hub with a fleet-wide claim (see module doc)."""
+class FleetChains:
+    """Wraps the source of a hub with a fleet-wide claim (see module doc)."""
 
     def __init__(
         self,
         state: SharedState,
-        upstream: Opener,
+        source: SourceOpener | None = None,
         *,
         lease: float,
         poll: float,
         hooks: CacheHooks,
     ) -> None:
         self._s = state
-        self._upstream = upstream
+        self.source = source  # the page path's own opener (the backend's pages)
         self._lease = lease
         self._poll = poll
         self._hooks = hooks
@@ -159,6 +102,10 @@ class SharedChains:
 
     def open(self, hub: Hub, start: ChainStart) -> AsyncGenerator[Page, None]:
         return self._chain(hub, start)
+
+    def _open_source(self, hub: Hub, start: ChainStart) -> AsyncGenerator[Page, None]:
+        assert self.source is not None, "the page path sets the source"
+        return self.source(hub, start)
 
     async def _chain(self, hub: Hub, start: ChainStart) -> AsyncGenerator[Page, None]:
         lease_key = f"pages:lease:{hub.chain_key}"
@@ -174,7 +121,7 @@ class SharedChains:
                 # Released meanwhile; or no-cache, which must not join an older chain; or
                 # a reader of one chain, which must not get another chain's pages (other
                 # tokens): fetch here.
-                source = self._upstream(hub, start)
+                source = self._open_source(hub, start)
             else:
                 hub.chain_id = theirs
                 hub.remote = True
@@ -189,30 +136,26 @@ class SharedChains:
     ) -> AsyncGenerator[Page, None]:
         """Fetch from the upstream and publish each page (or the upstream's error)."""
         chain = f"pages:chain:{hub.chain_id}"
-        renew = asyncio.create_task(self._keep(lease_key, mine))
+        renew = asyncio.create_task(self._keep(lease_key, mine, hub))
         position = start.position
         try:
             # A previous holder of this chain may have published further than the cache
             # shows (it caches a last page only once its chain ends cleanly): go on from
             # what it published rather than fetch those pages again.
-            raw_head = await self._s.get(f"{chain}:head")
-            head: dict[str, Any] = orjson.loads(raw_head) if raw_head else {"published": 0}
+            head = await self._read_head(chain)
             last: Page | None = None
-            while position <= head["published"]:
-                raw = await self._s.get(f"{chain}:{position}")
-                if raw is None:
-                    break
-                last = decode_page(raw)
+            async for last in self._published(chain, position, head["published"]):
                 position += 1
                 yield last
-            if position > head["published"]:
-                if head.get("error"):
-                    raise error_from_json(head["error"])
-                if head.get("end") or (last is not None and not last.next_token):
-                    return
+            # An error published before this claim is not replayed: it belongs to the
+            # readers that were there; this one fetches again from the last page.
+            if position > head["published"] and (
+                head.get("end") or (last is not None and not last.next_token)
+            ):
+                return
             start = self._resume(start, position, last)
             try:
-                async with contextlib.aclosing(self._upstream(hub, start)) as pages:
+                async with contextlib.aclosing(self._open_source(hub, start)) as pages:
                     async for page in pages:
                         await self._s.set(f"{chain}:{position}", encode_page(page), self._life)
                         await self._head(chain, position)
@@ -235,16 +178,41 @@ class SharedChains:
     def _life(self) -> float:
         return max(CHAIN_MIN_LIFE, 3 * self._lease)
 
+    async def _read_head(self, chain: str) -> dict[str, Any]:
+        raw = await self._s.get(f"{chain}:head")
+        head: dict[str, Any] = orjson.loads(raw) if raw else {"published": 0}
+        return head
+
+    async def _published(
+        self, chain: str, position: int, published: int
+    ) -> AsyncGenerator[Page, None]:
+        """The pages the holder published from `position` to `published`, in order,
+        stopping at the first one that is gone."""
+        while position <= published:
+            raw = await self._s.get(f"{chain}:{position}")
+            if raw is None:
+                return
+            position += 1
+            yield decode_page(raw)
+
     async def _head(
         self, chain: str, published: int, *, end: bool = False, error: Any = None
     ) -> None:
         head = {"published": published, "end": end, "error": error}
         await self._s.set(f"{chain}:head", orjson.dumps(head), self._life)
 
-    async def _keep(self, lease_key: str, mine: bytes) -> None:
-        """Renew the lease while this replica fetches (a dead replica stops renewing)."""
+    async def _keep(self, lease_key: str, mine: bytes, hub: Hub) -> None:
+        """Renew the lease while a reader of this replica's hub is attached.
+
+        Checked at every renewal rather than left to the cancellation of this task: on
+        Python 3.11 redis-py's waits can lose a cancellation (python/cpython#86296), and a
+        lease renewed for nobody wedged identical calls on every replica. A dead replica
+        stops renewing too.
+        """
         while True:
             await asyncio.sleep(self._lease / 3)
+            if hub.readers == 0 or hub.finished:
+                return
             with contextlib.suppress(Exception):
                 if await self._s.get(lease_key) in (mine, None):
                     await self._s.set(lease_key, mine, self._lease)
@@ -257,19 +225,13 @@ class SharedChains:
         position = start.position
         last: Page | None = None
         while True:
-            raw_head = await self._s.get(f"{chain}:head")
-            head: dict[str, Any] = orjson.loads(raw_head) if raw_head else {"published": 0}
-            lost = False
-            while position <= head["published"]:
-                raw = await self._s.get(f"{chain}:{position}")
-                if raw is None:
-                    lost = True  # expired, or Redis restarted: fetch the rest here
-                    break
-                last = decode_page(raw)
+            head = await self._read_head(chain)
+            async for last in self._published(chain, position, head["published"]):
                 position += 1
                 yield last
-            if lost:
-                source = self._upstream(hub, self._resume(start, position, last))
+            if position <= head["published"]:
+                # A published page is gone (expired, or Redis restarted): fetch the rest here.
+                source = self._open_source(hub, self._resume(start, position, last))
                 break
             if head.get("error"):
                 raise error_from_json(head["error"])
