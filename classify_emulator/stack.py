@@ -229,9 +229,11 @@ def running_stack(
     """Start an emulator and a gateway in front of it; yield their addresses; stop both."""
     emu_log = log_dir / "emulator.log" if log_dir else None
     gw_log = log_dir / "gateway.log" if log_dir else None
+    # A gateway with the v1.3 backend is pointed at the emulator's /v1.3 surface.
+    v13 = (gateway_settings or {}).get("upstream_api") == "v1.3"
     with running(start_emulator(STACK_API_KEY, emu_log, **(emulator_settings or {}))) as emu:
         gw = start_gateway(
-            emu.url + API_VERSION,
+            emu.url + ("/v1.3" if v13 else API_VERSION),
             STACK_API_KEY,
             gw_log,
             **{**FAST_RETRIES, **(gateway_settings or {})},

@@ -21,6 +21,9 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 PREFIX = "CLASSIFY_GATEWAY_"
+V1_2_URL = "https://api.twelvelabs.io/v1.2"
+V1_3_URL = "https://api.twelvelabs.io/v1.3"
+UPSTREAM_APIS = ("v1.2", "v1.3")
 T = TypeVar("T")
 # gRPC takes its channel arguments as C ints (and durations as milliseconds in one), so
 # every number must fit: a setting that cannot is refused here, naming it, instead of
@@ -100,6 +103,17 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def _calibration_problem(text: str) -> str | None:
+    """Why `text` is not a v1.3 calibration (cosine:score anchors), or None."""
+    from classify_gateway.backends.v1_3.scoring import Calibration
+
+    try:
+        Calibration.parse(text)
+    except ValueError as exc:
+        return f"is invalid ({exc}); expected cosine:score anchors, e.g. 0.10:0,0.23:65,0.32:100"
+    return None
+
+
 def _parse_listen(raw: str) -> str:
     host, sep, port = raw.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -112,7 +126,10 @@ class Settings:
     """Every knob of the gateway. Durations are in seconds."""
 
     # Upstream
-    upstream_url: str = "https://api.twelvelabs.io/v1.2"
+    upstream_url: str = V1_2_URL
+    # Which Twelve Labs API answers: v1.2 classify, or v1.3 embeddings scored by the gateway
+    # (docs/design.md, "Two backends"). In v1.3 mode UPSTREAM_URL defaults to V1_3_URL.
+    upstream_api: str = "v1.2"
     api_key: str = field(default="", repr=False)
     allow_caller_api_key: bool = False
     upstream_timeout: float = 30.0
@@ -164,6 +181,14 @@ class Settings:
     max_send_message_bytes: int = 16 * 1024 * 1024
     # Cap on one upstream answer's body; 0 = derived from MAX_SEND_MESSAGE_BYTES.
     max_upstream_body_bytes: int = 0
+    # The v1.3 backend (docs/design.md, "v1.3: calibration" and "v1.3: caches and tokens")
+    v13_calibration: str = "0.10:0,0.215:65,0.30:90,0.50:100"  # cosine:score anchors
+    v13_model: str = "marengo3.0"
+    v13_page_ttl: float = 300.0  # lifetime of the page tokens the gateway mints
+    v13_text_embedding_ttl: float = 7 * 86400.0  # prompt embeddings: deterministic per model
+    v13_segment_ttl: float = 3600.0  # a video's segment embeddings (re-indexing changes them)
+    v13_cache_max_bytes: int = 256 * 1024 * 1024  # in-process embedding cache (LRU)
+    v13_fetch_concurrency: int = 8  # upstream requests one classification has in flight
     # Observability
     log_level: str = "INFO"
     tracing_exporter: str = "none"  # none | console | otlp (then OTEL_* env)
@@ -189,6 +214,18 @@ class Settings:
                 "is not valid in an HTTP header (visible ASCII only: no spaces, newlines, "
                 "control or non-ASCII characters)",
             ),
+            ("UPSTREAM_API", self.upstream_api in UPSTREAM_APIS, "must be v1.2 or v1.3"),
+            (
+                "V13_CALIBRATION",
+                (cal_why := _calibration_problem(self.v13_calibration)) is None,
+                str(cal_why),
+            ),
+            ("V13_MODEL", bool(self.v13_model), "must not be empty"),
+            ("V13_PAGE_TTL", 10 <= self.v13_page_ttl <= 86400, "must be 10..86400"),
+            ("V13_TEXT_EMBEDDING_TTL", self.v13_text_embedding_ttl > 0, "must be > 0"),
+            ("V13_SEGMENT_TTL", self.v13_segment_ttl > 0, "must be > 0"),
+            ("V13_CACHE_MAX_BYTES", self.v13_cache_max_bytes >= 0, "must be >= 0"),
+            ("V13_FETCH_CONCURRENCY", 1 <= self.v13_fetch_concurrency <= 64, "must be 1..64"),
             ("UPSTREAM_TIMEOUT", self.upstream_timeout > 0, "must be > 0"),
             ("UPSTREAM_CONNECT_TIMEOUT", self.upstream_connect_timeout > 0, "must be > 0"),
             ("UPSTREAM_MAX_CONNECTIONS", self.upstream_max_connections >= 1, "must be >= 1"),
@@ -379,6 +416,8 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             except ValueError as exc:
                 raise ConfigError(f"{PREFIX}{var} is invalid: {exc}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("upstream_api") == "v1.3" and "upstream_url" not in values:
+        values["upstream_url"] = V1_3_URL
     if "log_level" in values:
         values["log_level"] = str(values["log_level"]).upper()
     return Settings(**values).validate()

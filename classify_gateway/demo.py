@@ -73,6 +73,8 @@ def run_client(gateway_addr: str, names: dict[str, str], page_limit: int) -> int
         stub = pb_grpc.ClassifyServiceStub(channel)
         try:
             for page in stub.Classify(request, timeout=60):
+                if page.page_number == 1:
+                    print(f"Scoring: {pb.Scoring.Name(page.scoring)}")
                 print_page(page, names)
                 videos += len(page.data)
                 total = page.page_info.total_results
@@ -98,6 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         default=400,
         help="latency the emulator adds to each page, to make the streaming visible (default 400)",
     )
+    parser.add_argument(
+        "--upstream-api",
+        choices=("v1.2", "v1.3"),
+        default="v1.2",
+        help="the gateway's backend: v1.2 (the upstream's classify, default) or v1.3 "
+        "(classify's numbers computed by the gateway from Marengo embeddings)",
+    )
     ns = parser.parse_args(argv)
     try:
         # The emulator needs its extra (starlette, uvicorn); the process code needs nothing.
@@ -107,9 +116,13 @@ def main(argv: list[str] | None = None) -> int:
         print("classify-gateway demo needs the emulator: install classify-gateway[emulator].")
         return 2
 
-    print("Starting the upstream emulator and the gateway on free loopback ports ...")
+    print(
+        "Starting the upstream emulator and the gateway (backend "
+        f"{ns.upstream_api}) on free loopback ports ..."
+    )
     latency = {"latency_ms": ns.upstream_latency_ms}
-    with running_stack(emulator_settings=latency) as stack:
+    backend = {"upstream_api": ns.upstream_api}
+    with running_stack(backend, emulator_settings=latency) as stack:
         env = stack.env
         names = catalogue(env["CLASSIFY_EMULATOR_URL"], env["CLASSIFY_EMULATOR_API_KEY"])
         code = run_client(env["CLASSIFY_GATEWAY_ADDR"], names, ns.page_limit)

@@ -13,6 +13,7 @@ Environment given to CMD:
   CLASSIFY_GATEWAY_METRICS_URL  http://host:port/metrics
   CLASSIFY_EMULATOR_URL         http://host:port (no API version; admin API under /_emulator)
   CLASSIFY_EMULATOR_API_KEY     the key the gateway and the emulator share
+  CLASSIFY_GATEWAY_UPSTREAM_API the gateway's backend (--upstream-api: v1.2, or v1.3)
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument(
+        "--upstream-api",
+        choices=("v1.2", "v1.3"),
+        default="v1.2",
+        help="the gateway's backend (CLASSIFY_GATEWAY_UPSTREAM_API); v1.3 serves from the "
+        "emulator's /v1.3 embeddings",
+    )
     parser.add_argument("command", nargs=argparse.REMAINDER)
     ns = parser.parse_args()
     cmd = ns.command[1:] if ns.command[:1] == ["--"] else ns.command
@@ -38,7 +46,9 @@ def main() -> int:
         parser.error("give a command after --")
     # The clients' suites inject faults and read the emulator's journal, request by request:
     # sharing (coalescing, the page cache) is off, as in the Python tests of the same things.
-    with running_stack({"coalesce": False, "cache_ttl": 0}, log_dir=LOG_DIR) as stack:
+    settings = {"coalesce": False, "cache_ttl": 0, "upstream_api": ns.upstream_api}
+    with running_stack(settings, log_dir=LOG_DIR) as stack:
+        stack.env["CLASSIFY_GATEWAY_UPSTREAM_API"] = ns.upstream_api
         for k, v in stack.env.items():
             print(f"stack: {k}={v}", flush=True)
         return subprocess.call(cmd, env={**os.environ, **stack.env})

@@ -22,7 +22,9 @@ from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
+from classify_gateway.backends.base import Backend
 from classify_gateway.backends.v1_2.client import UpstreamClient
+from classify_gateway.backends.v1_3.client import V13Client
 from classify_gateway.config import Settings
 from classify_gateway.edge.drain import DrainState
 from classify_gateway.edge.health import UpstreamHealth
@@ -138,9 +140,16 @@ class Gateway:
         interceptors = setup_tracing(settings)
         # One quota for every replica and worker when REDIS_URL is set (quota.py).
         built, self.shared_state = build_limiter(settings, self.metrics)
-        self.upstream = UpstreamClient(
-            settings, self.metrics, self.upstream_health, limiter or built, self.drain
-        )
+        shared = self.shared_state if settings.redis_url else None
+        self.upstream: Backend
+        if settings.upstream_api == "v1.3":
+            self.upstream = V13Client(
+                settings, self.metrics, self.upstream_health, limiter or built, self.drain, shared
+            )
+        else:
+            self.upstream = UpstreamClient(
+                settings, self.metrics, self.upstream_health, limiter or built, self.drain
+            )
         self.server = grpc.aio.server(options=server_options(settings), interceptors=interceptors)
         rpcs = Rpcs(settings, self.metrics, self.drain)
         # Coalescing and the page store, in the same shared state as the quota (with

@@ -5,12 +5,15 @@ from __future__ import annotations
 import re
 import subprocess
 
+import pytest
+
 from tests.support.processes import EXE
 
 
-def test_demo_streams_every_page_and_stops_cleanly() -> None:
+@pytest.mark.parametrize("api", ["v1.2", "v1.3"])
+def test_demo_streams_every_page_and_stops_cleanly(api: str) -> None:
     done = subprocess.run(
-        [EXE, "demo", "--upstream-latency-ms", "50"],
+        [EXE, "demo", "--upstream-latency-ms", "50", "--upstream-api", api],
         capture_output=True,
         text=True,
         timeout=120,
@@ -28,3 +31,5 @@ def test_demo_streams_every_page_and_stops_cleanly() -> None:
         r"\.mp4 +(Dance|Cooking|Sports|News|Travel|Music|Nature|Technology) +\d+\.\d\d", out
     )
     assert out.rstrip().endswith("Stopped cleanly.")
+    scoring = "SCORING_EMBEDDINGS_V1_3" if api == "v1.3" else "SCORING_CLASSIFY_V1_2"
+    assert f"Scoring: {scoring}" in out

@@ -13,7 +13,7 @@ from classify_gateway.backends.v1_3.scoring import (
     Segments,
     VideoVectors,
     covered,
-    question_of,
+    query_of,
     rank,
     score_video,
     unit_rows,
@@ -82,7 +82,7 @@ def test_calibration_refuses_what_is_not_a_monotone_map(text: str) -> None:
 def test_a_video_on_topic_for_most_of_its_length_is_listed_with_v12_numbers() -> None:
     # 6 of 10 segments match at cosine 0.9 (score 90), 4 are unrelated (score 0).
     rows = [mixed(0, 1, 0.9)] * 6 + [axis(2)] * 4
-    got = score_video(question_of(request()), prompts_of(axis(0)), video(rows), IDENTITY)
+    got = score_video(query_of(request()), prompts_of(axis(0)), video(rows), IDENTITY)
     assert got is not None
     best, result = got
     cls = result.classes[0]
@@ -101,21 +101,21 @@ def test_a_video_on_topic_for_most_of_its_length_is_listed_with_v12_numbers() ->
 
 def test_each_threshold_filters_as_v12_does() -> None:
     rows = [mixed(0, 1, 0.9)] * 4 + [mixed(0, 1, 0.6)] * 6
-    q = question_of(request())
+    q = query_of(request())
     # Clips need 65: only 4 of 10 segments are clips, ratio 0.4 < 0.5 -> not listed.
     assert score_video(q, prompts_of(axis(0)), video(rows), IDENTITY) is None
-    low_ratio = question_of(request(threshold=pb.Threshold(min_duration_ratio=0.4)))
+    low_ratio = query_of(request(threshold=pb.Threshold(min_duration_ratio=0.4)))
     got = score_video(low_ratio, prompts_of(axis(0)), video(rows), IDENTITY)
     assert got is not None and got[1].classes[0].duration_ratio == 0.4
-    low_clip = question_of(request(threshold=pb.Threshold(min_clip_score=60)))
+    low_clip = query_of(request(threshold=pb.Threshold(min_clip_score=60)))
     got = score_video(low_clip, prompts_of(axis(0)), video(rows), IDENTITY)
     assert got is not None and got[1].classes[0].duration_ratio == 1.0
-    high_video = question_of(request(threshold=pb.Threshold(min_video_score=95, min_clip_score=60)))
+    high_video = query_of(request(threshold=pb.Threshold(min_video_score=95, min_clip_score=60)))
     assert score_video(high_video, prompts_of(axis(0)), video(rows), IDENTITY) is None
 
 
 def test_the_clip_names_the_prompt_that_matched_it_best() -> None:
-    q = question_of(request(classes=[pb.ClassDefinition(name="x", prompts=["a", "b"])]))
+    q = query_of(request(classes=[pb.ClassDefinition(name="x", prompts=["a", "b"])]))
     rows = [mixed(0, 2, 0.8), mixed(1, 2, 0.95)]
     got = score_video(q, prompts_of(axis(0), axis(1)), video(rows), IDENTITY)
     assert got is not None
@@ -123,7 +123,7 @@ def test_the_clip_names_the_prompt_that_matched_it_best() -> None:
 
 
 def test_classes_best_first_and_normalized_scores_sum_to_100() -> None:
-    q = question_of(
+    q = query_of(
         request(
             classes=[
                 pb.ClassDefinition(name="weak", prompts=["a"]),
@@ -142,7 +142,7 @@ def test_classes_best_first_and_normalized_scores_sum_to_100() -> None:
 
 
 def test_option_mapping_text_in_video_is_visual_and_conversation_is_transcription() -> None:
-    q = question_of(
+    q = query_of(
         request(
             options=[
                 pb.SEARCH_OPTION_TEXT_IN_VIDEO,
@@ -164,19 +164,19 @@ def test_option_mapping_text_in_video_is_visual_and_conversation_is_transcriptio
         ("visual", 0.0),
         ("visual", 10.0),
     ]
-    only_text = question_of(request(options=[pb.SEARCH_OPTION_TEXT_IN_VIDEO]))
+    only_text = query_of(request(options=[pb.SEARCH_OPTION_TEXT_IN_VIDEO]))
     got = score_video(only_text, prompts_of(axis(0)), both, IDENTITY)
     assert got is not None and {c.option for c in got[1].classes[0].clips} == {"text_in_video"}
 
 
 def test_a_video_without_the_option_it_is_asked_for_is_not_listed() -> None:
-    q = question_of(request(options=[pb.SEARCH_OPTION_CONVERSATION]))
+    q = query_of(request(options=[pb.SEARCH_OPTION_CONVERSATION]))
     assert score_video(q, prompts_of(axis(0)), video([axis(0)] * 3), IDENTITY) is None
 
 
 def test_duration_ratio_uses_the_videos_duration_and_the_union_of_clips() -> None:
     assert covered([(0, 10), (5, 12), (20, 30)]) == 22
-    q, p = question_of(request()), prompts_of(axis(0))
+    q, p = query_of(request()), prompts_of(axis(0))
     rows = [axis(0)] * 6  # 60 s of matching segments
     got = score_video(q, p, video(rows, duration=100.0), IDENTITY)
     assert got is not None and got[1].classes[0].duration_ratio == 0.6

@@ -528,4 +528,5 @@ def _checked_page(
         info.next_page_token = ""
     if info.prev_page_token and token_problem(info.prev_page_token) is not None:
         info.prev_page_token = ""
+    message.scoring = pb.SCORING_CLASSIFY_V1_2  # the upstream's own numbers
     return Page.from_message(message, unsolicited=wires.unsolicited)

@@ -58,9 +58,6 @@ _LABEL_PREFERENCE = ("visual", "conversation", "text_in_video")
 DEFAULT_MIN_VIDEO_SCORE = 75.0
 DEFAULT_MIN_CLIP_SCORE = 65.0
 DEFAULT_MIN_DURATION_RATIO = 0.5
-#: The default map (docs/design.md, "v1.3: calibration"): unrelated pairs at 0, v1.2's
-#: clip floor 65 where a segment clearly shows the prompt, 100 for the closest matches.
-DEFAULT_CALIBRATION = "0.10:0,0.23:65,0.32:100"
 MAX_WEIGHT = 0.7  # of the class score; the rest is the best quarter's mean
 
 
@@ -145,7 +142,7 @@ class ClassQuery:
 
 
 @dataclass(frozen=True)
-class Question:
+class Query:
     """What is scored: the classes, the distinct prompt texts, the filters and extras."""
 
     classes: tuple[ClassQuery, ...]
@@ -161,7 +158,7 @@ class Question:
         return tuple(sorted(wanted))
 
 
-def question_of(request: pb.ClassifyRequest) -> Question:
+def query_of(request: pb.ClassifyRequest) -> Query:
     """The scoring question of a validated ClassifyRequest (v1.2 defaults applied)."""
     request_options = tuple(pb.SearchOption.Name(o) for o in request.options)
     prompts: dict[str, int] = {}
@@ -171,7 +168,7 @@ def question_of(request: pb.ClassifyRequest) -> Question:
         names = tuple(pb.SearchOption.Name(o) for o in spec.options) or request_options
         options = tuple(n.removeprefix("SEARCH_OPTION_").lower() for n in names)
         classes.append(ClassQuery(spec.name, rows, options))
-    return Question(
+    return Query(
         tuple(classes),
         tuple(prompts),
         Thresholds.of(request.threshold),
@@ -217,10 +214,10 @@ class _OptionScores:
     segments: Segments
 
 
-def _labels(question: Question, embedding_option: str) -> dict[int, str]:
+def _labels(query: Query, embedding_option: str) -> dict[int, str]:
     """Class index -> label of its clips from `embedding_option` (classes using it only)."""
     out: dict[int, str] = {}
-    for i, cls in enumerate(question.classes):
+    for i, cls in enumerate(query.classes):
         mapped = [o for o in cls.options if EMBEDDING_OPTION[o] == embedding_option]
         if mapped:
             out[i] = min(mapped, key=_LABEL_PREFERENCE.index)
@@ -228,20 +225,20 @@ def _labels(question: Question, embedding_option: str) -> dict[int, str]:
 
 
 def _option_scores(
-    question: Question,
+    query: Query,
     prompts: Matrix,
     segments: Segments,
     labels: Mapping[int, str],
     calibration: Calibration,
 ) -> _OptionScores:
-    n_classes, n_segments = len(question.classes), len(segments.starts)
+    n_classes, n_segments = len(query.classes), len(segments.starts)
     best = np.zeros((n_classes, n_segments), dtype=np.float64)
     which = np.zeros((n_classes, n_segments), dtype=np.intp)
     if n_segments:
         # One matmul for every prompt of every class, then calibration once.
         scores = calibration.scores(prompts @ segments.vectors.T)
         for i in labels:
-            rows = np.asarray(question.classes[i].prompt_rows, dtype=np.intp)
+            rows = np.asarray(query.classes[i].prompt_rows, dtype=np.intp)
             block = scores[rows]
             arg = block.argmax(axis=0)  # the first prompt wins a tie, as v1.2's loop does
             which[i] = rows[arg]
@@ -266,21 +263,21 @@ def covered(spans: Sequence[tuple[float, float]]) -> float:
 
 
 def score_video(
-    question: Question,
+    query: Query,
     prompts: Matrix,
     video: VideoVectors,
     calibration: Calibration,
 ) -> tuple[float, pb.VideoClassification] | None:
     """The video's result (its best class score first, for ordering), or None when no
-    class passes the thresholds. `prompts`: unit rows, one per `question.prompts`."""
+    class passes the thresholds. `prompts`: unit rows, one per `query.prompts`."""
     per_option = [
-        _option_scores(question, prompts, video.options[opt], labels, calibration)
-        for opt in question.embedding_options
-        if opt in video.options and (labels := _labels(question, opt))
+        _option_scores(query, prompts, video.options[opt], labels, calibration)
+        for opt in query.embedding_options
+        if opt in video.options and (labels := _labels(query, opt))
     ]
-    th = question.thresholds
+    th = query.thresholds
     listed: list[tuple[float, float, float, float, int]] = []
-    for i in range(len(question.classes)):
+    for i in range(len(query.classes)):
         parts = [o.best[i] for o in per_option if i in o.label_of]
         if not parts:
             continue
@@ -303,10 +300,10 @@ def score_video(
     total = sum(item[0] for item in listed)
     result = pb.VideoClassification(video_id=video.video_id)
     for score, ratio, max_score, avg_score, i in listed:
-        cls = result.classes.add(name=question.classes[i].name, score=score, duration_ratio=ratio)
-        if question.include_clips:
-            cls.clips.extend(_clips(question, per_option, i))
-        if question.show_detailed_score:
+        cls = result.classes.add(name=query.classes[i].name, score=score, duration_ratio=ratio)
+        if query.include_clips:
+            cls.clips.extend(_clips(query, per_option, i))
+        if query.show_detailed_score:
             normalized = 100.0 * score / total if total > 0 else 100.0 / len(listed)
             cls.detailed_scores.max_score = max_score
             cls.detailed_scores.avg_score = avg_score
@@ -334,10 +331,10 @@ def _duration_ratio(
     return round(min(covered(spans) / duration, 1.0), 2)
 
 
-def _clips(question: Question, per_option: Sequence[_OptionScores], i: int) -> list[pb.Clip]:
+def _clips(query: Query, per_option: Sequence[_OptionScores], i: int) -> list[pb.Clip]:
     """The class's clips, best first, then by start (no thumbnail: v1.3 has none here)."""
     found: list[tuple[float, float, float, str, str]] = []
-    min_clip = question.thresholds.min_clip_score
+    min_clip = query.thresholds.min_clip_score
     for o in per_option:
         label = o.label_of.get(i)
         if label is None:
@@ -349,7 +346,7 @@ def _clips(question: Question, per_option: Sequence[_OptionScores], i: int) -> l
                     float(o.segments.starts[k]),
                     float(o.segments.ends[k]),
                     label,
-                    question.prompts[int(o.which[i, k])],
+                    query.prompts[int(o.which[i, k])],
                 )
             )
     found.sort(key=lambda c: (-c[0], c[1]))

@@ -99,7 +99,7 @@ def is_ours(token: str) -> bool:
     return token.startswith(PREFIX)
 
 
-def _refused(why: str) -> GatewayError:
+def refused(why: str) -> GatewayError:
     return invalid_request([("page_token", why)]).replace(token_refused=True)
 
 
@@ -107,35 +107,33 @@ def read(key: bytes, token: str, now: float) -> PageRef:
     """The page a token names, or INVALID_ARGUMENT naming page_token (forged, altered,
     minted under another API key, or expired)."""
     if not is_ours(token):
-        raise _refused(
+        raise refused(
             "is not a page token of this gateway's v1.3 backend (it was not minted here; "
             "tokens of the v1.2 upstream do not carry over)"
         )
     try:
         raw = _unb64(token[len(PREFIX) :])
     except (binascii.Error, ValueError):
-        raise _refused("is not a page token (it does not decode)") from None
+        raise refused("is not a page token (it does not decode)") from None
     if len(raw) < _HEADER.size + DIGEST_BYTES + MAC_BYTES:
-        raise _refused("is not a page token (too short)")
+        raise refused("is not a page token (too short)")
     payload, mac = raw[:-MAC_BYTES], raw[-MAC_BYTES:]
     expected = hmac.new(key, payload, hashlib.sha256).digest()[:MAC_BYTES]
     if not hmac.compare_digest(mac, expected):
-        raise _refused(
+        raise refused(
             "was not minted by this gateway for this API key, or was altered; "
             "start the classification again"
         )
     version, flags, expires_at, offset, page_limit = _HEADER.unpack_from(payload)
     if version != VERSION:
-        raise _refused(f"has version {version}, which this gateway does not read")
+        raise refused(f"has version {version}, which this gateway does not read")
     if expires_at <= now:
-        raise _refused(
-            "has expired (see page_info.page_expired_at); start the classification again"
-        )
+        raise refused("has expired (see page_info.page_expired_at); start the classification again")
     digest = payload[_HEADER.size : _HEADER.size + DIGEST_BYTES]
     question = None
     if flags & _INLINE:
         try:
             question = zlib.decompress(payload[_HEADER.size + DIGEST_BYTES :])
         except zlib.error:
-            raise _refused("is not a page token (its question does not decompress)") from None
+            raise refused("is not a page token (its question does not decompress)") from None
     return PageRef(digest, offset, page_limit, expires_at, question)

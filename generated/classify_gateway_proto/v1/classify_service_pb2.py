@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"classify/v1/classify_service.proto\x12\x0b\x63lassify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x0f\x43lassDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12*\n\x07options\x18\x03 \x03(\x0e\x32\x19.classify.v1.SearchOption\x12<\n\x13\x63onversation_option\x18\x04 \x01(\x0e\x32\x1f.classify.v1.ConversationOption\"\xa5\x01\n\tThreshold\x12\x1c\n\x0fmin_video_score\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0emin_clip_score\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12min_duration_ratio\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_min_video_scoreB\x11\n\x0f_min_clip_scoreB\x15\n\x13_min_duration_ratio\"\xe9\x02\n\x0f\x43lassifyRequest\x12\x11\n\tvideo_ids\x18\x01 \x03(\t\x12\x10\n\x08index_id\x18\x02 \x01(\t\x12*\n\x07options\x18\x03 \x03(\x0e\x32\x19.classify.v1.SearchOption\x12<\n\x13\x63onversation_option\x18\x04 \x01(\x0e\x32\x1f.classify.v1.ConversationOption\x12-\n\x07\x63lasses\x18\x05 \x03(\x0b\x32\x1c.classify.v1.ClassDefinition\x12\x15\n\rinclude_clips\x18\x06 \x01(\x08\x12\x1b\n\x13show_detailed_score\x18\x07 \x01(\x08\x12)\n\tthreshold\x18\x08 \x01(\x0b\x32\x16.classify.v1.Threshold\x12\x12\n\npage_limit\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\x12\x11\n\tmax_pages\x18\x0b \x01(\x05\"\x81\x01\n\x10\x43lassifyResponse\x12.\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32 .classify.v1.VideoClassification\x12(\n\tpage_info\x18\x02 \x01(\x0b\x32\x15.classify.v1.PageInfo\x12\x13\n\x0bpage_number\x18\x03 \x01(\x05\",\n\x16GetClassifyPageRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"s\n\x17GetClassifyPageResponse\x12.\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32 .classify.v1.VideoClassification\x12(\n\tpage_info\x18\x02 \x01(\x0b\x32\x15.classify.v1.PageInfo\"R\n\x13VideoClassification\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12)\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x18.classify.v1.ClassResult\"\x9a\x01\n\x0b\x43lassResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\x0e\x64uration_ratio\x18\x03 \x01(\x01\x12 \n\x05\x63lips\x18\x04 \x03(\x0b\x32\x11.classify.v1.Clip\x12\x34\n\x0f\x64\x65tailed_scores\x18\x05 \x01(\x0b\x32\x1b.classify.v1.DetailedScores\"h\n\x04\x43lip\x12\r\n\x05start\x18\x01 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0e\n\x06option\x18\x04 \x01(\t\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x15\n\rthumbnail_url\x18\x06 \x01(\t\"P\n\x0e\x44\x65tailedScores\x12\x11\n\tmax_score\x18\x01 \x01(\x01\x12\x11\n\tavg_score\x18\x02 \x01(\x01\x12\x18\n\x10normalized_score\x18\x03 \x01(\x01\"\xa0\x01\n\x08PageInfo\x12\x16\n\x0elimit_per_page\x18\x01 \x01(\x05\x12\x15\n\rtotal_results\x18\x02 \x01(\x05\x12\x33\n\x0fpage_expired_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x17\n\x0fprev_page_token\x18\x05 \x01(\t*\x88\x01\n\x0cSearchOption\x12\x1d\n\x19SEARCH_OPTION_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_OPTION_VISUAL\x10\x01\x12\x1e\n\x1aSEARCH_OPTION_CONVERSATION\x10\x02\x12\x1f\n\x1bSEARCH_OPTION_TEXT_IN_VIDEO\x10\x03*\x80\x01\n\x12\x43onversationOption\x12#\n\x1f\x43ONVERSATION_OPTION_UNSPECIFIED\x10\x00\x12 \n\x1c\x43ONVERSATION_OPTION_SEMANTIC\x10\x01\x12#\n\x1f\x43ONVERSATION_OPTION_EXACT_MATCH\x10\x02\x32\xba\x01\n\x0f\x43lassifyService\x12I\n\x08\x43lassify\x12\x1c.classify.v1.ClassifyRequest\x1a\x1d.classify.v1.ClassifyResponse0\x01\x12\\\n\x0fGetClassifyPage\x12#.classify.v1.GetClassifyPageRequest\x1a$.classify.v1.GetClassifyPageResponseB\x8d\x01\n\x1f\x63om.classifygateway.classify.v1B\x14\x43lassifyServiceProtoP\x01ZRgithub.com/classify-gateway/classify-gateway/clients/go/gen/classify/v1;classifyv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"classify/v1/classify_service.proto\x12\x0b\x63lassify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x0f\x43lassDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07prompts\x18\x02 \x03(\t\x12*\n\x07options\x18\x03 \x03(\x0e\x32\x19.classify.v1.SearchOption\x12<\n\x13\x63onversation_option\x18\x04 \x01(\x0e\x32\x1f.classify.v1.ConversationOption\"\xa5\x01\n\tThreshold\x12\x1c\n\x0fmin_video_score\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1b\n\x0emin_clip_score\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1f\n\x12min_duration_ratio\x18\x03 \x01(\x01H\x02\x88\x01\x01\x42\x12\n\x10_min_video_scoreB\x11\n\x0f_min_clip_scoreB\x15\n\x13_min_duration_ratio\"\xe9\x02\n\x0f\x43lassifyRequest\x12\x11\n\tvideo_ids\x18\x01 \x03(\t\x12\x10\n\x08index_id\x18\x02 \x01(\t\x12*\n\x07options\x18\x03 \x03(\x0e\x32\x19.classify.v1.SearchOption\x12<\n\x13\x63onversation_option\x18\x04 \x01(\x0e\x32\x1f.classify.v1.ConversationOption\x12-\n\x07\x63lasses\x18\x05 \x03(\x0b\x32\x1c.classify.v1.ClassDefinition\x12\x15\n\rinclude_clips\x18\x06 \x01(\x08\x12\x1b\n\x13show_detailed_score\x18\x07 \x01(\x08\x12)\n\tthreshold\x18\x08 \x01(\x0b\x32\x16.classify.v1.Threshold\x12\x12\n\npage_limit\x18\t \x01(\x05\x12\x12\n\npage_token\x18\n \x01(\t\x12\x11\n\tmax_pages\x18\x0b \x01(\x05\"\xa8\x01\n\x10\x43lassifyResponse\x12.\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32 .classify.v1.VideoClassification\x12(\n\tpage_info\x18\x02 \x01(\x0b\x32\x15.classify.v1.PageInfo\x12\x13\n\x0bpage_number\x18\x03 \x01(\x05\x12%\n\x07scoring\x18\x04 \x01(\x0e\x32\x14.classify.v1.Scoring\",\n\x16GetClassifyPageRequest\x12\x12\n\npage_token\x18\x01 \x01(\t\"\x9a\x01\n\x17GetClassifyPageResponse\x12.\n\x04\x64\x61ta\x18\x01 \x03(\x0b\x32 .classify.v1.VideoClassification\x12(\n\tpage_info\x18\x02 \x01(\x0b\x32\x15.classify.v1.PageInfo\x12%\n\x07scoring\x18\x04 \x01(\x0e\x32\x14.classify.v1.Scoring\"R\n\x13VideoClassification\x12\x10\n\x08video_id\x18\x01 \x01(\t\x12)\n\x07\x63lasses\x18\x02 \x03(\x0b\x32\x18.classify.v1.ClassResult\"\x9a\x01\n\x0b\x43lassResult\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\x16\n\x0e\x64uration_ratio\x18\x03 \x01(\x01\x12 \n\x05\x63lips\x18\x04 \x03(\x0b\x32\x11.classify.v1.Clip\x12\x34\n\x0f\x64\x65tailed_scores\x18\x05 \x01(\x0b\x32\x1b.classify.v1.DetailedScores\"h\n\x04\x43lip\x12\r\n\x05start\x18\x01 \x01(\x01\x12\x0b\n\x03\x65nd\x18\x02 \x01(\x01\x12\r\n\x05score\x18\x03 \x01(\x01\x12\x0e\n\x06option\x18\x04 \x01(\t\x12\x0e\n\x06prompt\x18\x05 \x01(\t\x12\x15\n\rthumbnail_url\x18\x06 \x01(\t\"P\n\x0e\x44\x65tailedScores\x12\x11\n\tmax_score\x18\x01 \x01(\x01\x12\x11\n\tavg_score\x18\x02 \x01(\x01\x12\x18\n\x10normalized_score\x18\x03 \x01(\x01\"\xa0\x01\n\x08PageInfo\x12\x16\n\x0elimit_per_page\x18\x01 \x01(\x05\x12\x15\n\rtotal_results\x18\x02 \x01(\x05\x12\x33\n\x0fpage_expired_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x17\n\x0fnext_page_token\x18\x04 \x01(\t\x12\x17\n\x0fprev_page_token\x18\x05 \x01(\t*\x88\x01\n\x0cSearchOption\x12\x1d\n\x19SEARCH_OPTION_UNSPECIFIED\x10\x00\x12\x18\n\x14SEARCH_OPTION_VISUAL\x10\x01\x12\x1e\n\x1aSEARCH_OPTION_CONVERSATION\x10\x02\x12\x1f\n\x1bSEARCH_OPTION_TEXT_IN_VIDEO\x10\x03*\x80\x01\n\x12\x43onversationOption\x12#\n\x1f\x43ONVERSATION_OPTION_UNSPECIFIED\x10\x00\x12 \n\x1c\x43ONVERSATION_OPTION_SEMANTIC\x10\x01\x12#\n\x1f\x43ONVERSATION_OPTION_EXACT_MATCH\x10\x02*Z\n\x07Scoring\x12\x17\n\x13SCORING_UNSPECIFIED\x10\x00\x12\x19\n\x15SCORING_CLASSIFY_V1_2\x10\x01\x12\x1b\n\x17SCORING_EMBEDDINGS_V1_3\x10\x02\x32\xba\x01\n\x0f\x43lassifyService\x12I\n\x08\x43lassify\x12\x1c.classify.v1.ClassifyRequest\x1a\x1d.classify.v1.ClassifyResponse0\x01\x12\\\n\x0fGetClassifyPage\x12#.classify.v1.GetClassifyPageRequest\x1a$.classify.v1.GetClassifyPageResponseB\x8d\x01\n\x1f\x63om.classifygateway.classify.v1B\x14\x43lassifyServiceProtoP\x01ZRgithub.com/classify-gateway/classify-gateway/clients/go/gen/classify/v1;classifyv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,10 +33,12 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'classify_gateway_proto.v1.c
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\037com.classifygateway.classify.v1B\024ClassifyServiceProtoP\001ZRgithub.com/classify-gateway/classify-gateway/clients/go/gen/classify/v1;classifyv1'
-  _globals['_SEARCHOPTION']._serialized_start=1661
-  _globals['_SEARCHOPTION']._serialized_end=1797
-  _globals['_CONVERSATIONOPTION']._serialized_start=1800
-  _globals['_CONVERSATIONOPTION']._serialized_end=1928
+  _globals['_SEARCHOPTION']._serialized_start=1740
+  _globals['_SEARCHOPTION']._serialized_end=1876
+  _globals['_CONVERSATIONOPTION']._serialized_start=1879
+  _globals['_CONVERSATIONOPTION']._serialized_end=2007
+  _globals['_SCORING']._serialized_start=2009
+  _globals['_SCORING']._serialized_end=2099
   _globals['_CLASSDEFINITION']._serialized_start=85
   _globals['_CLASSDEFINITION']._serialized_end=239
   _globals['_THRESHOLD']._serialized_start=242
@@ -44,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYREQUEST']._serialized_start=410
   _globals['_CLASSIFYREQUEST']._serialized_end=771
   _globals['_CLASSIFYRESPONSE']._serialized_start=774
-  _globals['_CLASSIFYRESPONSE']._serialized_end=903
-  _globals['_GETCLASSIFYPAGEREQUEST']._serialized_start=905
-  _globals['_GETCLASSIFYPAGEREQUEST']._serialized_end=949
-  _globals['_GETCLASSIFYPAGERESPONSE']._serialized_start=951
-  _globals['_GETCLASSIFYPAGERESPONSE']._serialized_end=1066
-  _globals['_VIDEOCLASSIFICATION']._serialized_start=1068
-  _globals['_VIDEOCLASSIFICATION']._serialized_end=1150
-  _globals['_CLASSRESULT']._serialized_start=1153
-  _globals['_CLASSRESULT']._serialized_end=1307
-  _globals['_CLIP']._serialized_start=1309
-  _globals['_CLIP']._serialized_end=1413
-  _globals['_DETAILEDSCORES']._serialized_start=1415
-  _globals['_DETAILEDSCORES']._serialized_end=1495
-  _globals['_PAGEINFO']._serialized_start=1498
-  _globals['_PAGEINFO']._serialized_end=1658
-  _globals['_CLASSIFYSERVICE']._serialized_start=1931
-  _globals['_CLASSIFYSERVICE']._serialized_end=2117
+  _globals['_CLASSIFYRESPONSE']._serialized_end=942
+  _globals['_GETCLASSIFYPAGEREQUEST']._serialized_start=944
+  _globals['_GETCLASSIFYPAGEREQUEST']._serialized_end=988
+  _globals['_GETCLASSIFYPAGERESPONSE']._serialized_start=991
+  _globals['_GETCLASSIFYPAGERESPONSE']._serialized_end=1145
+  _globals['_VIDEOCLASSIFICATION']._serialized_start=1147
+  _globals['_VIDEOCLASSIFICATION']._serialized_end=1229
+  _globals['_CLASSRESULT']._serialized_start=1232
+  _globals['_CLASSRESULT']._serialized_end=1386
+  _globals['_CLIP']._serialized_start=1388
+  _globals['_CLIP']._serialized_end=1492
+  _globals['_DETAILEDSCORES']._serialized_start=1494
+  _globals['_DETAILEDSCORES']._serialized_end=1574
+  _globals['_PAGEINFO']._serialized_start=1577
+  _globals['_PAGEINFO']._serialized_end=1737
+  _globals['_CLASSIFYSERVICE']._serialized_start=2102
+  _globals['_CLASSIFYSERVICE']._serialized_end=2288
 # @@protoc_insertion_point(module_scope)

@@ -91,6 +91,57 @@ CONVERSATION_OPTION_EXACT_MATCH: ConversationOption.ValueType  # 2
 """Match the exact words (upstream `exact_match`)."""
 Global___ConversationOption: _TypeAlias = ConversationOption  # noqa: Y015
 
+class _Scoring:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ScoringEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Scoring.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    SCORING_UNSPECIFIED: _Scoring.ValueType  # 0
+    """Not set: a gateway that predates this field (it had only the v1.2
+    backend, so its numbers are SCORING_CLASSIFY_V1_2's).
+    """
+    SCORING_CLASSIFY_V1_2: _Scoring.ValueType  # 1
+    """Twelve Labs' classify endpoint (API v1.2) computed every number; the
+    gateway carries them exactly as sent. Thresholds mean what the upstream's
+    documentation says.
+    """
+    SCORING_EMBEDDINGS_V1_3: _Scoring.ValueType  # 2
+    """The gateway computed the numbers from Twelve Labs API v1.3 Marengo
+    embeddings: cosine similarity of each prompt's text embedding with each
+    video segment's embedding, mapped to 0-100 by the gateway's calibration
+    (`CLASSIFY_GATEWAY_V13_CALIBRATION`), then v1.2's rules for clips, class
+    score, duration_ratio, detailed scores and the three thresholds. Clips
+    have no thumbnail_url; `text_in_video` is scored on the visual
+    embeddings; `conversation_option` exact_match is scored semantically.
+    """
+
+class Scoring(_Scoring, metaclass=_ScoringEnumTypeWrapper):
+    """Which computation produced a page's numbers. Callers whose thresholds or
+    stored scores were tuned against one backend can tell when the other one
+    answered: the scales differ (README.md, "Two backends").
+    """
+
+SCORING_UNSPECIFIED: Scoring.ValueType  # 0
+"""Not set: a gateway that predates this field (it had only the v1.2
+backend, so its numbers are SCORING_CLASSIFY_V1_2's).
+"""
+SCORING_CLASSIFY_V1_2: Scoring.ValueType  # 1
+"""Twelve Labs' classify endpoint (API v1.2) computed every number; the
+gateway carries them exactly as sent. Thresholds mean what the upstream's
+documentation says.
+"""
+SCORING_EMBEDDINGS_V1_3: Scoring.ValueType  # 2
+"""The gateway computed the numbers from Twelve Labs API v1.3 Marengo
+embeddings: cosine similarity of each prompt's text embedding with each
+video segment's embedding, mapped to 0-100 by the gateway's calibration
+(`CLASSIFY_GATEWAY_V13_CALIBRATION`), then v1.2's rules for clips, class
+score, duration_ratio, detailed scores and the three thresholds. Clips
+have no thumbnail_url; `text_in_video` is scored on the visual
+embeddings; `conversation_option` exact_match is scored semantically.
+"""
+Global___Scoring: _TypeAlias = Scoring  # noqa: Y015
+
 @_typing.final
 class ClassDefinition(_message.Message):
     """One class of the taxonomy: a name and the prompts that describe it
@@ -298,9 +349,16 @@ class ClassifyResponse(_message.Message):
     DATA_FIELD_NUMBER: _builtins.int
     PAGE_INFO_FIELD_NUMBER: _builtins.int
     PAGE_NUMBER_FIELD_NUMBER: _builtins.int
+    SCORING_FIELD_NUMBER: _builtins.int
     page_number: _builtins.int
     """1-based position of this page in this stream: 1 for the first message,
     2 for the second, and so on (not an upstream field).
+    """
+    scoring: Global___Scoring.ValueType
+    """Which computation produced this page's numbers (`score`,
+    `duration_ratio`, clips, `detailed_scores`) and so what the request's
+    thresholds meant (not an upstream field). The same on every page of a
+    stream.
     """
     @_builtins.property
     def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___VideoClassification]:
@@ -318,10 +376,11 @@ class ClassifyResponse(_message.Message):
         data: _abc.Iterable[Global___VideoClassification] | None = ...,
         page_info: Global___PageInfo | None = ...,
         page_number: _builtins.int = ...,
+        scoring: Global___Scoring.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "page_info", b"page_info", "page_number", b"page_number"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "page_info", b"page_info", "page_number", b"page_number", "scoring", b"scoring"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -360,6 +419,12 @@ class GetClassifyPageResponse(_message.Message):
 
     DATA_FIELD_NUMBER: _builtins.int
     PAGE_INFO_FIELD_NUMBER: _builtins.int
+    SCORING_FIELD_NUMBER: _builtins.int
+    scoring: Global___Scoring.ValueType
+    """Which computation produced this page's numbers (not an upstream field).
+    Field 4, as in `ClassifyResponse`, so that the two messages' bytes stay
+    interchangeable.
+    """
     @_builtins.property
     def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___VideoClassification]:
         """The videos of this page, best first (upstream `data`)."""
@@ -373,10 +438,11 @@ class GetClassifyPageResponse(_message.Message):
         *,
         data: _abc.Iterable[Global___VideoClassification] | None = ...,
         page_info: Global___PageInfo | None = ...,
+        scoring: Global___Scoring.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["page_info", b"page_info"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "page_info", b"page_info"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "page_info", b"page_info", "scoring", b"scoring"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

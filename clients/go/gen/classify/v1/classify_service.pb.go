@@ -150,6 +150,70 @@ func (ConversationOption) EnumDescriptor() ([]byte, []int) {
 	return file_classify_v1_classify_service_proto_rawDescGZIP(), []int{1}
 }
 
+// Which computation produced a page's numbers. Callers whose thresholds or
+// stored scores were tuned against one backend can tell when the other one
+// answered: the scales differ (README.md, "Two backends").
+type Scoring int32
+
+const (
+	// Not set: a gateway that predates this field (it had only the v1.2
+	// backend, so its numbers are SCORING_CLASSIFY_V1_2's).
+	Scoring_SCORING_UNSPECIFIED Scoring = 0
+	// Twelve Labs' classify endpoint (API v1.2) computed every number; the
+	// gateway carries them exactly as sent. Thresholds mean what the upstream's
+	// documentation says.
+	Scoring_SCORING_CLASSIFY_V1_2 Scoring = 1
+	// The gateway computed the numbers from Twelve Labs API v1.3 Marengo
+	// embeddings: cosine similarity of each prompt's text embedding with each
+	// video segment's embedding, mapped to 0-100 by the gateway's calibration
+	// (`CLASSIFY_GATEWAY_V13_CALIBRATION`), then v1.2's rules for clips, class
+	// score, duration_ratio, detailed scores and the three thresholds. Clips
+	// have no thumbnail_url; `text_in_video` is scored on the visual
+	// embeddings; `conversation_option` exact_match is scored semantically.
+	Scoring_SCORING_EMBEDDINGS_V1_3 Scoring = 2
+)
+
+// Enum value maps for Scoring.
+var (
+	Scoring_name = map[int32]string{
+		0: "SCORING_UNSPECIFIED",
+		1: "SCORING_CLASSIFY_V1_2",
+		2: "SCORING_EMBEDDINGS_V1_3",
+	}
+	Scoring_value = map[string]int32{
+		"SCORING_UNSPECIFIED":     0,
+		"SCORING_CLASSIFY_V1_2":   1,
+		"SCORING_EMBEDDINGS_V1_3": 2,
+	}
+)
+
+func (x Scoring) Enum() *Scoring {
+	p := new(Scoring)
+	*p = x
+	return p
+}
+
+func (x Scoring) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (Scoring) Descriptor() protoreflect.EnumDescriptor {
+	return file_classify_v1_classify_service_proto_enumTypes[2].Descriptor()
+}
+
+func (Scoring) Type() protoreflect.EnumType {
+	return &file_classify_v1_classify_service_proto_enumTypes[2]
+}
+
+func (x Scoring) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use Scoring.Descriptor instead.
+func (Scoring) EnumDescriptor() ([]byte, []int) {
+	return file_classify_v1_classify_service_proto_rawDescGZIP(), []int{2}
+}
+
 // One class of the taxonomy: a name and the prompts that describe it
 // (upstream `classes[]`).
 type ClassDefinition struct {
@@ -462,7 +526,12 @@ type ClassifyResponse struct {
 	PageInfo *PageInfo `protobuf:"bytes,2,opt,name=page_info,json=pageInfo,proto3" json:"page_info,omitempty"`
 	// 1-based position of this page in this stream: 1 for the first message,
 	// 2 for the second, and so on (not an upstream field).
-	PageNumber    int32 `protobuf:"varint,3,opt,name=page_number,json=pageNumber,proto3" json:"page_number,omitempty"`
+	PageNumber int32 `protobuf:"varint,3,opt,name=page_number,json=pageNumber,proto3" json:"page_number,omitempty"`
+	// Which computation produced this page's numbers (`score`,
+	// `duration_ratio`, clips, `detailed_scores`) and so what the request's
+	// thresholds meant (not an upstream field). The same on every page of a
+	// stream.
+	Scoring       Scoring `protobuf:"varint,4,opt,name=scoring,proto3,enum=classify.v1.Scoring" json:"scoring,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -516,6 +585,13 @@ func (x *ClassifyResponse) GetPageNumber() int32 {
 		return x.PageNumber
 	}
 	return 0
+}
+
+func (x *ClassifyResponse) GetScoring() Scoring {
+	if x != nil {
+		return x.Scoring
+	}
+	return Scoring_SCORING_UNSPECIFIED
 }
 
 // Request for `GetClassifyPage`.
@@ -572,7 +648,11 @@ type GetClassifyPageResponse struct {
 	// The videos of this page, best first (upstream `data`).
 	Data []*VideoClassification `protobuf:"bytes,1,rep,name=data,proto3" json:"data,omitempty"`
 	// Paging information (upstream `page_info`).
-	PageInfo      *PageInfo `protobuf:"bytes,2,opt,name=page_info,json=pageInfo,proto3" json:"page_info,omitempty"`
+	PageInfo *PageInfo `protobuf:"bytes,2,opt,name=page_info,json=pageInfo,proto3" json:"page_info,omitempty"`
+	// Which computation produced this page's numbers (not an upstream field).
+	// Field 4, as in `ClassifyResponse`, so that the two messages' bytes stay
+	// interchangeable.
+	Scoring       Scoring `protobuf:"varint,4,opt,name=scoring,proto3,enum=classify.v1.Scoring" json:"scoring,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -619,6 +699,13 @@ func (x *GetClassifyPageResponse) GetPageInfo() *PageInfo {
 		return x.PageInfo
 	}
 	return nil
+}
+
+func (x *GetClassifyPageResponse) GetScoring() Scoring {
+	if x != nil {
+		return x.Scoring
+	}
+	return Scoring_SCORING_UNSPECIFIED
 }
 
 // The result for one video (upstream `data[]`).
@@ -1041,18 +1128,20 @@ const file_classify_v1_classify_service_proto_rawDesc = "" +
 	"\n" +
 	"page_token\x18\n" +
 	" \x01(\tR\tpageToken\x12\x1b\n" +
-	"\tmax_pages\x18\v \x01(\x05R\bmaxPages\"\x9d\x01\n" +
+	"\tmax_pages\x18\v \x01(\x05R\bmaxPages\"\xcd\x01\n" +
 	"\x10ClassifyResponse\x124\n" +
 	"\x04data\x18\x01 \x03(\v2 .classify.v1.VideoClassificationR\x04data\x122\n" +
 	"\tpage_info\x18\x02 \x01(\v2\x15.classify.v1.PageInfoR\bpageInfo\x12\x1f\n" +
 	"\vpage_number\x18\x03 \x01(\x05R\n" +
-	"pageNumber\"7\n" +
+	"pageNumber\x12.\n" +
+	"\ascoring\x18\x04 \x01(\x0e2\x14.classify.v1.ScoringR\ascoring\"7\n" +
 	"\x16GetClassifyPageRequest\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x01 \x01(\tR\tpageToken\"\x83\x01\n" +
+	"page_token\x18\x01 \x01(\tR\tpageToken\"\xb3\x01\n" +
 	"\x17GetClassifyPageResponse\x124\n" +
 	"\x04data\x18\x01 \x03(\v2 .classify.v1.VideoClassificationR\x04data\x122\n" +
-	"\tpage_info\x18\x02 \x01(\v2\x15.classify.v1.PageInfoR\bpageInfo\"d\n" +
+	"\tpage_info\x18\x02 \x01(\v2\x15.classify.v1.PageInfoR\bpageInfo\x12.\n" +
+	"\ascoring\x18\x04 \x01(\x0e2\x14.classify.v1.ScoringR\ascoring\"d\n" +
 	"\x13VideoClassification\x12\x19\n" +
 	"\bvideo_id\x18\x01 \x01(\tR\avideoId\x122\n" +
 	"\aclasses\x18\x02 \x03(\v2\x18.classify.v1.ClassResultR\aclasses\"\xcd\x01\n" +
@@ -1087,7 +1176,11 @@ const file_classify_v1_classify_service_proto_rawDesc = "" +
 	"\x12ConversationOption\x12#\n" +
 	"\x1fCONVERSATION_OPTION_UNSPECIFIED\x10\x00\x12 \n" +
 	"\x1cCONVERSATION_OPTION_SEMANTIC\x10\x01\x12#\n" +
-	"\x1fCONVERSATION_OPTION_EXACT_MATCH\x10\x022\xba\x01\n" +
+	"\x1fCONVERSATION_OPTION_EXACT_MATCH\x10\x02*Z\n" +
+	"\aScoring\x12\x17\n" +
+	"\x13SCORING_UNSPECIFIED\x10\x00\x12\x19\n" +
+	"\x15SCORING_CLASSIFY_V1_2\x10\x01\x12\x1b\n" +
+	"\x17SCORING_EMBEDDINGS_V1_3\x10\x022\xba\x01\n" +
 	"\x0fClassifyService\x12I\n" +
 	"\bClassify\x12\x1c.classify.v1.ClassifyRequest\x1a\x1d.classify.v1.ClassifyResponse0\x01\x12\\\n" +
 	"\x0fGetClassifyPage\x12#.classify.v1.GetClassifyPageRequest\x1a$.classify.v1.GetClassifyPageResponseB\x8d\x01\n" +
@@ -1105,48 +1198,51 @@ func file_classify_v1_classify_service_proto_rawDescGZIP() []byte {
 	return file_classify_v1_classify_service_proto_rawDescData
 }
 
-var file_classify_v1_classify_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_classify_v1_classify_service_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_classify_v1_classify_service_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_classify_v1_classify_service_proto_goTypes = []any{
 	(SearchOption)(0),               // 0: classify.v1.SearchOption
 	(ConversationOption)(0),         // 1: classify.v1.ConversationOption
-	(*ClassDefinition)(nil),         // 2: classify.v1.ClassDefinition
-	(*Threshold)(nil),               // 3: classify.v1.Threshold
-	(*ClassifyRequest)(nil),         // 4: classify.v1.ClassifyRequest
-	(*ClassifyResponse)(nil),        // 5: classify.v1.ClassifyResponse
-	(*GetClassifyPageRequest)(nil),  // 6: classify.v1.GetClassifyPageRequest
-	(*GetClassifyPageResponse)(nil), // 7: classify.v1.GetClassifyPageResponse
-	(*VideoClassification)(nil),     // 8: classify.v1.VideoClassification
-	(*ClassResult)(nil),             // 9: classify.v1.ClassResult
-	(*Clip)(nil),                    // 10: classify.v1.Clip
-	(*DetailedScores)(nil),          // 11: classify.v1.DetailedScores
-	(*PageInfo)(nil),                // 12: classify.v1.PageInfo
-	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
+	(Scoring)(0),                    // 2: classify.v1.Scoring
+	(*ClassDefinition)(nil),         // 3: classify.v1.ClassDefinition
+	(*Threshold)(nil),               // 4: classify.v1.Threshold
+	(*ClassifyRequest)(nil),         // 5: classify.v1.ClassifyRequest
+	(*ClassifyResponse)(nil),        // 6: classify.v1.ClassifyResponse
+	(*GetClassifyPageRequest)(nil),  // 7: classify.v1.GetClassifyPageRequest
+	(*GetClassifyPageResponse)(nil), // 8: classify.v1.GetClassifyPageResponse
+	(*VideoClassification)(nil),     // 9: classify.v1.VideoClassification
+	(*ClassResult)(nil),             // 10: classify.v1.ClassResult
+	(*Clip)(nil),                    // 11: classify.v1.Clip
+	(*DetailedScores)(nil),          // 12: classify.v1.DetailedScores
+	(*PageInfo)(nil),                // 13: classify.v1.PageInfo
+	(*timestamppb.Timestamp)(nil),   // 14: google.protobuf.Timestamp
 }
 var file_classify_v1_classify_service_proto_depIdxs = []int32{
 	0,  // 0: classify.v1.ClassDefinition.options:type_name -> classify.v1.SearchOption
 	1,  // 1: classify.v1.ClassDefinition.conversation_option:type_name -> classify.v1.ConversationOption
 	0,  // 2: classify.v1.ClassifyRequest.options:type_name -> classify.v1.SearchOption
 	1,  // 3: classify.v1.ClassifyRequest.conversation_option:type_name -> classify.v1.ConversationOption
-	2,  // 4: classify.v1.ClassifyRequest.classes:type_name -> classify.v1.ClassDefinition
-	3,  // 5: classify.v1.ClassifyRequest.threshold:type_name -> classify.v1.Threshold
-	8,  // 6: classify.v1.ClassifyResponse.data:type_name -> classify.v1.VideoClassification
-	12, // 7: classify.v1.ClassifyResponse.page_info:type_name -> classify.v1.PageInfo
-	8,  // 8: classify.v1.GetClassifyPageResponse.data:type_name -> classify.v1.VideoClassification
-	12, // 9: classify.v1.GetClassifyPageResponse.page_info:type_name -> classify.v1.PageInfo
-	9,  // 10: classify.v1.VideoClassification.classes:type_name -> classify.v1.ClassResult
-	10, // 11: classify.v1.ClassResult.clips:type_name -> classify.v1.Clip
-	11, // 12: classify.v1.ClassResult.detailed_scores:type_name -> classify.v1.DetailedScores
-	13, // 13: classify.v1.PageInfo.page_expired_at:type_name -> google.protobuf.Timestamp
-	4,  // 14: classify.v1.ClassifyService.Classify:input_type -> classify.v1.ClassifyRequest
-	6,  // 15: classify.v1.ClassifyService.GetClassifyPage:input_type -> classify.v1.GetClassifyPageRequest
-	5,  // 16: classify.v1.ClassifyService.Classify:output_type -> classify.v1.ClassifyResponse
-	7,  // 17: classify.v1.ClassifyService.GetClassifyPage:output_type -> classify.v1.GetClassifyPageResponse
-	16, // [16:18] is the sub-list for method output_type
-	14, // [14:16] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	3,  // 4: classify.v1.ClassifyRequest.classes:type_name -> classify.v1.ClassDefinition
+	4,  // 5: classify.v1.ClassifyRequest.threshold:type_name -> classify.v1.Threshold
+	9,  // 6: classify.v1.ClassifyResponse.data:type_name -> classify.v1.VideoClassification
+	13, // 7: classify.v1.ClassifyResponse.page_info:type_name -> classify.v1.PageInfo
+	2,  // 8: classify.v1.ClassifyResponse.scoring:type_name -> classify.v1.Scoring
+	9,  // 9: classify.v1.GetClassifyPageResponse.data:type_name -> classify.v1.VideoClassification
+	13, // 10: classify.v1.GetClassifyPageResponse.page_info:type_name -> classify.v1.PageInfo
+	2,  // 11: classify.v1.GetClassifyPageResponse.scoring:type_name -> classify.v1.Scoring
+	10, // 12: classify.v1.VideoClassification.classes:type_name -> classify.v1.ClassResult
+	11, // 13: classify.v1.ClassResult.clips:type_name -> classify.v1.Clip
+	12, // 14: classify.v1.ClassResult.detailed_scores:type_name -> classify.v1.DetailedScores
+	14, // 15: classify.v1.PageInfo.page_expired_at:type_name -> google.protobuf.Timestamp
+	5,  // 16: classify.v1.ClassifyService.Classify:input_type -> classify.v1.ClassifyRequest
+	7,  // 17: classify.v1.ClassifyService.GetClassifyPage:input_type -> classify.v1.GetClassifyPageRequest
+	6,  // 18: classify.v1.ClassifyService.Classify:output_type -> classify.v1.ClassifyResponse
+	8,  // 19: classify.v1.ClassifyService.GetClassifyPage:output_type -> classify.v1.GetClassifyPageResponse
+	18, // [18:20] is the sub-list for method output_type
+	16, // [16:18] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_classify_v1_classify_service_proto_init() }
@@ -1160,7 +1256,7 @@ func file_classify_v1_classify_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_classify_v1_classify_service_proto_rawDesc), len(file_classify_v1_classify_service_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,

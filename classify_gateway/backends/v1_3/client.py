@@ -1,0 +1,773 @@
+"""The v1.3 backend: classify pages computed from Twelve Labs v1.3 embeddings.
+
+It answers the same two calls as the v1.2 client (`pages` for a Classify stream,
+`page` for GetClassifyPage), so the page path above it (coalescing, the page cache,
+drain) serves it unchanged. Per classification it:
+
+1. embeds each distinct prompt (`POST /embed-v2`, text, the configured Marengo
+   model), cached per (API key, model, text) for `V13_TEXT_EMBEDDING_TTL` (a text
+   embedding is deterministic for a model, so a long time);
+2. walks the videos: the request's `video_ids` (each found in its index through a
+   cached directory of the key's indexes), or a whole index page by page
+   (`GET /indexes/{id}/videos`, 50 a page), fetching each video's segment
+   embeddings (`GET /indexes/{id}/videos/{id}?embedding_option=...`), cached per
+   (API key, index, video, options) for `V13_SEGMENT_TTL`. Only the videos in
+   flight are held, never the whole index: a video is scored as soon as its
+   vectors are in, and only its (small) result is kept;
+3. ranks the results and cuts them into pages whose tokens it mints (tokens.py).
+
+Caches: an in-process LRU bounded by `V13_CACHE_MAX_BYTES`, and with Redis the
+shared state too, so that replicas share what one of them fetched. A repeat of a
+question within the TTLs costs no upstream request at all (and the page cache
+above usually answers before this runs).
+
+Every upstream request goes through the shared quota limiter, in a bucket per
+v1.3 endpoint category (`embed`, `videos`), with the v1.2 client's retry policy,
+deadlines and error table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import logging
+import struct
+import time
+from collections import OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import numpy as np
+import orjson
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+from google.protobuf import timestamp_pb2
+
+from classify_gateway.backends.base import HealthRecorder, Interruptions, Question
+from classify_gateway.backends.v1_2.client import DEFAULT_HEADERS, RetryPolicy
+from classify_gateway.backends.v1_2.question import canonical_json
+from classify_gateway.backends.v1_2.translate import request_to_json
+from classify_gateway.backends.v1_2.transport import (
+    Http1Transport,
+    ResponseTooLarge,
+    UndecodableBody,
+)
+from classify_gateway.backends.v1_3 import tokens
+from classify_gateway.backends.v1_3.scoring import (
+    Calibration,
+    Matrix,
+    Query,
+    Segments,
+    VideoVectors,
+    query_of,
+    rank,
+    score_video,
+    unit_rows,
+)
+from classify_gateway.config import Settings
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext, api_key_hash
+from classify_gateway.core.errors import GatewayError, from_upstream, own_error
+from classify_gateway.core.page import Page
+from classify_gateway.core.redact import redact_json
+from classify_gateway.quota.limiter import Limiter, make_limiter, upstream_wait
+from classify_gateway.state.shared_state import SharedState
+from classify_gateway.telemetry.observability import Metrics
+from classify_gateway.telemetry.tracing import instrument_transport
+
+log = logging.getLogger("classify_gateway.backends.v1_3.client")
+
+VIDEOS_PAGE_LIMIT = 50  # the most v1.3 lists per page
+MAX_INDEX_PAGES = 10_000  # a listing that never ends is an upstream fault
+SCORE_CHUNK_SECONDS = 0.005  # scoring yields to the event loop at least this often
+_EMPTY = httpx.ByteStream(b"")
+# v1.3 endpoint categories with limits of their own: each is its own quota bucket.
+EMBED, VIDEOS = "embed", "videos"
+
+
+class LruBytes:
+    """A byte-bounded LRU of cached values (the in-process tier of every v1.3 cache)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._size = 0
+        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+
+    def get(self, key: str, now: float) -> bytes | None:
+        item = self._items.get(key)
+        if item is None:
+            return None
+        if item[1] <= now:
+            self._drop(key)
+            return None
+        self._items.move_to_end(key)
+        return item[0]
+
+    def put(self, key: str, value: bytes, expires: float) -> None:
+        if len(value) > self._max:
+            return
+        self._drop(key)
+        self._items[key] = (value, expires)
+        self._size += len(value) + len(key)
+        while self._size > self._max and self._items:
+            self._drop(next(iter(self._items)))
+
+    def _drop(self, key: str) -> None:
+        item = self._items.pop(key, None)
+        if item is not None:
+            self._size -= len(item[0]) + len(key)
+
+
+# -- wire forms of cached values -------------------------------------------------------
+
+_SEG_HEADER = struct.Struct("<dII")  # duration, segments, dimension
+
+
+def pack_video(video: VideoVectors, options: Sequence[str]) -> bytes:
+    """A video's duration and segments per option, as bytes for the caches."""
+    parts = [struct.pack("<dI", video.duration, len(options))]
+    for option in options:
+        seg = video.options.get(option)
+        n = 0 if seg is None else len(seg.starts)
+        dim = 0 if seg is None or n == 0 else seg.vectors.shape[1]
+        name = option.encode()
+        parts.append(struct.pack("<B", len(name)) + name + struct.pack("<II", n, dim))
+        if seg is not None and n:
+            parts += [
+                seg.starts.astype("<f8").tobytes(),
+                seg.ends.astype("<f8").tobytes(),
+                seg.vectors.astype("<f4").tobytes(),
+            ]
+    return b"".join(parts)
+
+
+def unpack_video(video_id: str, raw: bytes) -> VideoVectors:
+    duration, count = struct.unpack_from("<dI", raw)
+    at = 12
+    options: dict[str, Segments] = {}
+    for _ in range(count):
+        (size,) = struct.unpack_from("<B", raw, at)
+        name = raw[at + 1 : at + 1 + size].decode()
+        at += 1 + size
+        n, dim = struct.unpack_from("<II", raw, at)
+        at += 8
+        if n == 0:
+            continue
+        starts = np.frombuffer(raw, "<f8", n, at)
+        at += 8 * n
+        ends = np.frombuffer(raw, "<f8", n, at)
+        at += 8 * n
+        vectors = np.frombuffer(raw, "<f4", n * dim, at).reshape(n, dim)
+        at += 4 * n * dim
+        options[name] = Segments(starts, ends, vectors)
+    return VideoVectors(video_id, duration, options)
+
+
+def _segments_of(body: Any, options: Sequence[str]) -> dict[str, Segments]:
+    """Segments per embedding option from a video retrieval's JSON (unit rows)."""
+    embedding = body.get("embedding") if isinstance(body, dict) else None
+    video_embedding = embedding.get("video_embedding") if isinstance(embedding, dict) else None
+    raw = video_embedding.get("segments") if isinstance(video_embedding, dict) else None
+    if not isinstance(raw, list):
+        raw = []
+    rows: dict[str, list[tuple[float, float, list[float]]]] = {o: [] for o in options}
+    for seg in raw:
+        if not isinstance(seg, dict):
+            raise _schema("a segment is not an object")
+        option = seg.get("embedding_option")
+        vector = seg.get("float")
+        start, end = seg.get("start_offset_sec"), seg.get("end_offset_sec")
+        if option not in rows:
+            continue
+        if not (
+            isinstance(vector, list)
+            and isinstance(start, int | float)
+            and isinstance(end, int | float)
+        ):
+            raise _schema("a segment lacks float, start_offset_sec or end_offset_sec")
+        rows[option].append((float(start), float(end), vector))
+    out: dict[str, Segments] = {}
+    for option, items in rows.items():
+        if not items:
+            continue
+        items.sort(key=lambda r: (r[0], r[1]))
+        try:
+            vectors = unit_rows([r[2] for r in items])
+        except ValueError:
+            raise _schema("segment embeddings of different lengths") from None
+        out[option] = Segments(
+            np.fromiter((r[0] for r in items), np.float64, len(items)),
+            np.fromiter((r[1] for r in items), np.float64, len(items)),
+            vectors,
+        )
+    return out
+
+
+def _schema(why: str) -> GatewayError:
+    return own_error(
+        "UPSTREAM_SCHEMA_MISMATCH", f"the upstream's v1.3 answer does not match its contract: {why}"
+    )
+
+
+def _duration_of(body: Any) -> float:
+    meta = body.get("system_metadata") if isinstance(body, dict) else None
+    duration = meta.get("duration") if isinstance(meta, dict) else None
+    if not isinstance(duration, int | float) or duration < 0:
+        raise _schema("the video has no system_metadata.duration")
+    return float(duration)
+
+
+def canonical_question(request: pb.ClassifyRequest) -> bytes:
+    """The request as the question it asks: no paging fields, deterministic bytes."""
+    q = pb.ClassifyRequest()
+    q.CopyFrom(request)
+    q.page_token = ""
+    q.max_pages = 0
+    return q.SerializeToString(deterministic=True)
+
+
+def _timestamp(epoch: int) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromSeconds(epoch)
+    return ts
+
+
+class _Unwatched:
+    """Interruptions and health for a client outside a gateway (tests, tools, bench)."""
+
+    cutoff = False
+
+    async def run(self, request: Any) -> Any:
+        return await request
+
+    def start(self, request: Any) -> asyncio.Task[Any]:
+        return asyncio.ensure_future(request)
+
+    async def wait(self, task: Any) -> Any:
+        return await task
+
+    def record(self, ok: bool) -> None:
+        return None
+
+    def record_failure(self, code: Any) -> None:
+        return None
+
+
+class V13Client:
+    """The v1.3 backend (backends/base.py's protocol): pages computed from embeddings."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        health: HealthRecorder | None = None,
+        limiter: Limiter | None = None,
+        drain: Interruptions | None = None,
+        shared: SharedState | None = None,
+    ) -> None:
+        """`shared`: the process's shared state when Redis is configured (else None)."""
+        self._settings = settings
+        self._metrics = metrics or Metrics()
+        self._health: HealthRecorder = health or _Unwatched()
+        self._limiter = limiter or make_limiter(settings)
+        self._drain: Interruptions = drain or _Unwatched()
+        self._shared = shared
+        self._local = LruBytes(settings.v13_cache_max_bytes)
+        self._calibration = Calibration.parse(settings.v13_calibration)
+        self._model = settings.v13_model
+        self._policy = RetryPolicy(
+            settings.retry_max_attempts,
+            settings.retry_initial_backoff,
+            settings.retry_max_backoff,
+            settings.retry_multiplier,
+        )
+        limits = httpx.Limits(
+            max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
+        )
+        self._transport = instrument_transport(Http1Transport(limits, settings.upstream_body_cap))
+        self._base = settings.upstream_base
+        # Pages of another origin, model or calibration are other numbers: never shared.
+        self.identity = f"v1.3 {self._base} {self._model} {self._calibration}"
+        self._timeouts = {
+            "connect": settings.upstream_connect_timeout,
+            "read": None,
+            "write": None,
+            "pool": None,
+        }
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    # -- the two calls ---------------------------------------------------------------
+
+    def question(self, request: pb.ClassifyRequest) -> Question:
+        """The v1.2 canonical question (the same numbers come from the same question)."""
+        return Question(request, canonical_json(request, request_to_json(request)))
+
+    async def pages(
+        self,
+        call: CallContext,
+        question: Question | None,
+        start_token: str = "",
+        *,
+        limit: int = 0,
+    ) -> AsyncGenerator[Page, None]:
+        """The pages of one classification (or from the page `start_token` names).
+
+        The whole ranked result is computed first (ranking needs every video), then
+        handed out a page at a time; nothing is fetched after the first page."""
+        key = tokens.mac_key(call.api_key)
+        if start_token:
+            request, ref = await self._resolve(key, start_token, call)
+            offset = ref.offset
+        elif question is not None:
+            request, offset = question.request, 0
+        else:
+            raise own_error("INTERNAL_ERROR", "a chain needs a question or a start token")
+        ranked = await self._drain.run(self._ranked(request, call))
+        page_limit = request.page_limit or 10
+        number = 0
+        while True:
+            yield await self._page_at(key, request, ranked, offset, page_limit, call)
+            number += 1
+            offset += page_limit
+            if offset >= len(ranked) or (limit and number >= limit):
+                return
+            if self._drain.cutoff:
+                raise own_error("GATEWAY_SHUTTING_DOWN")
+
+    async def page(self, call: CallContext, token: str) -> Page:
+        """One page by a token this backend minted (GetClassifyPage)."""
+        key = tokens.mac_key(call.api_key)
+        request, ref = await self._resolve(key, token, call)
+        ranked = await self._drain.run(self._ranked(request, call))
+        return await self._page_at(key, request, ranked, ref.offset, ref.page_limit, call)
+
+    async def probe(self, api_key: str) -> bool:
+        """One cheap request (`GET /indexes?page_limit=1`): is the upstream there at all."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
+                key = [("x-api-key", api_key)] if api_key else []
+                response = await self._send(
+                    "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
+                )
+            alive, status = response.status_code < 500, str(response.status_code)
+        except TimeoutError:
+            alive, status = False, "TimeoutError"
+        except httpx.HTTPError as exc:
+            alive, status = False, type(exc).__name__
+        self._metrics.upstream_request_done(
+            "GET", "GET /indexes", status, time.monotonic() - started
+        )
+        self._health.record(alive)
+        return alive
+
+    # -- tokens and pages ----------------------------------------------------------------
+
+    def _question_key(self, call: CallContext, digest: bytes) -> str:
+        return f"v13:question:{api_key_hash(call.api_key)}:{digest.hex()}"
+
+    async def _resolve(
+        self, key: bytes, token: str, call: CallContext
+    ) -> tuple[pb.ClassifyRequest, tokens.PageRef]:
+        """The question and page a token names (INVALID_ARGUMENT on page_token if none)."""
+        ref = tokens.read(key, token, time.time())
+        raw = ref.question
+        if raw is None:
+            raw = await self._cache_get(self._question_key(call, ref.digest))
+        if raw is None or tokens.question_digest(raw) != ref.digest:
+            raise tokens.refused(
+                "names a classification this gateway no longer holds (its question was too "
+                "large to travel in the token and the shared store has lost it); start again"
+            )
+        return pb.ClassifyRequest.FromString(raw), ref
+
+    async def _page_at(
+        self,
+        key: bytes,
+        question: pb.ClassifyRequest,
+        ranked: Sequence[pb.VideoClassification],
+        offset: int,
+        limit: int,
+        call: CallContext,
+    ) -> Page:
+        raw = canonical_question(question)
+        digest = tokens.question_digest(raw)
+        expires = int(time.time() + self._settings.v13_page_ttl)
+        stored = False
+
+        async def token_for(at: int) -> str:
+            nonlocal stored
+            token, inline = tokens.mint(key, tokens.PageRef(digest, at, limit, expires), raw)
+            if not inline and not stored:
+                await self._cache_put(
+                    self._question_key(call, digest), raw, self._settings.v13_page_ttl
+                )
+                stored = True
+            return token
+
+        info = pb.PageInfo(
+            limit_per_page=limit,
+            total_results=len(ranked),
+            page_expired_at=_timestamp(expires),
+        )
+        if offset + limit < len(ranked):
+            info.next_page_token = await token_for(offset + limit)
+        if offset > 0:
+            info.prev_page_token = await token_for(max(0, offset - limit))
+        message = pb.ClassifyResponse(
+            data=ranked[offset : offset + limit],
+            page_info=info,
+            scoring=pb.SCORING_EMBEDDINGS_V1_3,
+        )
+        return Page.from_message(message)
+
+    # -- one classification --------------------------------------------------------------
+
+    async def _ranked(
+        self, request: pb.ClassifyRequest, call: CallContext
+    ) -> list[pb.VideoClassification]:
+        """Every listed video of the classification, best first."""
+        question = query_of(request)
+        prompts = await self._prompt_matrix(question.prompts, call)
+        results: list[tuple[float, int, pb.VideoClassification]] = []
+        budget_from = time.monotonic()
+        async for order, video in self._videos(request, question, call):
+            scored = score_video(question, prompts, video, self._calibration)
+            if scored is not None:
+                results.append((scored[0], order, scored[1]))
+            if time.monotonic() - budget_from > SCORE_CHUNK_SECONDS:
+                await asyncio.sleep(0)  # other calls run between pieces of the math
+                budget_from = time.monotonic()
+        return rank(results)
+
+    async def _prompt_matrix(self, texts: Sequence[str], call: CallContext) -> Matrix:
+        sem = asyncio.Semaphore(self._settings.v13_fetch_concurrency)
+
+        async def one(text: str) -> np.ndarray[Any, Any]:
+            async with sem:
+                return await self._text_embedding(text, call)
+
+        vectors = await asyncio.gather(*(one(t) for t in texts))
+        if len({v.shape for v in vectors}) > 1:
+            raise _schema("text embeddings of different lengths")
+        return unit_rows(np.stack(vectors))
+
+    async def _text_embedding(self, text: str, call: CallContext) -> np.ndarray[Any, Any]:
+        digest = hashlib.sha256(text.encode()).hexdigest()
+        cache_key = f"v13:text:{api_key_hash(call.api_key)}:{self._model}:{digest}"
+        cached = await self._cache_get(cache_key)
+        if cached is not None:
+            return np.frombuffer(cached, "<f4")
+        body = {"input_type": "text", "model_name": self._model, "text": {"input_text": text}}
+        answer = await self._call("POST", "/embed-v2", orjson.dumps(body), call, EMBED)
+        data = answer.get("data") if isinstance(answer, dict) else None
+        first = data[0] if isinstance(data, list) and data else None
+        vector = first.get("embedding") if isinstance(first, dict) else None
+        if not isinstance(vector, list) or not vector:
+            raise _schema("embed-v2 answered without data[0].embedding")
+        try:
+            array = np.asarray(vector, dtype="<f4")
+        except (TypeError, ValueError):
+            raise _schema("embed-v2's embedding is not a list of numbers") from None
+        await self._cache_put(cache_key, array.tobytes(), self._settings.v13_text_embedding_ttl)
+        return array
+
+    async def _videos(
+        self, request: pb.ClassifyRequest, question: Query, call: CallContext
+    ) -> AsyncIterator[tuple[int, VideoVectors]]:
+        """(position, vectors) of each video to score, fetched a few at a time, in order."""
+        options = question.embedding_options
+        if request.index_id:
+            located: AsyncIterator[tuple[str, str]] = self._index_videos(request.index_id, call)
+        else:
+            located = self._locate(list(request.video_ids), call)
+        window = self._settings.v13_fetch_concurrency
+        pending: list[asyncio.Task[VideoVectors]] = []
+        order = 0
+        try:
+            async for index_id, video_id in located:
+                pending.append(
+                    asyncio.ensure_future(self._video(index_id, video_id, options, call))
+                )
+                if len(pending) >= window:
+                    yield order, await pending.pop(0)
+                    order += 1
+            while pending:
+                yield order, await pending.pop(0)
+                order += 1
+        finally:
+            for task in pending:
+                task.cancel()
+
+    async def _video(
+        self, index_id: str, video_id: str, options: Sequence[str], call: CallContext
+    ) -> VideoVectors:
+        cache_key = (
+            f"v13:segments:{api_key_hash(call.api_key)}:{index_id}:{video_id}:{','.join(options)}"
+        )
+        cached = await self._cache_get(cache_key)
+        if cached is not None:
+            return unpack_video(video_id, cached)
+        query = "&".join(f"embedding_option={o}" for o in options)
+        path = f"/indexes/{quote(index_id, safe='')}/videos/{quote(video_id, safe='')}?{query}"
+        body = await self._call("GET", path, None, call, VIDEOS)
+        video = VideoVectors(video_id, _duration_of(body), _segments_of(body, options))
+        await self._cache_put(cache_key, pack_video(video, options), self._settings.v13_segment_ttl)
+        return video
+
+    async def _index_videos(
+        self, index_id: str, call: CallContext
+    ) -> AsyncIterator[tuple[str, str]]:
+        """Every video id of an index, one listing page at a time."""
+        async for video_id in self._listing(f"/indexes/{quote(index_id, safe='')}/videos", call):
+            yield index_id, video_id
+
+    async def _listing(self, path: str, call: CallContext) -> AsyncIterator[str]:
+        """The `_id`s of a v1.3 page-number listing, until an empty or the last page.
+
+        Each listing page is cached (ids only) for V13_SEGMENT_TTL, like the segments it
+        leads to: a repeat of a question walks the index without an upstream request."""
+        kh = api_key_hash(call.api_key)
+        for page in range(1, MAX_INDEX_PAGES + 1):
+            ids, last = await self._listing_page(path, page, call, kh)
+            for item_id in ids:
+                yield item_id
+            if last:
+                return
+        raise _schema(f"{path} never reached its last page")
+
+    async def _listing_page(
+        self, path: str, page: int, call: CallContext, kh: str
+    ) -> tuple[list[str], bool]:
+        cache_key = f"v13:list:{kh}:{path}:{page}"
+        cached = await self._cache_get(cache_key)
+        if cached is not None:
+            ids, last = orjson.loads(cached)
+            return list(ids), bool(last)
+        body = await self._call(
+            "GET", f"{path}?page={page}&page_limit={VIDEOS_PAGE_LIMIT}", None, call, VIDEOS
+        )
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise _schema(f"{path} answered without a data list")
+        found: list[str] = []
+        for item in data:
+            item_id = item.get("_id") if isinstance(item, dict) else None
+            if not isinstance(item_id, str) or not item_id:
+                raise _schema(f"an item of {path} has no _id")
+            found.append(item_id)
+        info = body.get("page_info") if isinstance(body, dict) else None
+        total = info.get("total_page") if isinstance(info, dict) else None
+        last = not data or (isinstance(total, int) and page >= total)
+        await self._cache_put(
+            cache_key, orjson.dumps([found, last]), self._settings.v13_segment_ttl
+        )
+        return found, last
+
+    async def _locate(
+        self, video_ids: list[str], call: CallContext
+    ) -> AsyncIterator[tuple[str, str]]:
+        """(index, video) for each requested id, in request order.
+
+        v1.3 names a video only within its index, and classify's `video_ids` carry no
+        index: the key's indexes are listed (once per segment TTL; the directory is
+        cached) until every id is found. An id in none of them is NOT_FOUND.
+        """
+        kh = api_key_hash(call.api_key)
+        where: dict[str, str] = {}
+        missing: set[str] = set()
+        for video_id in dict.fromkeys(video_ids):
+            found = await self._cache_get(f"v13:where:{kh}:{video_id}")
+            if found is not None:
+                where[video_id] = found.decode()
+            else:
+                missing.add(video_id)
+        if missing:
+            async for index_id in self._listing("/indexes", call):
+                async for _, video_id in self._index_videos(index_id, call):
+                    if video_id in missing:
+                        missing.discard(video_id)
+                        where[video_id] = index_id
+                        await self._cache_put(
+                            f"v13:where:{kh}:{video_id}",
+                            index_id.encode(),
+                            self._settings.v13_segment_ttl,
+                        )
+                if not missing:
+                    break
+        if missing:
+            first = sorted(missing)[0]
+            raise own_error(
+                "RESOURCE_NOT_EXIST",
+                f"video {first} is in none of this API key's indexes"
+                + (f" ({len(missing)} video ids in all)" if len(missing) > 1 else ""),
+            ).replace(resource=("videos", first), violations=(("video_ids", "unknown video id"),))
+        for video_id in video_ids:
+            yield where[video_id], video_id
+
+    # -- caches --------------------------------------------------------------------------
+
+    async def _cache_get(self, key: str) -> bytes | None:
+        now = time.monotonic()
+        value = self._local.get(key, now)
+        if value is not None or self._shared is None:
+            return value
+        value = await self._shared.get(key)
+        if value is not None:
+            # Kept locally for a short while; the shared entry's TTL still rules.
+            self._local.put(key, value, now + 60.0)
+        return value
+
+    async def _cache_put(self, key: str, value: bytes, ttl: float) -> None:
+        self._local.put(key, value, time.monotonic() + ttl)
+        if self._shared is not None:
+            await self._shared.set(key, value, ttl)
+
+    # -- one request, with retries (as the v1.2 client) ----------------------------------
+
+    async def _send(
+        self, method: str, path: str, content: bytes | None, headers: httpx.Headers
+    ) -> httpx.Response:
+        request = httpx.Request(
+            method,
+            httpx.URL(self._base + path),
+            headers=headers,
+            stream=_EMPTY if content is None else httpx.ByteStream(content),
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self._transport.handle_async_request(request)
+        await response.aread()
+        return response
+
+    async def _call(
+        self, method: str, path: str, content: bytes | None, call: CallContext, category: str
+    ) -> Any:
+        """Parsed JSON of a 2xx answer, after the retries the error table allows."""
+        route = _route(method, path)
+        headers = _headers(call, content is not None)
+        # A bucket of its own per v1.3 category: the limiter names buckets by key.
+        bucket = dataclasses.replace(call, api_key=f"{call.api_key}#{category}")
+        attempt = 0
+        while True:
+            attempt += 1
+            if call.deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
+                raise own_error("DEADLINE_EXCEEDED")
+            waited = await self._limiter.acquire(bucket, first_page=False)
+            if waited > 0:
+                self._metrics.rate_limit_wait(waited)
+            started = time.monotonic()
+            try:
+                body = await self._attempt(method, path, content, headers, bucket)
+            except GatewayError as failure:
+                err = failure
+            else:
+                self._metrics.upstream_request_done(
+                    method, route, "200", time.monotonic() - started
+                )
+                self._health.record(True)
+                return body
+            finally:
+                self._limiter.release()
+            self._metrics.upstream_request_done(
+                method,
+                route,
+                str(err.http_status) if err.http_status is not None else err.reason,
+                time.monotonic() - started,
+            )
+            if err.reason != "DEADLINE_EXCEEDED":
+                self._health.record_failure(err.code)
+            if not err.retryable:
+                raise err
+            err = err.replace(pushback=True)
+            if attempt >= self._policy.max_attempts:
+                raise err
+            delay = max(self._policy.backoff(attempt), err.retry_after or 0.0)
+            if time.monotonic() + delay >= call.deadline - DEADLINE_MARGIN:
+                if err.retry_delay is None and err.retry_after is not None:
+                    err = err.replace(retry_delay=err.retry_after)
+                raise err
+            self._metrics.upstream_retry(route, err.reason)
+            await asyncio.sleep(delay)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: httpx.Headers,
+        bucket: CallContext,
+    ) -> Any:
+        budget = bucket.deadline - time.monotonic() - DEADLINE_MARGIN
+        per_attempt = min(self._settings.upstream_timeout, budget)
+        raw: bytes | None = None
+        try:
+            async with asyncio.timeout(per_attempt):
+                response = await self._send(method, path, content, headers)
+        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            if per_attempt < self._settings.upstream_timeout:
+                raise own_error("DEADLINE_EXCEEDED") from None
+            raise own_error("UPSTREAM_TIMEOUT") from None
+        except ResponseTooLarge as exc:
+            raise own_error(
+                "PAGE_TOO_LARGE",
+                f"the upstream's answer is larger than {exc.cap} bytes "
+                "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read",
+            ) from None
+        except UndecodableBody as exc:
+            if 200 <= exc.response.status_code < 300:
+                raise own_error("UPSTREAM_MALFORMED_RESPONSE") from None
+            # An error whose body does not decode is still that error (a 429 keeps its
+            # status and Retry-After), as in the v1.2 client.
+            response, raw = exc.response, b""
+        except httpx.DecodingError:
+            raise own_error("UPSTREAM_MALFORMED_RESPONSE") from None
+        except httpx.TransportError as exc:
+            raise own_error(
+                "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"
+            ) from None
+        status = response.status_code
+        self._metrics.upstream_ratelimit(response.headers)
+        if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
+            await self._limiter.learn(bucket.api_key, status, response.headers)
+        if raw is None:
+            raw = response.content
+        real_key = bucket.api_key.rpartition("#")[0]
+        try:
+            body = redact_json(raw, orjson.loads(raw), (real_key, self._settings.api_key))
+        except orjson.JSONDecodeError:
+            body = None  # v1.3's 429 may come with no body at all
+        if 200 <= status < 300:
+            if body is None:
+                raise own_error(
+                    "UPSTREAM_MALFORMED_RESPONSE",
+                    f"the upstream answered HTTP {status} with a body that is not valid JSON "
+                    f"({len(raw)} bytes)",
+                )
+            return body
+        raise from_upstream(
+            status,
+            body if isinstance(body, dict) else None,
+            retry_after=upstream_wait(response.headers, status, time.time()),
+        )
+
+
+def _headers(call: CallContext, json_body: bool) -> httpx.Headers:
+    headers = [*DEFAULT_HEADERS, ("x-api-key", call.api_key), *call.trace.items()]
+    if json_body:
+        headers.append(("content-type", "application/json"))
+    return httpx.Headers(headers)
+
+
+def _route(method: str, path: str) -> str:
+    """A path template for metrics: never an id."""
+    bare = path.partition("?")[0]
+    if bare == "/embed-v2":
+        return "POST /embed-v2"
+    if bare == "/indexes":
+        return "GET /indexes"
+    if bare.endswith("/videos"):
+        return "GET /indexes/{index_id}/videos"
+    return "GET /indexes/{index_id}/videos/{video_id}"

@@ -1,0 +1,198 @@
+"""The gateway with CLASSIFY_GATEWAY_UPSTREAM_API=v1.3 keeps the Classify contract.
+
+A real gateway (in this process) in front of the emulator's /v1.3 surface: streams,
+resume from a token, GetClassifyPage, token refusals, errors, deadlines, and a
+repeat that costs no upstream request. Both backends are asked the docs' requests
+and must answer the same shape, and find the same videos where both ought to.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+
+from classify_emulator.corpus import Corpus
+from classify_gateway.backends.v1_3 import tokens
+from tests.support.gateway import collect, error_details, running_gateway
+
+CASES = Path(__file__).parents[1] / "emulator" / "relevance_cases.toml"
+SOCIAL = "6650701a27f0a43b740fd011"  # the demo corpus's social-clips index
+V = pb.SEARCH_OPTION_VISUAL
+C = pb.SEARCH_OPTION_CONVERSATION
+
+
+def v13(emu: Any, **overrides: Any) -> Any:
+    return running_gateway(emu.base_url + "/v1.3", emu.api_key, upstream_api="v1.3", **overrides)
+
+
+def v12(emu: Any, **overrides: Any) -> Any:
+    return running_gateway(emu.base_url + "/v1.2", emu.api_key, **overrides)
+
+
+def dance(**kw: Any) -> pb.ClassifyRequest:
+    base: dict[str, Any] = {
+        "index_id": SOCIAL,
+        "options": [V, C],
+        "classes": [
+            pb.ClassDefinition(name="dance", prompts=["people dancing"]),
+            pb.ClassDefinition(name="cooking", prompts=["someone cooking food"]),
+        ],
+        "include_clips": True,
+        "show_detailed_score": True,
+    }
+    base.update(kw)
+    return pb.ClassifyRequest(**base)
+
+
+def upstream_paths(emu: Any) -> list[str]:
+    return [r["path"] for r in emu.admin.requests()]
+
+
+async def test_a_v13_stream_has_the_v12_shape_and_pages(emulator: Any) -> None:
+    async with v13(emulator) as gw:
+        pages, err = await collect(gw.stub.Classify(dance(page_limit=1)))
+    assert err is None
+    assert len(pages) >= 2 and [p.page_number for p in pages] == list(range(1, len(pages) + 1))
+    total = pages[0].page_info.total_results
+    assert total == len(pages) and all(len(p.data) == 1 for p in pages)
+    assert pages[-1].page_info.next_page_token == ""
+    assert pages[0].page_info.prev_page_token == "" and pages[1].page_info.prev_page_token
+    for page in pages:
+        assert page.scoring == pb.SCORING_EMBEDDINGS_V1_3
+        assert page.page_info.page_expired_at.seconds > 0
+        for video in page.data:
+            for cls in video.classes:
+                assert 75 <= cls.score <= 100 and 0.5 <= cls.duration_ratio <= 1
+                assert cls.clips and all(c.score >= 65 for c in cls.clips)
+                assert all(c.option in ("visual", "conversation") for c in cls.clips)
+                assert sum(c.detailed_scores.normalized_score for c in video.classes) == (
+                    pytest.approx(100)
+                )
+    paths = upstream_paths(emulator)
+    assert any(p.startswith("/v1.3/embed-v2") for p in paths)
+    assert not any(p.startswith("/v1.2") for p in paths)
+
+
+async def test_resume_and_get_page_from_a_minted_token(emulator: Any) -> None:
+    async with v13(emulator) as gw:
+        pages, _ = await collect(gw.stub.Classify(dance(page_limit=1)))
+        token = pages[0].page_info.next_page_token
+        resumed, err = await collect(gw.stub.Classify(pb.ClassifyRequest(page_token=token)))
+        assert err is None
+        assert [p.data for p in resumed] == [p.data for p in pages[1:]]
+        one = await gw.stub.GetClassifyPage(pb.GetClassifyPageRequest(page_token=token))
+        assert list(one.data) == list(pages[1].data)
+        assert one.scoring == pb.SCORING_EMBEDDINGS_V1_3
+        assert one.page_info.prev_page_token
+
+
+async def test_a_repeat_costs_no_upstream_request(emulator: Any) -> None:
+    # No page cache, no coalescing (the test gateway's default): the embedding caches alone.
+    async with v13(emulator) as gw:
+        first, _ = await collect(gw.stub.Classify(dance()))
+        before = len(emulator.admin.requests())
+        assert before > 0
+        again, _ = await collect(gw.stub.Classify(dance()))
+        assert len(emulator.admin.requests()) == before
+        assert [p.data for p in again] == [p.data for p in first]
+
+
+async def test_a_token_from_another_key_or_forged_is_invalid_argument(emulator: Any) -> None:
+    foreign, _ = tokens.mint(
+        tokens.mac_key("another-key-0000000000"),
+        tokens.PageRef(b"0" * 16, 0, 10, 4_000_000_000),
+        b"q",
+    )
+    async with v13(emulator) as gw:
+        for token in (foreign, "c13.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "abc"):
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await gw.stub.GetClassifyPage(pb.GetClassifyPageRequest(page_token=token))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            details = error_details(info.value)
+            assert [v.field for v in details.bad_request.field_violations] == ["page_token"]
+    assert upstream_paths(emulator) == []
+
+
+async def test_unknown_index_and_video_are_not_found(emulator: Any) -> None:
+    async with v13(emulator) as gw:
+        _, err = await collect(gw.stub.Classify(dance(index_id="0" * 24)))
+        assert err is not None and err.code() == grpc.StatusCode.NOT_FOUND
+        _, err = await collect(
+            gw.stub.Classify(dance(index_id="", video_ids=["ffffffffffffffffffffffff"]))
+        )
+        assert err is not None and err.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_an_empty_429_is_retried_then_resource_exhausted(emulator: Any) -> None:
+    emulator.admin.add_fault(
+        {
+            "match": {"path": "/v1.3/embed-v2"},
+            "times": -1,
+            "action": {"type": "rate_limit", "empty": True},
+        }
+    )
+    async with v13(emulator, retry_max_attempts=2) as gw:
+        _, err = await collect(gw.stub.Classify(dance(), timeout=5))
+    assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+async def test_a_deadline_is_kept(emulator: Any) -> None:
+    emulator.admin.set_config(latency_ms=2000)
+    async with v13(emulator) as gw:
+        _, err = await collect(gw.stub.Classify(dance(), timeout=0.5))
+    assert err is not None and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_both_backends_answer_the_same_shape_and_find_the_same_videos(
+    emulator: Any,
+) -> None:
+    request = dance(page_limit=50)
+    async with v12(emulator) as gw:
+        old, err12 = await collect(gw.stub.Classify(request))
+    async with v13(emulator) as gw:
+        new, err13 = await collect(gw.stub.Classify(request))
+    assert err12 is None and err13 is None
+    assert {p.scoring for p in old} == {pb.SCORING_CLASSIFY_V1_2}
+    assert {p.scoring for p in new} == {pb.SCORING_EMBEDDINGS_V1_3}
+
+    def fields(pages: list[pb.ClassifyResponse]) -> set[str]:
+        out = set()
+        for p in pages:
+            for v in p.data:
+                for c in v.classes:
+                    out |= {f.name for f, _ in c.ListFields()}
+                    out |= {"clip." + f.name for cl in c.clips for f, _ in cl.ListFields()}
+        return out - {"clip.thumbnail_url"}
+
+    assert fields(old) == fields(new)
+
+    # Where both ought to agree: the videos a person would pick for these classes
+    # (tests/emulator/relevance_cases.toml) are listed by both, and what either lists
+    # besides is at most "related" (the cases' `either`).
+    title_of = {
+        v.id: v.resource["metadata"]["video_title"] for v in Corpus.load(None).videos.values()
+    }
+    cases = {c["name"]: c for c in tomllib.loads(CASES.read_text())["class"]}
+    judged = {"dance": cases["people dancing"], "cooking": cases["someone cooking food"]}
+
+    def found(pages: list[pb.ClassifyResponse]) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = {name: set() for name in judged}
+        for p in pages:
+            for v in p.data:
+                for c in v.classes:
+                    out[c.name].add(title_of[v.video_id])
+        return out
+
+    in_index = {title_of[v] for v in Corpus.load(None).indexes[SOCIAL].video_ids}
+    for name, case in judged.items():
+        expected = set(case["expected"]) & in_index
+        allowed = expected | set(case["either"])
+        by_v12, by_v13 = found(old)[name], found(new)[name]
+        assert by_v12 & expected, name
+        assert by_v12 <= allowed and by_v13 <= allowed, name
+        assert by_v12 & expected <= by_v13, name
