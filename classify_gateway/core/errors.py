@@ -142,6 +142,26 @@ _OTHER_4XX = BY_REASON["UPSTREAM_REJECTED"]
 _OTHER_5XX = BY_REASON["UPSTREAM_SERVER_ERROR"]
 
 
+# Upstream codes (API v1.3, upstream-v13.md section 1.7) that stand for a row whatever
+# status they came with: the status alone would say something else (a 400 for an index
+# without Marengo is not the caller's bad argument; a timed-out request is worth a retry).
+# The reason the caller sees stays the upstream's code; the gRPC code and retryability
+# are the row's. Codes not listed map by their HTTP status (`row_for_status`), as
+# parameter_invalid (400), search_filter_invalid (400), api_key_invalid (401) do.
+BY_UPSTREAM_CODE: Mapping[str, str] = {
+    "resource_not_exist": "RESOURCE_NOT_EXIST",
+    "too_many_requests": "TOO_MANY_REQUESTS",
+    "index_not_supported_for_search": "UPSTREAM_REJECTED",
+    "index_not_supported_for_generate": "UPSTREAM_REJECTED",
+    "search_option_not_supported": "UPSTREAM_REJECTED",
+    "api_allowed_for_paid_plan": "UPSTREAM_PERMISSION_DENIED",
+    "api_not_allowed": "UPSTREAM_PERMISSION_DENIED",
+    "region_not_allowed": "UPSTREAM_PERMISSION_DENIED",
+    "api_upgrade_required": "UPSTREAM_REJECTED",
+    "request_canceled_or_timed_out": "UPSTREAM_TIMEOUT",
+}
+
+
 def row_for_status(http_status: int) -> ErrorRow:
     """The row of an upstream HTTP status: its own, else its class's catch-all."""
     row = _BY_STATUS.get(http_status)
@@ -271,11 +291,13 @@ def from_upstream(
     """Map an upstream error response to a GatewayError.
 
     The reason is the upstream's own `code` in UPPER_SNAKE_CASE when it sends one, so
-    callers see the upstream's vocabulary; code and retryability always come from the
-    status's row. A 429's `retry_after` is also the caller's RetryInfo.
+    callers see the upstream's vocabulary; code and retryability come from the status's
+    row, or from the row `BY_UPSTREAM_CODE` names for a code whose meaning the status
+    alone does not carry. A 429's `retry_after` is also the caller's RetryInfo.
     """
-    row = row_for_status(http_status)
     up_code = body.get("code") if body else None
+    by_code = BY_UPSTREAM_CODE.get(up_code) if isinstance(up_code, str) else None
+    row = BY_REASON[by_code] if by_code else row_for_status(http_status)
     up_message = body.get("message") if body else None
     reason = _upper_snake(up_code) if isinstance(up_code, str) else ""
     # The upstream's text goes to the caller: no control or bidi-override characters,

@@ -47,7 +47,8 @@ class Gateway:
     log lines are read as they come."""
 
     def __init__(self, emu: Any, **settings: object) -> None:
-        self.proc = serve_process(emu.base_url + "/v1.2", KEY_A, **{**SHARING, **settings})
+        version = "/v1.3" if settings.get("upstream_api") == "v1.3" else "/v1.2"
+        self.proc = serve_process(emu.base_url + version, KEY_A, **{**SHARING, **settings})
         self.metrics_url = "http://" + self.proc.env["CLASSIFY_GATEWAY_METRICS_LISTEN"]
         self._lines: list[bytes] = []
         self._reader = drain_pipe(self.proc.stderr, self._lines)

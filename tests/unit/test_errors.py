@@ -100,6 +100,31 @@ def test_upstream_rows(status: int, body: dict | None, code: grpc.StatusCode, re
         assert d.resource.resource_name == "abc"
 
 
+@pytest.mark.parametrize(
+    "status,body,code,reason,retryable",
+    [
+        (400, {"code": "index_not_supported_for_search"}, C.FAILED_PRECONDITION,
+         "INDEX_NOT_SUPPORTED_FOR_SEARCH", False),
+        (400, {"code": "search_filter_invalid", "message": "Filter used in search is invalid."},
+         C.INVALID_ARGUMENT, "SEARCH_FILTER_INVALID", False),
+        (400, {"code": "resource_not_exist", "message": "Resource with id x does not exist in "
+               "indexes."}, C.NOT_FOUND, "RESOURCE_NOT_EXIST", False),
+        (408, {"code": "request_canceled_or_timed_out"}, C.UNAVAILABLE,
+         "REQUEST_CANCELED_OR_TIMED_OUT", True),
+        (403, {"code": "api_allowed_for_paid_plan"}, C.PERMISSION_DENIED,
+         "API_ALLOWED_FOR_PAID_PLAN", False),
+        (400, {"code": "api_not_allowed"}, C.PERMISSION_DENIED, "API_NOT_ALLOWED", False),
+        (429, None, C.RESOURCE_EXHAUSTED, "TOO_MANY_REQUESTS", True),  # v1.3's empty 429 body
+    ],
+)  # fmt: skip
+def test_v13_codes_map_to_their_rows(
+    status: int, body: dict | None, code: grpc.StatusCode, reason: str, retryable: bool
+) -> None:
+    err = from_upstream(status, body)
+    assert (err.code, err.reason, err.retryable, err.http_status) == (
+        code, reason, retryable, status)  # fmt: skip
+
+
 def test_reason_is_upper_snake_and_bounded() -> None:
     err = from_upstream(400, {"code": "weird-code.with spaces" + "x" * 100})
     assert err.reason.startswith("WEIRD_CODE_WITH_SPACES")

@@ -1,0 +1,140 @@
+"""The v1.3 backend in real `serve` processes: replicas on one Redis share the work,
+tokens work on any replica and after a restart, and a cancelled call stops spending.
+
+The v1.3 backend computes every page at the start of a classification (ranking needs
+every video), so "one chain" here means one set of upstream requests: one embed-v2
+per distinct prompt, the index listing, one retrieval per video.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from classify_gateway_proto.v1 import classify_service_pb2 as pb
+
+from classify_emulator.corpus import Corpus
+from tests.support.emulators import reset_around
+from tests.support.gateway import collect
+from tests.support.sharing import Gateway, any_key_emulator, pages_bytes
+
+SOCIAL = "6650701a27f0a43b740fd011"
+V13 = {"upstream_api": "v1.3"}
+
+
+@pytest.fixture(scope="module")
+def open_emulator() -> Iterator[Any]:
+    with any_key_emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(open_emulator: Any) -> Iterator[Any]:
+    yield from reset_around(open_emulator, latency_ms=40)
+
+
+def request(page_limit: int = 2) -> pb.ClassifyRequest:
+    return pb.ClassifyRequest(
+        index_id=SOCIAL,
+        options=[pb.SEARCH_OPTION_VISUAL, pb.SEARCH_OPTION_CONVERSATION],
+        classes=[
+            pb.ClassDefinition(name="dance", prompts=["people dancing"]),
+            pb.ClassDefinition(name="cooking", prompts=["someone cooking food"]),
+        ],
+        include_clips=True,
+        page_limit=page_limit,
+    )
+
+
+def v13_requests(emu: Any) -> int:
+    return sum(1 for e in emu.admin.requests() if e["path"].startswith("/v1.3/"))
+
+
+def one_classification() -> int:
+    """Upstream requests of one cold classification of `request()`: 2 prompts, one
+    listing page, one retrieval per video of the index."""
+    return 2 + 1 + len(Corpus.load(None).indexes[SOCIAL].video_ids)
+
+
+async def test_identical_calls_over_two_replicas_cost_one_classification(
+    emu: Any, redis: Any
+) -> None:
+    a = Gateway(emu, redis_url=redis.url, **V13)
+    b = Gateway(emu, redis_url=redis.url, **V13)
+    try:
+        async with a.stub() as stub_a, b.stub() as stub_b:
+            results = await asyncio.gather(
+                *(collect((stub_a if i % 2 else stub_b).Classify(request())) for i in range(6))
+            )
+            assert all(err is None for _, err in results)
+            first = pages_bytes(results[0][0])
+            assert len(first) >= 2
+            assert all(pages_bytes(p) == first for p, _ in results)
+            # At most one classification's requests per replica, and the second replica
+            # found most of the first one's embeddings in Redis.
+            assert v13_requests(emu) <= 2 * one_classification()
+            emu.admin.clear_requests()
+            again_a, err_a = await collect(stub_a.Classify(request()))
+            again_b, err_b = await collect(stub_b.Classify(request()))
+            assert err_a is None and err_b is None
+            assert pages_bytes(again_a) == first and pages_bytes(again_b) == first
+            # A token minted by one replica is served by the other.
+            token = results[0][0][0].page_info.next_page_token
+            page = await stub_b.GetClassifyPage(pb.GetClassifyPageRequest(page_token=token))
+            assert page.data == results[0][0][1].data
+    finally:
+        a.stop()
+        b.stop()
+    assert v13_requests(emu) == 0
+
+
+async def test_identical_calls_on_one_replica_are_coalesced(emu: Any) -> None:
+    gw = Gateway(emu, **V13)
+    try:
+        async with gw.stub() as stub:
+            results = await asyncio.gather(*(collect(stub.Classify(request())) for _ in range(5)))
+    finally:
+        gw.stop()
+    assert all(err is None for _, err in results)
+    assert v13_requests(emu) == one_classification()
+
+
+async def test_a_token_works_after_a_restart_without_any_shared_store(emu: Any) -> None:
+    first = Gateway(emu, **V13)
+    try:
+        async with first.stub() as stub:
+            pages, err = await collect(stub.Classify(request()))
+    finally:
+        first.stop()
+    assert err is None and len(pages) >= 2
+    token = pages[0].page_info.next_page_token
+    restarted = Gateway(emu, **V13)
+    try:
+        async with restarted.stub() as stub:
+            page = await stub.GetClassifyPage(pb.GetClassifyPageRequest(page_token=token))
+            resumed, err = await collect(stub.Classify(pb.ClassifyRequest(page_token=token)))
+    finally:
+        restarted.stop()
+    assert page.data == pages[1].data and page.scoring == pb.SCORING_EMBEDDINGS_V1_3
+    assert err is None and [p.data for p in resumed] == [p.data for p in pages[1:]]
+
+
+async def test_a_cancelled_call_stops_spending_the_quota(emu: Any) -> None:
+    emu.admin.set_config(latency_ms=300)
+    gw = Gateway(emu, **V13, v13_fetch_concurrency=1)
+    try:
+        async with gw.stub() as stub:
+            call = stub.Classify(request())
+            await asyncio.sleep(1.0)
+            call.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call.read()
+            await asyncio.sleep(0.5)
+            after_cancel = v13_requests(emu)
+            await asyncio.sleep(1.5)
+            assert v13_requests(emu) == after_cancel
+            assert after_cancel < one_classification()
+    finally:
+        gw.stop()
