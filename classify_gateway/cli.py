@@ -12,12 +12,20 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from classify_gateway import workers
-from classify_gateway.config import ConfigError, Settings, check_listen, from_env, url_secret
+from classify_gateway.config import (
+    ConfigError,
+    Settings,
+    check_listen,
+    from_env,
+    proxy_for,
+    url_secret,
+)
 from classify_gateway.quota.callers import load_weights, trust_warnings
 from classify_gateway.telemetry.observability import service_version
 from classify_gateway.telemetry.tracing import TracingConfigError, exporter_name, otlp_protocol
@@ -113,7 +121,12 @@ def _serve(ns: argparse.Namespace) -> int:
 
     setup_logging(
         settings.log_level,
-        secrets=[settings.api_key, url_secret(settings.upstream_url), *secrets_of(settings)],
+        secrets=[
+            settings.api_key,
+            url_secret(settings.upstream_url),
+            url_secret(proxy_for(settings.upstream_url, settings.upstream_proxy, os.environ) or ""),
+            *secrets_of(settings),
+        ],
     )
     if slot is None:
         for warning in trust_warnings(settings.caller_identity, weights):

@@ -14,6 +14,7 @@ import math
 import os
 import re
 import socket
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,6 +86,54 @@ def url_secret(url: str) -> str:
     return password if colon else user
 
 
+def proxy_for(upstream_url: str, configured: str, environ: Mapping[str, str]) -> str | None:
+    """The http:// proxy the upstream is reached through, or None for a direct connection.
+
+    `configured` (CLASSIFY_GATEWAY_UPSTREAM_PROXY) first, else HTTPS_PROXY (HTTP_PROXY for
+    an http:// upstream), lower case before upper as curl and urllib read them. NO_PROXY
+    (comma-separated hosts, domain suffixes with or without a leading dot, host:port, `*`;
+    no CIDR ranges) exempts the upstream from either.
+    """
+    parts = urlsplit(upstream_url)
+
+    def env(name: str) -> str:
+        return environ.get(name.lower()) or environ.get(name.upper()) or ""
+
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    for raw in env("no_proxy").split(","):
+        entry = raw.strip().lower()
+        name, _, only_port = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
+        name = name.strip("[]").lstrip(".")
+        if entry == "*" or (
+            name
+            and (host == name or host.endswith("." + name))
+            and (not only_port or only_port == str(port))
+        ):
+            return None
+    if configured:
+        return configured
+    return env(f"{parts.scheme}_proxy") or None
+
+
+def _proxy_problem(url: str) -> str | None:
+    if not url:
+        return None
+    if _url_problem(url) is not None or urlsplit(url).scheme != "http":
+        return "must be an http://[user:password@]host:port URL (a CONNECT proxy)"
+    return None
+
+
+def _ca_problem(path: str) -> str | None:
+    if not path:
+        return None
+    try:
+        ssl.create_default_context(cafile=path)
+    except (OSError, ssl.SSLError) as exc:
+        return f"cannot be loaded as PEM certificates ({exc.strerror or exc})"
+    return None
+
+
 def _url_problem(url: str) -> str | None:
     """Why `url` cannot be the upstream base URL, or None."""
     if not url.startswith(("http://", "https://")):
@@ -135,6 +184,11 @@ class Settings:
     upstream_timeout: float = 30.0
     upstream_connect_timeout: float = 5.0
     upstream_max_connections: int = 100
+    # Egress (docs/operations.md): an http:// proxy whose CONNECT tunnels carry every
+    # upstream connection ("" = HTTPS_PROXY / HTTP_PROXY; NO_PROXY exempts the upstream
+    # from either), and a CA bundle to verify the upstream against instead of the system's.
+    upstream_proxy: str = field(default="", repr=False)
+    upstream_ca_file: str = ""
     # Deadlines
     default_deadline: float = 300.0
     # Retries (AIP-194 style: exponential backoff with full jitter, bounded by the deadline)
@@ -201,6 +255,16 @@ class Settings:
                 "UPSTREAM_URL",
                 (url_why := _url_problem(self.upstream_url)) is None,
                 str(url_why),
+            ),
+            (
+                "UPSTREAM_PROXY",
+                (proxy_why := _proxy_problem(self.upstream_proxy)) is None,
+                str(proxy_why),
+            ),
+            (
+                "UPSTREAM_CA_FILE",
+                (ca_why := _ca_problem(self.upstream_ca_file)) is None,
+                str(ca_why),
             ),
             (
                 "API_KEY",
@@ -340,6 +404,7 @@ class Settings:
         out["redis_url"] = redact_url(self.redis_url)
         out["redis_password"] = "<set>" if self.redis_password else "<unset>"
         out["upstream_url"] = redact_url(self.upstream_url)
+        out["upstream_proxy"] = redact_url(self.upstream_proxy)
         return out
 
 
@@ -420,7 +485,14 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         values["upstream_url"] = V1_3_URL
     if "log_level" in values:
         values["log_level"] = str(values["log_level"]).upper()
-    return Settings(**values).validate()
+    settings = Settings(**values).validate()
+    if not settings.upstream_proxy:
+        scheme = urlsplit(settings.upstream_url).scheme
+        from_environment = proxy_for(settings.upstream_url, "", env) or ""
+        why = _proxy_problem(from_environment)
+        if why is not None:
+            raise ConfigError(f"{scheme.upper()}_PROXY (the upstream's egress proxy) {why}")
+    return settings
 
 
 def check_listen(var: str, listen: str) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 from collections.abc import AsyncGenerator, Callable
@@ -42,7 +43,7 @@ from classify_gateway.backends.v1_2.transport import (
     ResponseTooLarge,
     UndecodableBody,
 )
-from classify_gateway.config import Settings
+from classify_gateway.config import Settings, proxy_for
 from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
 from classify_gateway.core.errors import GatewayError, from_upstream, own_error
 from classify_gateway.core.page import Page
@@ -178,7 +179,13 @@ class UpstreamClient:
         # extraction, auth and redirect hooks) cost more CPU than the wire under it
         # (docs/benchmarks.md). What it did for us is done once here: the base URL, the
         # default headers and the timeouts.
-        self._transport = instrument_transport(Http1Transport(limits, settings.upstream_body_cap))
+        wire = Http1Transport(
+            limits,
+            settings.upstream_body_cap,
+            proxy=proxy_for(settings.upstream_url, settings.upstream_proxy, os.environ),
+            ca_file=settings.upstream_ca_file,
+        )
+        self._transport = instrument_transport(wire)
         self._base = settings.upstream_base
         self.identity = f"v1.2 {self._base}"
         # The URLs of the two POST paths, parsed once (a URL is parsed per request).

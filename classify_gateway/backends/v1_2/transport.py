@@ -51,6 +51,7 @@ is bounded by that too.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import errno
 import select
@@ -58,6 +59,7 @@ import socket
 import ssl
 import zlib
 from collections.abc import Awaitable, Callable
+from urllib.parse import unquote, urlsplit
 
 import httptools
 import httpx
@@ -116,6 +118,72 @@ class Provenance:
 
     def __init__(self) -> None:
         self.unsolicited = False
+
+
+Proxy = tuple[str, int, bytes]  # an HTTP proxy's host and port, its Proxy-Authorization or b""
+# The proxy's answer to CONNECT is a head, nothing more: bounded like one.
+MAX_PROXY_HEAD_BYTES = 8 * 1024
+
+
+def parse_proxy(url: str) -> Proxy:
+    """An `http://[user:password@]host:port` proxy URL as host, port and the value of its
+    Proxy-Authorization (Basic, from the URL's user and password; b"" without them).
+
+    Only http:// proxies: the tunnel to the upstream is TLS of its own, so the hop to the
+    proxy carries nothing but the CONNECT line (and those credentials)."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname:
+        raise ValueError(f"an egress proxy must be http://host:port, not {parts.scheme}://")
+    auth = b""
+    if parts.username is not None:
+        user = unquote(parts.username)
+        password = unquote(parts.password or "")
+        auth = b"Basic " + base64.b64encode(f"{user}:{password}".encode())
+    return parts.hostname, parts.port or 80, auth
+
+
+class _Tunnel(asyncio.Protocol):
+    """The proxy's answer to CONNECT, parsed by llhttp: its status, and nothing after it
+    (the target speaks only after the gateway's first bytes through the tunnel)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._parser = httptools.HttpResponseParser(self)
+        self._size = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._size += len(data)
+        if self.answer.done():
+            return
+        if self._size > MAX_PROXY_HEAD_BYTES:
+            self.answer.set_exception(ConnectionError("the proxy's answer is not an HTTP head"))
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self.answer.set_exception(
+                ConnectionError(f"the proxy's answer is malformed ({type(exc).__name__})")
+            )
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status >= 200 and not self.answer.done():
+            self.answer.set_result(status)
+
+    def on_body(self, body: bytes) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(ConnectionError("the proxy refused with a body"))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.answer.done():
+            self.answer.set_exception(
+                ConnectionError("the proxy closed the connection before answering CONNECT")
+            )
 
 
 class _Stale(Exception):
@@ -197,36 +265,75 @@ class Connection(asyncio.Protocol):
         connect_timeout: float | None,
         tls: ssl.SSLContext | None,
         request: httpx.Request,
+        proxy: Proxy | None = None,
     ) -> Connection:
-        """A connection to `key`'s origin, connected (TLS verified) within the timeout.
+        """A connection to `key`'s origin, connected (TLS verified) within the timeout,
+        directly or through a CONNECT tunnel of `proxy` (TLS to the origin inside it).
 
         Failures say why (`connect_failure`): a person reading the log must tell an
-        untrusted certificate from a refused port from a name that does not resolve.
+        untrusted certificate from a refused port from a name that does not resolve,
+        and the proxy's failures from the origin's.
         """
         _, host, port = key[0]
         conn = cls(key, cap)
         name = host.decode("ascii")
+        loop = conn._loop
+        tunnel: _Tunnel | None = None
+        where = (name, port)
         try:
             async with asyncio.timeout(connect_timeout):
                 # No happy_eyeballs_delay: CPython 3.11's staggered_race drops the winning
                 # socket, still open, when the connect is cancelled just as it wins
                 # (test_cancellation.py saw one such connection in about five runs).
                 # Addresses are tried in order, all within the connect timeout.
-                await conn._loop.create_connection(
-                    lambda: conn, name, port, ssl=tls, server_hostname=name if tls else None
+                if proxy is None:
+                    await loop.create_connection(
+                        lambda: conn, name, port, ssl=tls, server_hostname=name if tls else None
+                    )
+                    return conn
+                tunnel = _Tunnel()
+                where = proxy[:2]
+                await loop.create_connection(lambda: tunnel, proxy[0], proxy[1])
+                assert tunnel.transport is not None
+                target = (f"[{name}]" if ":" in name else name).encode("ascii") + b":%d" % port
+                auth = b"Proxy-Authorization: " + proxy[2] + b"\r\n" if proxy[2] else b""
+                tunnel.transport.write(
+                    b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, target, auth)
                 )
+                status = await tunnel.answer
+                if not 200 <= status < 300:
+                    raise httpx.ConnectError(
+                        f"proxy {proxy[0]}:{proxy[1]} refused CONNECT to {name}:{port}: "
+                        f"HTTP {status}",
+                        request=request,
+                    )
+                where = (name, port)
+                if tls is None:
+                    tunnel.transport.set_protocol(conn)
+                    conn.connection_made(tunnel.transport)
+                else:
+                    inner = await loop.start_tls(tunnel.transport, conn, tls, server_hostname=name)
+                    assert inner is not None
+                    conn.connection_made(inner)
+                return conn
         except TimeoutError as exc:
             conn.close()
+            _abort(tunnel)
             raise httpx.ConnectTimeout(
-                f"connect to {name}:{port} timed out after {connect_timeout:g} s", request=request
+                f"connect to {where[0]}:{where[1]} timed out after {connect_timeout:g} s",
+                request=request,
             ) from exc
-        except OSError as exc:  # ssl.SSLError included
+        except OSError as exc:  # ssl.SSLError and the tunnel's ConnectionError included
             conn.close()
-            raise httpx.ConnectError(connect_failure(name, port, exc), request=request) from exc
+            _abort(tunnel)
+            cause = connect_failure(where[0], where[1], exc)
+            if proxy is not None and where == proxy[:2]:
+                cause = f"egress proxy: {cause}"
+            raise httpx.ConnectError(cause, request=request) from exc
         except BaseException:
             conn.close()
+            _abort(tunnel)
             raise
-        return conn
 
     def _reset(self) -> None:
         self._status = 0
@@ -676,10 +783,23 @@ class Http1Transport(httpx.AsyncBaseTransport):
     of the connection it came on.
     """
 
-    def __init__(self, limits: httpx.Limits, max_body_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        limits: httpx.Limits,
+        max_body_bytes: int | None = None,
+        *,
+        proxy: str | None = None,
+        ca_file: str | None = None,
+    ) -> None:
         self._cap = max_body_bytes
         expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 15.0
         self._ssl: ssl.SSLContext | None = None
+        # Every connection goes through this HTTP proxy's CONNECT tunnels (docs/operations.md,
+        # "Egress"); the caller decides whether the upstream needs one (config.proxy_for).
+        self._proxy = parse_proxy(proxy) if proxy else None
+        # The roots an https:// upstream is verified against: this bundle instead of the
+        # system's (which SSL_CERT_FILE / SSL_CERT_DIR already replace for OpenSSL).
+        self._ca_file = ca_file or None
         self.pool = ConnectionPool(limits.max_connections, expiry, self._connect)
         # The request line of each repeated target (the POST paths; page tokens differ,
         # so the map is capped).
@@ -745,10 +865,10 @@ class Http1Transport(httpx.AsyncBaseTransport):
         tls = None
         if key[0][0] == b"https":
             if self._ssl is None:
-                self._ssl = ssl.create_default_context()
+                self._ssl = ssl.create_default_context(cafile=self._ca_file)
                 self._ssl.set_alpn_protocols(["http/1.1"])
             tls = self._ssl
-        return await Connection.open(key, self._cap, connect_timeout, tls, request)
+        return await Connection.open(key, self._cap, connect_timeout, tls, request, self._proxy)
 
     def _serialize(self, request: httpx.Request, body: bytes) -> tuple[bytes, bytes]:
         """The request's bytes, and the credential it carries (its pool's key)."""
@@ -813,6 +933,11 @@ def _content_encoding(headers: list[tuple[bytes, bytes]]) -> str:
 
 def _protocol_error(message: str, request: httpx.Request | None) -> httpx.RemoteProtocolError:
     return httpx.RemoteProtocolError(message, request=request)
+
+
+def _abort(tunnel: _Tunnel | None) -> None:
+    if tunnel is not None and tunnel.transport is not None:
+        tunnel.transport.abort()
 
 
 def _head_too_large(request: httpx.Request | None) -> httpx.RemoteProtocolError:
