@@ -125,7 +125,7 @@ class Provenances:
         self._seen: list[Provenance] = []
 
     def add(self, provenance: Provenance) -> None:
-        if all(provenance is not p for p in self._seen):
+        if provenance not in self._seen:  # by identity (Provenance has no __eq__)
             self._seen.append(provenance)
 
     def unsolicited(self) -> bool:

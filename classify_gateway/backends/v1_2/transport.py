@@ -222,6 +222,7 @@ class Connection(asyncio.Protocol):
         "_in_body",
         "_loop",
         "_parser",
+        "_poller",
         "_quiet",
         "_read_timeout",
         "_received",
@@ -247,6 +248,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._fd = -1
         self._tls = False
+        self._poller: select.poll | None = None
         self.closed = False
         self.reused = False
         self.idle_since = 0.0
@@ -360,6 +362,10 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
         self._tls = transport.get_extra_info("sslcontext") is not None
+        if self._fd >= 0:
+            # Registered once: each check before reuse is then one poll(2) and nothing else.
+            self._poller = select.poll()
+            self._poller.register(self._fd, select.POLLIN | select.POLLPRI)
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
@@ -546,11 +552,9 @@ class Connection(asyncio.Protocol):
         loop last looked would otherwise be read as, or cut, the next answer. A connection
         that is not quiet is closed here; unread plaintext bytes mark its answers
         unsolicited (TLS records cannot be told apart unread: a close_notify is no attack)."""
-        if self.closed or self._fd < 0:
+        if self.closed or self._poller is None:
             return False
-        poller = select.poll()  # one poll(2) with no wait: far cheaper than a failed recv
-        poller.register(self._fd, select.POLLIN | select.POLLPRI)
-        if not poller.poll(0):
+        if not self._poller.poll(0):  # no wait: far cheaper than a failed MSG_PEEK recv
             return True
         if not self._tls:
             waiting = b""
@@ -681,7 +685,8 @@ class ConnectionPool:
             oldest = next(iter(self._by_age))
             self._forget(oldest)
             oldest.close()
-        self.sweep()
+        if self._timer is None:
+            self.sweep()  # arms the timer for the oldest; while armed, the timer sweeps
 
     def discard(self, conn: Connection) -> None:
         """The exchange on `conn` failed or was cancelled: closed (the rest of an answer
