@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
@@ -138,3 +139,32 @@ async def test_a_cancelled_call_stops_spending_the_quota(emu: Any) -> None:
             assert after_cancel < one_classification()
     finally:
         gw.stop()
+
+
+async def test_a_spent_embed_quota_stops_every_replica_but_not_video_reads(
+    emu: Any, redis: Any
+) -> None:
+    # v1.3 limits embed-v2 and video retrieval separately; so does the shared quota.
+    emu.admin.set_config(rate_limit_embed=2, rate_window_seconds=600)
+    a = Gateway(emu, redis_url=redis.url, **V13)
+    b = Gateway(emu, redis_url=redis.url, **V13)
+    try:
+        async with a.stub() as stub_a, b.stub() as stub_b:
+            pages, err = await collect(stub_a.Classify(request()))  # 2 prompts: the quota
+            assert err is None and pages
+            embeds = sum(1 for e in emu.admin.requests() if e["path"] == "/v1.3/embed-v2")
+            assert embeds == 2
+            new_prompt = request()
+            new_prompt.classes.add(name="sports", prompts=["people playing sports"])
+            _, err = await collect(stub_b.Classify(new_prompt, timeout=5))
+            assert err is not None and err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            # Replica B knew from Redis: it sent no embed request to find out.
+            assert embeds == sum(1 for e in emu.admin.requests() if e["path"] == "/v1.3/embed-v2")
+            # Video retrieval is another bucket: a known question on another index goes.
+            other = request()
+            other.index_id = "664f13a0a71303ec18b99e04"
+            pages, err = await collect(stub_b.Classify(other))
+            assert err is None and pages
+    finally:
+        a.stop()
+        b.stop()
