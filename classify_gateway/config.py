@@ -205,6 +205,9 @@ class Settings:
     redis_password: str = field(default="", repr=False)
     redis_timeout_ms: int = 100
     redis_key_prefix: str = "classify-gateway"
+    # Replicas the quota is divided by while Redis has not answered since start (later:
+    # the replicas last seen alive in Redis).
+    fallback_replicas: int = 1
     upstream_daily_quota: int = 0  # 0 = no daily budget
     caller_identity: str = "none"  # none | xfcc | metadata:<key>
     caller_weights: str = ""  # path of a JSON or YAML file {identity: weight}
@@ -312,6 +315,7 @@ class Settings:
             ),
             ("REDIS_TIMEOUT_MS", 1 <= self.redis_timeout_ms <= 60000, "must be 1..60000"),
             ("REDIS_KEY_PREFIX", bool(self.redis_key_prefix), "must not be empty"),
+            ("FALLBACK_REPLICAS", 1 <= self.fallback_replicas <= 10000, "must be 1..10000"),
             ("UPSTREAM_DAILY_QUOTA", self.upstream_daily_quota >= 0, "must be >= 0 (0 = none)"),
             (
                 "CALLER_IDENTITY",

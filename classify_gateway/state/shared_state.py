@@ -35,6 +35,7 @@ slot stays free for callers within their share.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import logging
 import math
@@ -86,6 +87,13 @@ class QuotaAsk:
     first_page: bool = True  # False: page 2..N of an admitted stream (goes first)
     max_wait: float = 0.0  # seconds this request may wait for a reserved slot
     daily_quota: int = 0  # 0 = no daily budget
+    # What this replica knows the day's count must include (ResilientState): requests it
+    # granted while Redis was away (added to the count), and the count it last read plus
+    # those (the count is raised to it: a Redis that came back empty does not restart the
+    # day). Both only for `daily_day`, the UTC day number they belong to.
+    daily_add: int = 0
+    daily_floor: int = 0
+    daily_day: int = -1
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,8 @@ class Grant:
     wait: float = 0.0
     retry_in: float = 0.0
     reason: str = ""  # when refused: rate | share | daily | upstream
+    daily_used: int = -1  # the day's count after this answer (-1: no daily budget)
+    day: int = -1  # the UTC day number of that count
 
 
 class SharedStateUnavailable(Exception):
@@ -153,12 +163,22 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     if blocked > now:
         return Grant(False, retry_in=(blocked - now) / 1000, reason="upstream")
     day = int(now // DAY_MS)
+    used = -1
     if ask.daily_quota > 0:
         used_day, used = state.daily.get(b, (day, 0))
         if used_day != day:
             used = 0
+        if ask.daily_day == day:
+            used = max(used + ask.daily_add, ask.daily_floor, used)
+            state.daily[b] = (day, used)
         if used >= ask.daily_quota:
-            return Grant(False, retry_in=((day + 1) * DAY_MS - now) / 1000, reason="daily")
+            return Grant(
+                False,
+                retry_in=((day + 1) * DAY_MS - now) / 1000,
+                reason="daily",
+                daily_used=used,
+                day=day,
+            )
     callers = state.active.setdefault(b, {})
     callers[ask.caller] = (now, ask.weight)
     for name, (seen, _) in list(callers.items()):
@@ -182,13 +202,25 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     if cwait <= horizon:  # within its share (for a continuation: within it by then)
         wait = max(cwait, gwait)
         if wait > horizon:
-            return Grant(False, retry_in=max(MIN_RETRY_MS, wait - horizon) / 1000, reason="rate")
+            return Grant(
+                False,
+                retry_in=max(MIN_RETRY_MS, wait - horizon) / 1000,
+                reason="rate",
+                daily_used=used,
+                day=day,
+            )
     else:  # over its share: only slack, and one slot stays free for the others
         slack_at = tatg - tol + ig
         if slack_at > now:
             retry = min(cwait - horizon, slack_at - now)
             why = "rate" if gwait > 0 else "share"
-            return Grant(False, retry_in=max(MIN_RETRY_MS, retry) / 1000, reason=why)
+            return Grant(
+                False,
+                retry_in=max(MIN_RETRY_MS, retry) / 1000,
+                reason=why,
+                daily_used=used,
+                day=day,
+            )
         wait = 0.0
     # GCRA with the request's real send time: the bound holds for what is sent.
     at = now + wait
@@ -196,8 +228,9 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     state.tat[ckey] = max(tatc, at) + ic
     if ask.daily_quota > 0:
         used_day, used = state.daily.get(b, (day, 0))
-        state.daily[b] = (day, (used if used_day == day else 0) + 1)
-    return Grant(True, wait=wait / 1000)
+        used = (used if used_day == day else 0) + 1
+        state.daily[b] = (day, used)
+    return Grant(True, wait=wait / 1000, daily_used=used, day=day)
 
 
 class SizeHooks(Protocol):
@@ -312,8 +345,8 @@ class InProcessState(SharedState):
 # KEYS: 1 global tat, 2 caller tat, 3 active callers (zset), 4 weights (hash),
 #       5 blocked-until, 6 daily counter prefix
 # ARGV: 1 caller, 2 weight, 3 rps, 4 burst, 5 first_page (1/0), 6 max_wait ms,
-#       7 daily quota, 8 active window ms
-# Returns {ok (1/0), wait or retry ms (string), reason}
+#       7 daily quota, 8 active window ms, 9 daily add, 10 daily floor, 11 their day
+# Returns {ok (1/0), wait or retry ms (string), reason, day's count (-1: none), day}
 _RESERVE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
@@ -323,14 +356,22 @@ local first_page, max_wait = ARGV[5] == '1', tonumber(ARGV[6])
 local daily, window = tonumber(ARGV[7]), tonumber(ARGV[8])
 local blocked = tonumber(redis.call('GET', KEYS[5]) or '0')
 if blocked > now then
-  return {0, tostring((blocked - now)), 'upstream'}
+  return {0, tostring((blocked - now)), 'upstream', -1, -1}
 end
 local day = math.floor(now / 86400000)
 local daykey = KEYS[6] .. ':' .. day
+local used = -1
 if daily > 0 then
-  local used = tonumber(redis.call('GET', daykey) or '0')
+  used = tonumber(redis.call('GET', daykey) or '0')
+  if tonumber(ARGV[11]) == day then
+    local known = math.max(used + tonumber(ARGV[9]), tonumber(ARGV[10]))
+    if known > used then
+      used = known
+      redis.call('SET', daykey, used, 'PX', math.ceil((day + 1) * 86400000 - now + 60000))
+    end
+  end
   if used >= daily then
-    return {0, tostring((day + 1) * 86400000 - now), 'daily'}
+    return {0, tostring((day + 1) * 86400000 - now), 'daily', used, day}
   end
 end
 redis.call('ZADD', KEYS[3], now, caller)
@@ -362,14 +403,14 @@ local wait = 0
 if cwait <= horizon then
   wait = math.max(cwait, gwait)
   if wait > horizon then
-    return {0, tostring(math.max(2, wait - horizon)), 'rate'}
+    return {0, tostring(math.max(2, wait - horizon)), 'rate', used, day}
   end
 else
   local slack_at = tatg - tol + ig
   if slack_at > now then
     local why = 'share'
     if gwait > 0 then why = 'rate' end
-    return {0, tostring(math.max(2, math.min(cwait - horizon, slack_at - now))), why}
+    return {0, tostring(math.max(2, math.min(cwait - horizon, slack_at - now))), why, used, day}
   end
 end
 local at = now + wait
@@ -378,10 +419,10 @@ local nc = math.max(tatc, at) + ic
 redis.call('SET', KEYS[1], tostring(ng), 'PX', math.ceil(ng - now + tolg + 1000))
 redis.call('SET', KEYS[2], tostring(nc), 'PX', math.ceil(nc - now + tolc + 1000))
 if daily > 0 then
-  redis.call('INCR', daykey)
+  used = redis.call('INCR', daykey)
   redis.call('PEXPIRE', daykey, math.ceil((day + 1) * 86400000 - now + 60000))
 end
-return {1, tostring(wait), ''}
+return {1, tostring(wait), '', used, day}
 """
 
 # KEYS: 1 blocked-until. ARGV: 1 milliseconds from now. Keeps the later of the two.
@@ -455,13 +496,16 @@ class RedisState(SharedState):
             repr(max(0.0, ask.max_wait) * 1000),
             ask.daily_quota,
             repr(ACTIVE_WINDOW_MS),
+            ask.daily_add,
+            ask.daily_floor,
+            ask.daily_day,
         ]
-        ok, ms, reason = await self._call(self._reserve(keys=keys, args=args))
+        ok, ms, reason, used, day = await self._call(self._reserve(keys=keys, args=args))
         seconds = float(ms) / 1000
         if int(ok):
-            return Grant(True, wait=seconds)
+            return Grant(True, wait=seconds, daily_used=int(used), day=int(day))
         why = reason.decode() if isinstance(reason, bytes) else str(reason)
-        return Grant(False, retry_in=seconds, reason=why)
+        return Grant(False, retry_in=seconds, reason=why, daily_used=int(used), day=int(day))
 
     async def block(self, bucket: str, seconds: float) -> None:
         if seconds > 0:
@@ -500,14 +544,33 @@ class RedisState(SharedState):
 # -- Redis with an in-process fallback ------------------------------------------------
 
 
+@dataclass
+class _DayCount:
+    """One API key's daily count as this replica knows it (ResilientState)."""
+
+    day: int = -1  # UTC day number
+    seen: int = 0  # the fleet's count at the last answer from Redis
+    unsynced: int = 0  # granted here while Redis was away, not yet added to Redis's count
+
+
+def utc_day(now_epoch: float) -> int:
+    return int(now_epoch * 1000 // DAY_MS)
+
+
 class ResilientState(SharedState):
     """Redis while it answers; the in-process backend the moment it does not.
 
-    In fallback the quota is divided by the number of replicas last seen alive (each
-    replica's heartbeat), so N replicas together still stay near the configured rate.
-    Every call tries Redis again first (bounded by REDIS_TIMEOUT_MS), so the gateway
-    returns to shared state as soon as Redis answers; `on_change(True)` is called when
-    falling back and `on_change(False)` when back on Redis.
+    In fallback the rate is divided by the number of replicas last seen alive (each
+    replica's heartbeat; before Redis has ever answered, `fallback_replicas`, the
+    FALLBACK_REPLICAS setting), so N replicas together still stay near the configured
+    rate. The daily budget is held for the fleet, not restarted: in fallback a replica
+    may spend its share of what was left at its last answer from Redis, and when Redis
+    answers again what it spent meanwhile is added to the count, which is never let
+    fall below what this replica last saw (a Redis that restarted empty does not give
+    the day's budget back). Every call tries Redis again first (bounded by
+    REDIS_TIMEOUT_MS), so the gateway returns to shared state as soon as Redis takes a
+    write again; `on_change(True)` is called when falling back and `on_change(False)`
+    when back on Redis.
     """
 
     def __init__(
@@ -516,25 +579,52 @@ class ResilientState(SharedState):
         local: SharedState | None = None,
         on_change: Callable[[bool], None] | None = None,
         retry_after: float = 0.5,
+        *,
+        fallback_replicas: int = 1,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.primary = primary
         self.local = local if local is not None else InProcessState()
         self.backend = primary.backend
-        self.replicas = 1  # last seen alive (including this one)
+        # Replicas last seen alive (including this one); until Redis has answered a
+        # heartbeat, the operator's estimate.
+        self.replicas = max(1, fallback_replicas)
         self.falling_back = False
         self._on_change = on_change
         # While Redis is down, ask it again at most this often, so that every request
         # does not pay the timeout first.
         self._retry_after = retry_after
         self._down_until = 0.0
+        self._days: dict[str, _DayCount] = {}
+        self._wall = wall_clock
+        self._log_next = 0.0  # transitions are logged at most once per LOG_EVERY
+        self._unlogged = 0
+
+    LOG_EVERY = 30.0
+
+    def _log(self, message: str, event: str, **extra: Any) -> None:
+        """A fallback or recovery line, at most one per LOG_EVERY: a Redis that fails
+        only some commands (out of memory refuses writes, not reads) or restarts in a
+        loop would otherwise fill the log; the metrics still count every transition."""
+        now = time.monotonic()
+        if now < self._log_next:
+            self._unlogged += 1
+            return
+        self._log_next = now + self.LOG_EVERY
+        log.warning(
+            message, extra={"event": event, "transitions_unlogged": self._unlogged, **extra}
+        )
+        self._unlogged = 0
 
     def _failed(self, exc: Exception) -> None:
         self._down_until = time.monotonic() + self._retry_after * random.uniform(0.5, 1.0)
         if not self.falling_back:
             self.falling_back = True
-            log.warning(
+            self._log(
                 "shared state unavailable: in-process fallback",
-                extra={"event": "redis_fallback", "error": str(exc), "replicas": self.replicas},
+                "redis_fallback",
+                error=str(exc),
+                replicas=self.replicas,
             )
             if self._on_change:
                 self._on_change(True)
@@ -542,11 +632,16 @@ class ResilientState(SharedState):
     def _ok(self) -> None:
         if self.falling_back:
             self.falling_back = False
-            log.warning("shared state back on redis", extra={"event": "redis_recovered"})
+            self._log("shared state back on redis", "redis_recovered")
             if self._on_change:
                 self._on_change(False)
 
-    async def _try(self, op: Callable[[SharedState], Awaitable[T]]) -> tuple[bool, T | None]:
+    async def _try(
+        self, op: Callable[[SharedState], Awaitable[T]], *, write: bool = True
+    ) -> tuple[bool, T | None]:
+        """`op` on Redis, or (False, None) when Redis is away. Only a write that succeeds
+        ends a fallback: a read that works proves little (Redis out of memory still
+        answers reads while it refuses every write)."""
         if self.falling_back and time.monotonic() < self._down_until:
             return False, None
         try:
@@ -554,18 +649,49 @@ class ResilientState(SharedState):
         except SharedStateUnavailable as exc:
             self._failed(exc)
             return False, None
-        self._ok()
+        if write:
+            self._ok()
         return True, result
 
+    def _day_count(self, bucket: str) -> _DayCount:
+        today = utc_day(self._wall())
+        count = self._days.get(bucket)
+        if count is None or count.day != today:
+            if len(self._days) > 1000:  # callers' own keys: keep the memo small
+                self._days.clear()
+            count = self._days[bucket] = _DayCount(today)
+        return count
+
     async def reserve(self, ask: QuotaAsk) -> Grant:
-        ok, grant = await self._try(lambda s: s.reserve(ask))
+        count = self._day_count(ask.bucket) if ask.daily_quota > 0 else None
+        shared = ask
+        if count is not None:
+            shared = dataclasses.replace(
+                ask,
+                daily_add=count.unsynced,
+                daily_floor=count.seen + count.unsynced,
+                daily_day=count.day,
+            )
+        ok, grant = await self._try(lambda s: s.reserve(shared))
         if ok and grant is not None:
+            if count is not None and grant.daily_used >= 0:
+                # Redis has what was spent here meanwhile; its count is the fleet's now.
+                count.unsynced = 0
+                count.day = grant.day
+                count.seen = grant.daily_used
             return grant
-        rps, burst, daily = quota_share(ask.rps, ask.burst, ask.daily_quota, max(1, self.replicas))
-        share = QuotaAsk(
-            ask.bucket, rps, burst, ask.caller, ask.weight, ask.first_page, ask.max_wait, daily
-        )
-        return await self.local.reserve(share)
+        n = max(1, self.replicas)
+        rps, burst, _ = quota_share(ask.rps, ask.burst, 0, n)
+        if count is not None:
+            allowed = math.ceil(max(0, ask.daily_quota - count.seen) / n)
+            if count.unsynced >= allowed:
+                tomorrow = (count.day + 1) * DAY_MS / 1000
+                return Grant(False, retry_in=max(1.0, tomorrow - self._wall()), reason="daily")
+        local = dataclasses.replace(ask, rps=rps, burst=burst, daily_quota=0)
+        grant = await self.local.reserve(local)
+        if grant.ok and count is not None:
+            count.unsynced += 1
+        return grant
 
     async def block(self, bucket: str, seconds: float) -> None:
         await self.local.block(bucket, seconds)
@@ -578,7 +704,7 @@ class ResilientState(SharedState):
         return self.replicas
 
     async def get(self, key: str) -> bytes | None:
-        ok, value = await self._try(lambda s: s.get(key))
+        ok, value = await self._try(lambda s: s.get(key), write=False)
         return value if ok else await self.local.get(key)
 
     async def set(self, key: str, value: bytes, ttl: float) -> None:
@@ -613,7 +739,10 @@ def build(
     if client is None:
         return local
     return ResilientState(
-        RedisState(client, settings.redis_key_prefix), local=local, on_change=on_change
+        RedisState(client, settings.redis_key_prefix),
+        local=local,
+        on_change=on_change,
+        fallback_replicas=settings.fallback_replicas,
     )
 
 
