@@ -24,7 +24,6 @@ from typing import Any
 
 import grpc
 import httpx
-import numpy as np
 import psutil
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
@@ -68,6 +67,10 @@ def big_request(prompts: int) -> pb.ClassifyRequest:
 
 
 async def stall(prompts: int = 100, videos: int = 50, segments: int = 200) -> dict[str, Any]:
+    # numpy only once classify_gateway.backends.v1_3 (imported above) has set BLAS to one
+    # thread, as in the gateway process.
+    import numpy as np
+
     rng = np.random.default_rng(7)
     query = query_of(big_request(prompts))
     matrix = unit_rows(rng.standard_normal((prompts, DIM)))
