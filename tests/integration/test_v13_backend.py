@@ -260,3 +260,16 @@ async def test_the_docs_requests_get_the_same_shape_and_videos_from_both(
     # v1.2 scorer misses (listed here, with the relevance case that says so).
     assert listed_old <= listed_new
     assert listed_new - listed_old <= V13_ALSO_FINDS
+
+
+async def test_max_pages_caps_the_stream_and_its_last_token_resumes(emulator: Any) -> None:
+    async with v13(emulator) as gw:
+        everything, _ = await collect(gw.stub.Classify(dance(page_limit=1)))
+        capped, err = await collect(gw.stub.Classify(dance(page_limit=1, max_pages=2)))
+        assert err is None and [p.data for p in capped] == [p.data for p in everything[:2]]
+        token = capped[-1].page_info.next_page_token
+        assert token
+        rest, err = await collect(gw.stub.Classify(pb.ClassifyRequest(page_token=token)))
+    assert err is None
+    assert [p.data for p in rest] == [p.data for p in everything[2:]]
+    assert [p.page_number for p in rest] == list(range(1, len(rest) + 1))

@@ -514,6 +514,11 @@ class V13Client:
         query = "&".join(f"embedding_option={o}" for o in options)
         path = f"/indexes/{quote(index_id, safe='')}/videos/{quote(video_id, safe='')}?{query}"
         body = await self._call("GET", path, None, call, VIDEOS)
+        answered = body.get("_id") if isinstance(body, dict) else None
+        if answered is not None and answered != video_id:
+            # Another video's vectors (a late answer read as this one's) must never be
+            # cached under this id.
+            raise _schema(f"asked for video {video_id}, the answer is video {answered}")
         video = VideoVectors(video_id, _duration_of(body), _segments_of(body, options))
         await self._cache_put(cache_key, pack_video(video, options), self._settings.v13_segment_ttl)
         return video
