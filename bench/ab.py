@@ -53,9 +53,9 @@ VARIANTS: dict[str, tuple[list[str] | None, dict[str, object]]] = {
     "uvloop": ([procs.PY, "-c", UVLOOP_SERVE], {}),
     "httpx_transport_direct": ([procs.PY, "-c", TRANSPORT_SERVE], {}),
     "log_warning": (None, {"log_level": "WARNING"}),
-    # The shipped sharing settings (every other variant runs without them): the calls are
-    # distinct, so this is what coalescing and the cache cost when nothing is shared.
-    "defaults": (None, {"coalesce": True, "cache_ttl": 300}),
+    # Every variant runs the shipped sharing settings on distinct calls (nothing is
+    # shared); `passthrough` turns them off: what coalescing and the cache cost.
+    "passthrough": (None, dict(procs.PASSTHROUGH)),
     "coalesce_only": (None, {"coalesce": True, "cache_ttl": 0}),
     "cache_only": (None, {"coalesce": False, "cache_ttl": 300}),
 }

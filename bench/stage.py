@@ -39,7 +39,8 @@ class Stage:
     def gateway_client(
         self, request: pb.ClassifyRequest | None = None, channels: int = 4
     ) -> GatewayClient:
-        return GatewayClient(self.gateway.address, request or bench_request(), channels)
+        # Distinct questions: the shipped gateway shares pages, and a scenario measures misses.
+        return GatewayClient(self.gateway.address, request or bench_request(), channels).distinct()
 
     def direct_client(
         self, request: pb.ClassifyRequest | None = None, prefetch: bool = False

@@ -49,9 +49,11 @@ async def _mode(stage: Stage, mode: str, levels: list[int]) -> dict[str, Any]:
         stage.upstream.url, procs.UNCAPPED, log=f"gateway_memory_{mode}.log"
     )
     # No BDP probing: windows stay at 64 KB, so a caller that does not read stops the gateway.
+    # Distinct questions: with the shipped coalescing, identical waiting calls would share
+    # one chain.
     client = GatewayClient(
         gateway.address, bench_request(), CHANNELS, [("grpc.http2.bdp_probe", 0)]
-    )
+    ).distinct()
     calls: list[Any] = []
     points: list[dict[str, Any]] = []
     ps = procs.ps(gateway)

@@ -57,7 +57,7 @@ async def _profile(stage: Stage, seconds: float, pages: int) -> dict[str, Any]:
     proc = procs.start_gateway(stage.upstream.url, cmd=cmd, log="gateway_profiled.log")
     try:
         stage.serve("docs", pages)
-        gw = GatewayClient(proc.address, bench_request(), channels=4)
+        gw = GatewayClient(proc.address, bench_request(), channels=4).distinct()
         await gw.start()
         try:
             await closed_loop(gw.call, 16, 1.0, 100_000, warmup_calls=5)

@@ -17,14 +17,14 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from classify_gateway.core.errors import DOMAIN
 from classify_gateway.telemetry.observability import JsonFormatter
 from tests.support.classify import classify_request, journal
-from tests.support.gateway import collect, error_details, running_gateway
+from tests.support.gateway import collect, error_details, no_cache_gateway
 from tests.support.logs import events
 
 C = grpc.StatusCode
 
 
 def gw_for(emu: Any, **kw: Any) -> Any:
-    return running_gateway(emu.base_url + "/v1.2", emu.api_key, **kw)
+    return no_cache_gateway(emu.base_url + "/v1.2", emu.api_key, **kw)
 
 
 @pytest.mark.parametrize(
@@ -128,7 +128,7 @@ async def test_real_upstream_validation_error_maps_to_invalid_argument(emulator:
 
 async def test_wrong_gateway_key_is_unauthenticated(emulator: Any) -> None:
     req = classify_request(emulator)
-    async with running_gateway(emulator.base_url + "/v1.2", "not-the-key") as gw:
+    async with no_cache_gateway(emulator.base_url + "/v1.2", "not-the-key") as gw:
         _, err = await collect(gw.stub.Classify(req))
     if err is None:
         pytest.fail("the emulator accepted any key: run it with CLASSIFY_EMULATOR_API_KEYS set")
@@ -290,7 +290,7 @@ async def test_caller_key_refused_unless_allowed(emulator: Any) -> None:
     async with gw_for(emulator) as gw:
         _, err = await collect(gw.stub.Classify(req, metadata=md))
     assert err is not None and err.code() == C.PERMISSION_DENIED
-    async with running_gateway(emulator.base_url + "/v1.2", "", allow_caller_api_key=True) as gw:
+    async with no_cache_gateway(emulator.base_url + "/v1.2", "", allow_caller_api_key=True) as gw:
         pages, err = await collect(gw.stub.Classify(req, metadata=md))
         assert err is None and pages
         _, err = await collect(gw.stub.Classify(req))

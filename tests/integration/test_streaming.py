@@ -12,11 +12,11 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from classify_gateway.backends.v1_2.translate import request_to_json
 from tests.support.classify import classify_request, data_of, direct_pages, index_id, journal
-from tests.support.gateway import collect, error_details, running_gateway
+from tests.support.gateway import collect, error_details, no_cache_gateway
 
 
 def gw_for(emu: Any, **kw: Any) -> Any:
-    return running_gateway(emu.base_url + "/v1.2", emu.api_key, **kw)
+    return no_cache_gateway(emu.base_url + "/v1.2", emu.api_key, **kw)
 
 
 async def test_every_page_in_order_equal_to_the_upstream(emulator: Any) -> None:

@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from classify_gateway.edge.server import SERVICE_NAME
 from classify_gateway.telemetry.grpc_metrics import GO_CODE_NAMES
 from tests.support.classify import classify_request
-from tests.support.gateway import collect, running_gateway
+from tests.support.gateway import collect, no_cache_gateway
 from tests.support.processes import free_port
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -28,7 +28,7 @@ async def health_of(channel: grpc.aio.Channel, service: str = "") -> int:
 
 
 async def test_health_for_server_and_service_and_reflection(emulator: Any) -> None:
-    async with running_gateway(emulator.base_url + "/v1.2", emulator.api_key) as gw:
+    async with no_cache_gateway(emulator.base_url + "/v1.2", emulator.api_key) as gw:
         assert await health_of(gw.channel) == SERVING
         assert await health_of(gw.channel, SERVICE_NAME) == SERVING
         stub = reflection_pb2_grpc.ServerReflectionStub(gw.channel)
@@ -47,7 +47,7 @@ async def test_health_for_server_and_service_and_reflection(emulator: Any) -> No
 
 
 async def test_reflection_can_be_turned_off(emulator: Any) -> None:
-    async with running_gateway(
+    async with no_cache_gateway(
         emulator.base_url + "/v1.2", emulator.api_key, reflection=False
     ) as gw:
         stub = reflection_pb2_grpc.ServerReflectionStub(gw.channel)
@@ -64,7 +64,7 @@ async def test_reflection_can_be_turned_off(emulator: Any) -> None:
 
 async def test_not_serving_while_upstream_fails_then_recovers(emulator: Any) -> None:
     req = classify_request(emulator, page_limit=50)
-    async with running_gateway(
+    async with no_cache_gateway(
         emulator.base_url + "/v1.2",
         emulator.api_key,
         unhealthy_after=0.3,
@@ -96,7 +96,7 @@ async def test_not_serving_while_upstream_fails_then_recovers(emulator: Any) -> 
 
 
 async def test_health_goes_not_serving_when_drain_starts(emulator: Any) -> None:
-    async with running_gateway(emulator.base_url + "/v1.2", emulator.api_key) as gw:
+    async with no_cache_gateway(emulator.base_url + "/v1.2", emulator.api_key) as gw:
         other = grpc.aio.insecure_channel(f"127.0.0.1:{gw.gateway.port}")
         stub = health_pb2_grpc.HealthStub(other)
         watch = stub.Watch(health_pb2.HealthCheckRequest(service=SERVICE_NAME))
@@ -117,7 +117,7 @@ def scrape(port: int) -> str:
 async def test_metrics_endpoint(emulator: Any) -> None:
     req = classify_request(emulator, count=12, page_limit=4)
     port = free_port()
-    async with running_gateway(
+    async with no_cache_gateway(
         emulator.base_url + "/v1.2",
         emulator.api_key,
         metrics_listen=f"127.0.0.1:{port}",

@@ -28,7 +28,7 @@ import grpc
 
 from tests.support.classify import classify_request
 from tests.support.emulators import PAGES
-from tests.support.gateway import collect, gateway_for
+from tests.support.gateway import collect, no_cache_gateway_for
 from tests.support.resources import connections_to, fd_kinds, gauge, open_fds, settle
 
 SEED = 20_240_611
@@ -123,13 +123,13 @@ async def _cancellation_run(emu: Any) -> dict[str, Any]:
             "action": {"type": "latency", "ms": 15},
         }
     )
-    async with gateway_for(emu) as gw:
+    async with no_cache_gateway_for(emu) as gw:
         # grpc opens process-wide fds (epoll sets, wakeup fds) once, on first use.
         _, err = await collect(gw.stub.Classify(req, timeout=30))
         assert err is None
     fds_no_gateway = open_fds()
     r: dict[str, Any] = {"kinds_no_gateway": fd_kinds()}
-    async with gateway_for(emu) as gw:
+    async with no_cache_gateway_for(emu) as gw:
         # Warm up: full streams fill the pool and create every lazy structure.
         warm = await asyncio.gather(
             *(collect(gw.stub.Classify(req, timeout=30)) for _ in range(BATCH))
@@ -238,7 +238,7 @@ async def test_cancellations_do_not_exhaust_the_upstream_pool(emulator_proc: Any
     )
     rng = random.Random(SEED)
     limits = {"upstream_max_connections": 4, "upstream_max_concurrency": 4}
-    async with gateway_for(emu, **limits) as gw:
+    async with no_cache_gateway_for(emu, **limits) as gw:
 
         async def cancel_soon() -> None:
             call = gw.stub.Classify(req, timeout=10)

@@ -24,11 +24,11 @@ from tests.support.emulators import PAGES, page_rule
 from tests.support.gateway import (
     collect,
     error_details,
-    gateway_for,
+    no_cache_gateway,
+    no_cache_gateway_for,
     page_keys,
     resume_request,
     resume_token,
-    running_gateway,
 )
 from tests.support.processes import emulator_process, free_port
 
@@ -174,7 +174,7 @@ async def test_fault_mid_stream(emulator: Any, name: str) -> None:
     case = CASES[name]
     req = classify_request(emulator, count=12, page_limit=2)
     settings = {"retry_max_attempts": ATTEMPTS, **case.settings}
-    async with gateway_for(emulator, **settings) as gw:
+    async with no_cache_gateway_for(emulator, **settings) as gw:
         expected = page_keys(await _baseline(gw.stub, req))
 
         emulator.admin.add_fault(page_rule(case.action, after=1, times=case.times))
@@ -236,7 +236,7 @@ async def test_fault_mid_stream(emulator: Any, name: str) -> None:
             assert d.retry is not None and d.retry.retry_delay.ToTimedelta().total_seconds() > 50
             assert len(emulator.admin.requests()) == spent, "nothing spent before the reset"
             # Another gateway (not sharing state) resumes where the stream stopped.
-            async with gateway_for(emulator, **settings) as fresh:
+            async with no_cache_gateway_for(emulator, **settings) as fresh:
                 rest, err = await collect(fresh.stub.Classify(resume_request(token), timeout=10))
         else:
             rest, err = await collect(gw.stub.Classify(resume_request(token), timeout=10))
@@ -249,7 +249,7 @@ async def test_upstream_down_fresh_request(emulator: Any) -> None:
     """A gateway whose upstream port is closed: UNAVAILABLE at once; resume = send again."""
     req = classify_request(emulator, count=12, page_limit=2)
     closed = f"http://127.0.0.1:{free_port()}/v1.2"
-    async with running_gateway(closed, emulator.api_key, retry_max_attempts=ATTEMPTS) as down:
+    async with no_cache_gateway(closed, emulator.api_key, retry_max_attempts=ATTEMPTS) as down:
         started = time.monotonic()
         pages, err = await collect(down.stub.Classify(req, timeout=5))
         elapsed = time.monotonic() - started
@@ -259,7 +259,7 @@ async def test_upstream_down_fresh_request(emulator: Any) -> None:
     assert info is not None and info.reason == "UPSTREAM_UNREACHABLE"
     assert resume_token(err) is None  # no page sent: the caller sends the request again
     assert elapsed < 2.0, "connection refused must not wait for the deadline"
-    async with gateway_for(emulator) as gw:
+    async with no_cache_gateway_for(emulator) as gw:
         again, err = await collect(gw.stub.Classify(req, timeout=10))
         assert err is None
         assert page_keys(again) == page_keys(await _baseline(gw.stub, req))
@@ -268,7 +268,7 @@ async def test_upstream_down_fresh_request(emulator: Any) -> None:
 async def test_upstream_down_resumed_stream(emulator: Any) -> None:
     """A resumed stream that cannot reach the upstream reports the token it was given."""
     req = classify_request(emulator, count=12, page_limit=2)
-    async with gateway_for(emulator) as gw:
+    async with no_cache_gateway_for(emulator) as gw:
         expected = page_keys(await _baseline(gw.stub, req))
         head_req = pb.ClassifyRequest()
         head_req.CopyFrom(req)
@@ -277,7 +277,7 @@ async def test_upstream_down_resumed_stream(emulator: Any) -> None:
         assert err is None and len(head) == 2
         token = head[-1].page_info.next_page_token
         closed = f"http://127.0.0.1:{free_port()}/v1.2"
-        async with running_gateway(closed, emulator.api_key, retry_max_attempts=ATTEMPTS) as down:
+        async with no_cache_gateway(closed, emulator.api_key, retry_max_attempts=ATTEMPTS) as down:
             started = time.monotonic()
             none, err = await collect(down.stub.Classify(resume_request(token), timeout=5))
             assert time.monotonic() - started < 2.0
@@ -293,7 +293,7 @@ async def test_upstream_dies_mid_stream() -> None:
     with emulator_process() as emu:
         req = classify_request(emu, count=12, page_limit=2)
         emu.admin.add_fault(page_rule({"type": "latency", "ms": 5000}, after=1))
-        async with gateway_for(emu, retry_max_attempts=ATTEMPTS) as gw:
+        async with no_cache_gateway_for(emu, retry_max_attempts=ATTEMPTS) as gw:
             call = gw.stub.Classify(req, timeout=8)
             first = await call.read()
             second = await call.read()
@@ -320,7 +320,7 @@ async def test_token_really_expires_mid_stream(emulator: Any) -> None:
     """Tokens that expire while the stream waits: INVALID_ARGUMENT naming page_token, no
     resume token (resuming could only fail again, and does), and starting over works."""
     req = classify_request(emulator, count=12, page_limit=2)
-    async with gateway_for(emulator, retry_max_attempts=ATTEMPTS) as gw:
+    async with no_cache_gateway_for(emulator, retry_max_attempts=ATTEMPTS) as gw:
         expected = page_keys(await _baseline(gw.stub, req))
         emulator.admin.set_config(page_ttl_seconds=1)
         emulator.admin.add_fault(page_rule({"type": "latency", "ms": 1500}, after=1))
@@ -348,7 +348,7 @@ async def test_token_really_expires_mid_stream(emulator: Any) -> None:
 async def test_deadline_error_carries_the_resume_token(emulator: Any) -> None:
     """A stream cut by its deadline says where to resume, like every other mid-stream error."""
     req = classify_request(emulator, count=12, page_limit=2)
-    async with gateway_for(emulator) as gw:
+    async with no_cache_gateway_for(emulator) as gw:
         missing = 0
         for _ in range(8):
             emulator.admin.clear_faults()

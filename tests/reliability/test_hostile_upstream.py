@@ -28,7 +28,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from classify_gateway.telemetry.observability import JsonFormatter
-from tests.support.gateway import collect, error_details, running_gateway
+from tests.support.gateway import collect, error_details, no_cache_gateway
 from tests.support.hostile_upstream import (
     Reply,
     Seen,
@@ -115,7 +115,7 @@ ESCAPING_TOKENS = [
 @pytest.mark.parametrize("token", ESCAPING_TOKENS, ids=lambda t: repr(t[:30]))
 async def test_upstream_token_never_leaves_the_classify_path(token: str) -> None:
     handler = script(Reply.json(page(token)), Reply.json(page("")))
-    async with hostile_upstream(handler) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(handler) as up, no_cache_gateway(up.base_url, KEY) as gw:
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=10))
     assert len(pages) == 1  # the page already fetched still reaches the caller
     assert err is not None and err.code() == C.DATA_LOSS, err
@@ -126,7 +126,7 @@ async def test_upstream_token_never_leaves_the_classify_path(token: str) -> None
 @pytest.mark.parametrize("token", ESCAPING_TOKENS[:4], ids=lambda t: repr(t[:30]))
 async def test_bad_token_in_a_single_page_is_refused(token: str) -> None:
     handler = script(Reply.json(page(token)))
-    async with hostile_upstream(handler) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(handler) as up, no_cache_gateway(up.base_url, KEY) as gw:
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await gw.stub.GetClassifyPage(pb.GetClassifyPageRequest(page_token="p1"), timeout=10)
     assert info.value.code() == C.DATA_LOSS
@@ -136,7 +136,7 @@ async def test_bad_token_in_a_single_page_is_refused(token: str) -> None:
 async def test_tokens_are_sent_as_one_percent_encoded_segment() -> None:
     token = "a:b@c!$&'()*+,;=~é.x-_"
     handler = script(Reply.json(page(token)), Reply.json(page("")))
-    async with hostile_upstream(handler) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(handler) as up, no_cache_gateway(up.base_url, KEY) as gw:
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=10))
     assert err is None and len(pages) == 2
     assert up.targets == ["/v1.2/classify", "/v1.2/classify/" + quote(token, safe="")]
@@ -159,7 +159,7 @@ async def test_a_token_seen_before_ends_the_stream_at_once(chain: list[str]) -> 
             return Reply.json(page(chain[0]))
         return Reply.json(page(nxt.get(seen.path.rsplit("/", 1)[1], "")))
 
-    async with hostile_upstream(handler) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(handler) as up, no_cache_gateway(up.base_url, KEY) as gw:
         started = time.monotonic()
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
         elapsed = time.monotonic() - started
@@ -174,7 +174,7 @@ async def test_a_token_seen_before_ends_the_stream_at_once(chain: list[str]) -> 
 async def test_resume_from_a_caller_token_the_upstream_repeats() -> None:
     async with (
         hostile_upstream(lambda seen: Reply.json(page("T"))) as up,
-        running_gateway(up.base_url, KEY) as gw,
+        no_cache_gateway(up.base_url, KEY) as gw,
     ):
         _pages, err = await collect(
             gw.stub.Classify(pb.ClassifyRequest(page_token="T"), timeout=10)
@@ -191,7 +191,7 @@ async def test_an_unexpected_exception_is_internal_without_its_text(
 ) -> None:
     async with (
         hostile_upstream(lambda seen: Reply.json(page())) as up,
-        running_gateway(up.base_url, KEY) as gw,
+        no_cache_gateway(up.base_url, KEY) as gw,
     ):
 
         async def broken(*args: Any, **kw: Any) -> Any:
@@ -240,7 +240,7 @@ async def test_an_unexpected_exception_is_internal_without_its_text(
 async def test_invalid_trace_context_is_dropped_not_fatal(traceparent: str) -> None:
     async with (
         hostile_upstream(lambda seen: Reply.json(page())) as up,
-        running_gateway(up.base_url, KEY) as gw,
+        no_cache_gateway(up.base_url, KEY) as gw,
     ):
         pages, err = await collect(
             gw.stub.Classify(
@@ -258,7 +258,7 @@ async def test_valid_trace_context_is_forwarded() -> None:
     tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     async with (
         hostile_upstream(lambda seen: Reply.json(page())) as up,
-        running_gateway(up.base_url, KEY) as gw,
+        no_cache_gateway(up.base_url, KEY) as gw,
     ):
         _, err = await collect(
             gw.stub.Classify(
@@ -273,7 +273,7 @@ async def test_valid_trace_context_is_forwarded() -> None:
 async def test_a_request_that_does_not_decode_is_invalid_argument() -> None:
     async with (
         hostile_upstream(lambda seen: Reply.json(page())) as up,
-        running_gateway(up.base_url, KEY) as gw,
+        no_cache_gateway(up.base_url, KEY) as gw,
     ):
         raw = gw.channel.unary_stream(
             "/classify.v1.ClassifyService/Classify",
@@ -315,7 +315,7 @@ async def test_an_oversized_body_is_refused_and_its_connection_closed(
         handler = script(lambda seen: make())
     else:
         handler = script(Reply.json(page("p2")), lambda seen: make())
-    async with hostile_upstream(handler) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(handler) as up, no_cache_gateway(up.base_url, KEY) as gw:
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
         assert err is not None and err.code() == C.DATA_LOSS, err
         assert reason(err) == "PAGE_TOO_LARGE"
@@ -341,7 +341,7 @@ async def test_a_compressed_page_is_decoded(encoding: str) -> None:
     """The gateway asks for gzip and deflate (Accept-Encoding): what it asked for works."""
     body = _compressed(json.dumps(page()).encode(), encoding)
     reply = Reply(body=body, headers=[(b"content-encoding", encoding.encode())])
-    async with hostile_upstream(script(reply)) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(script(reply)) as up, no_cache_gateway(up.base_url, KEY) as gw:
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
     assert err is None, err
     assert [p.data[0].video_id for p in pages] == ["v0"]
@@ -358,7 +358,7 @@ async def test_a_compression_bomb_is_capped_by_its_decoded_size(encoding: str) -
     reply = Reply(body=body, headers=[(b"content-encoding", encoding.encode())])
     async with (
         hostile_upstream(script(reply)) as up,
-        running_gateway(up.base_url, KEY, max_upstream_body_bytes=MiB) as gw,
+        no_cache_gateway(up.base_url, KEY, max_upstream_body_bytes=MiB) as gw,
     ):
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
     assert err is not None and err.code() == C.DATA_LOSS, err
@@ -382,7 +382,7 @@ async def test_a_body_that_does_not_decode_is_malformed_not_internal(
     encoding: str, body: bytes
 ) -> None:
     reply = Reply(body=body, headers=[(b"content-encoding", encoding.encode())])
-    async with hostile_upstream(script(reply)) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(script(reply)) as up, no_cache_gateway(up.base_url, KEY) as gw:
         pages, err = await collect(gw.stub.Classify(REQUEST, timeout=30))
     assert err is not None and err.code() == C.UNAVAILABLE, err
     assert reason(err) == "UPSTREAM_MALFORMED_RESPONSE"
@@ -442,7 +442,7 @@ async def test_upstream_error_text_is_redacted_stripped_and_capped(status: str) 
     body = {"code": f"code_{KEY}\x1b", "message": message}
     async with (
         hostile_upstream(lambda seen: Reply.json(body, status=status)) as up,
-        running_gateway(up.base_url, KEY, allow_caller_api_key=True, retry_max_attempts=1) as gw,
+        no_cache_gateway(up.base_url, KEY, allow_caller_api_key=True, retry_max_attempts=1) as gw,
     ):
         for metadata in ((), (("x-api-key", CALLER_KEY),)):
             pages, err = await collect(gw.stub.Classify(REQUEST, timeout=10, metadata=metadata))
@@ -465,7 +465,7 @@ async def test_upstream_message_with_caller_key_never_returns_it() -> None:
 
     async with (
         hostile_upstream(echo) as up,
-        running_gateway(up.base_url, KEY, allow_caller_api_key=True) as gw,
+        no_cache_gateway(up.base_url, KEY, allow_caller_api_key=True) as gw,
     ):
         for key in (CALLER_KEY, "tlk_other_caller_key"):
             pages, err = await collect(
@@ -483,7 +483,7 @@ async def test_a_cancelled_page_call_is_counted_and_logged() -> None:
         await asyncio.sleep(5)
         return Reply.json(page())
 
-    async with hostile_upstream(slow) as up, running_gateway(up.base_url, KEY) as gw:
+    async with hostile_upstream(slow) as up, no_cache_gateway(up.base_url, KEY) as gw:
         with captured_logs() as logs:
             call = gw.stub.GetClassifyPage(pb.GetClassifyPageRequest(page_token="p1"), timeout=10)
             await asyncio.sleep(0.3)
@@ -517,7 +517,7 @@ async def test_waiting_for_an_upstream_slot_ends_before_the_callers_deadline() -
 
     async with (
         hostile_upstream(hold) as up,
-        running_gateway(up.base_url, KEY, upstream_max_concurrency=1) as gw,
+        no_cache_gateway(up.base_url, KEY, upstream_max_concurrency=1) as gw,
     ):
         with captured_logs() as logs:
             holder = asyncio.ensure_future(collect(gw.stub.Classify(REQUEST, timeout=20)))
@@ -553,7 +553,7 @@ async def test_a_call_cut_by_its_deadline_is_logged_as_the_caller_saw_it() -> No
 
     async with (
         hostile_upstream(pages_of_700_kb) as up,
-        running_gateway(up.base_url, KEY) as gw,
+        no_cache_gateway(up.base_url, KEY) as gw,
     ):
         with captured_logs() as logs:
             call = gw.stub.Classify(REQUEST, timeout=1.0)

@@ -20,7 +20,7 @@ import grpc
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.support.classify import classify_request
-from tests.support.gateway import error_details, gateway_for
+from tests.support.gateway import NO_CACHE, error_details, no_cache_gateway_for
 from tests.support.resources import gauge, rss, settle
 
 LIMIT = 500
@@ -38,7 +38,8 @@ async def _timed(stub: Any, req: Any) -> tuple[float, float, int, grpc.aio.AioRp
     started = time.monotonic()
     pages = 0
     try:
-        async for _ in stub.Classify(req, timeout=60):
+        # no-cache: every stream must reach the (held) upstream, not the stored page.
+        async for _ in stub.Classify(req, timeout=60, metadata=NO_CACHE):
             pages += 1
     except grpc.aio.AioRpcError as err:
         return started, time.monotonic(), pages, err
@@ -53,7 +54,7 @@ async def _overload_run(emu: Any) -> dict[str, Any]:
     if _RUN:
         return _RUN
     req = classify_request(emu, count=2, page_limit=10)  # one page per stream
-    async with gateway_for(
+    async with no_cache_gateway_for(
         emu,
         max_concurrent_streams=LIMIT,
         upstream_max_concurrency=LIMIT,

@@ -32,7 +32,7 @@ from classify_emulator.testing import running_emulator
 from classify_gateway.telemetry.observability import JsonFormatter
 from tests.support.classify import classify_request
 from tests.support.emulators import page_rule, reset_around
-from tests.support.gateway import collect, read_rest, running_gateway
+from tests.support.gateway import collect, no_cache_gateway, read_rest
 from tests.support.logs import events
 from tests.support.processes import drain_pipe, free_port, serve_process
 
@@ -114,7 +114,7 @@ async def test_no_key_in_logs_errors_metadata_or_metrics(emu: Any) -> None:
     req = classify_request(emu, count=12, page_limit=2)
     seen = Seen()
     with captured_logs() as logs:
-        async with running_gateway(
+        async with no_cache_gateway(
             emu.base_url + "/v1.2", CANARY, retry_max_attempts=2, allow_caller_api_key=True
         ) as gw:
             stub = gw.stub
@@ -159,15 +159,15 @@ async def test_no_key_in_logs_errors_metadata_or_metrics(emu: Any) -> None:
             emu.admin.clear_faults()
             seen.add(generate_latest(gw.gateway.metrics.registry))
         # The gateway's own key refused by the upstream; and the upstream down.
-        async with running_gateway(emu.base_url + "/v1.2", REFUSED_CANARY) as gw:
+        async with no_cache_gateway(emu.base_url + "/v1.2", REFUSED_CANARY) as gw:
             await _stream(seen, gw.stub, req, timeout=10)
             seen.add(generate_latest(gw.gateway.metrics.registry))
         closed = f"http://127.0.0.1:{free_port()}/v1.2"
-        async with running_gateway(closed, CANARY, retry_max_attempts=2) as gw:
+        async with no_cache_gateway(closed, CANARY, retry_max_attempts=2) as gw:
             await _stream(seen, gw.stub, req, timeout=5)
             seen.add(generate_latest(gw.gateway.metrics.registry))
         # Overload.
-        async with running_gateway(emu.base_url + "/v1.2", CANARY, max_concurrent_streams=1) as gw:
+        async with no_cache_gateway(emu.base_url + "/v1.2", CANARY, max_concurrent_streams=1) as gw:
             emu.admin.add_fault(
                 {"match": {"method": "POST"}, "times": 1, "action": {"type": "latency", "ms": 500}}
             )
@@ -217,8 +217,9 @@ def test_no_key_in_traces(canary_emulator: Any) -> None:
             with pytest.raises(grpc.RpcError):
                 list(stub.Classify(req, timeout=10, metadata=(("x-api-key", REFUSED_CANARY),)))
             emu.admin.add_fault(page_rule({"type": "status", "status": 503}, after=0))
-            with pytest.raises(grpc.RpcError):
-                list(stub.Classify(req, timeout=10, metadata=TRACEPARENT))
+            with pytest.raises(grpc.RpcError):  # no-cache: the pages are stored by now
+                fresh = (*TRACEPARENT, ("cache-control", "no-cache"))
+                list(stub.Classify(req, timeout=10, metadata=fresh))
             emu.admin.clear_faults()
         proc.popen.send_signal(signal.SIGTERM)
         assert proc.popen.wait(15) == 0

@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from classify_gateway.edge.server import SERVICE_NAME
 from tests.support.classify import classify_request
-from tests.support.gateway import collect
+from tests.support.gateway import NO_CACHE, collect
 from tests.support.processes import Process, emulator_process, start_gateway
 from tests.support.redis_server import RedisServer
 
@@ -101,7 +101,9 @@ async def hammer(
     async def loop(target: str, caller: str, md: Sequence[tuple[str, str]]) -> None:
         stub = pb_grpc.ClassifyServiceStub(channels[target])
         while time.monotonic() < stop:
-            _, err = await collect(stub.Classify(request, timeout=deadline, metadata=md))
+            # no-cache: each call spends quota, as a distinct question would.
+            fresh = (*md, *NO_CACHE)
+            _, err = await collect(stub.Classify(request, timeout=deadline, metadata=fresh))
             code = grpc.StatusCode.OK if err is None else err.code()
             outcomes.append(Outcome(time.time(), caller, code))
             if err is not None:

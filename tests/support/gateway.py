@@ -22,17 +22,17 @@ from classify_gateway.edge.server import Gateway
 from classify_gateway.telemetry.observability import Metrics
 from tests.support.upstream import FakeUpstream, serving
 
-# Test gateways pass every call through to the upstream: the tests of faults, retries,
-# deadlines and limits repeat the same request and count upstream requests, which a
-# shared chain or a cache hit would hide. Sharing has its own tests
-# (tests/integration/test_sharing*.py), which turn it on.
-NO_SHARING: dict[str, Any] = {"coalesce": False, "cache_ttl": 0}
+# Test gateways run the shipped defaults: coalescing and the page store are on. A test
+# that counts upstream requests asks distinct questions or sends `cache-control:
+# no-cache` (`NO_CACHE`, or `running_gateway(no_cache=True)` for every call it makes).
+# PASSTHROUGH is the one explicit variant without sharing, for an A/B that needs it.
+PASSTHROUGH: dict[str, Any] = {"coalesce": False, "cache_ttl": 0}
+NO_CACHE = (("cache-control", "no-cache"),)
 FAST = {
     "retry_initial_backoff": 0.01,
     "retry_max_backoff": 0.05,
     "listen": "127.0.0.1:0",
     "metrics_listen": "127.0.0.1:0",
-    **NO_SHARING,
 }
 
 
@@ -55,14 +55,34 @@ class Running:
     settings: Settings
 
 
+def _no_cache(details: Any) -> Any:
+    return details._replace(metadata=(*tuple(details.metadata or ()), *NO_CACHE))
+
+
+class _NoCacheUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds `cache-control: no-cache` to every call (HTTP's meaning: read no stored page,
+    join no chain started before the call), for tests that count upstream requests.
+    grpc.aio files an interceptor under one kind only: one class per kind."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_no_cache(details), request)
+
+
+class _NoCacheStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(_no_cache(details), request)
+
+
 @contextlib.asynccontextmanager
 async def running_gateway(
-    upstream_url: str, api_key: str, **overrides: Any
+    upstream_url: str, api_key: str, *, no_cache: bool = False, **overrides: Any
 ) -> AsyncIterator[Running]:
-    """A gateway on this event loop, and an aio stub connected to it."""
+    """A gateway on this event loop, and an aio stub connected to it (every call with
+    `cache-control: no-cache` when `no_cache`)."""
     settings = gateway_settings(upstream_url, api_key, **overrides)
     gateway = await started_gateway(settings)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}")
+    interceptors = [_NoCacheUnary(), _NoCacheStream()] if no_cache else None
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}", interceptors=interceptors)
     try:
         yield Running(gateway, channel, pb_grpc.ClassifyServiceStub(channel), settings)
     finally:
@@ -75,22 +95,48 @@ def gateway_for(emu: Any, **overrides: Any) -> Any:
     return running_gateway(emu.base_url + "/v1.2", emu.api_key, **overrides)
 
 
+def no_cache_gateway(upstream_url: str, api_key: str, **overrides: Any) -> Any:
+    """running_gateway whose every call sends `cache-control: no-cache`: for tests that
+    repeat one question and count upstream requests or inject upstream faults."""
+    return running_gateway(upstream_url, api_key, no_cache=True, **overrides)
+
+
+def no_cache_gateway_for(emu: Any, **overrides: Any) -> Any:
+    """gateway_for whose every call sends `cache-control: no-cache` (no_cache_gateway)."""
+    return gateway_for(emu, no_cache=True, **overrides)
+
+
 @dataclass
 class Threaded:
     gateway: Gateway
     stub: pb_grpc.ClassifyServiceStub  # blocking
 
 
+class _BlockingNoCache(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """The same for blocking stubs (grpc.intercept_channel files it under both kinds)."""
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_no_cache(details), request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        return continuation(_no_cache(details), request)
+
+
 @contextlib.contextmanager
-def threaded_gateway(upstream_url: str, api_key: str, **overrides: Any) -> Iterator[Threaded]:
+def threaded_gateway(
+    upstream_url: str, api_key: str, *, no_cache: bool = False, **overrides: Any
+) -> Iterator[Threaded]:
     """A gateway on an event loop thread of its own, with a blocking stub: for tests that
-    are plain functions (hypothesis drives those only)."""
+    are plain functions (hypothesis drives those only). `no_cache`: every call sends
+    `cache-control: no-cache`."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="gateway-loop", daemon=True)
     thread.start()
     settings = gateway_settings(upstream_url, api_key, **overrides)
     gateway = asyncio.run_coroutine_threadsafe(started_gateway(settings), loop).result(10)
     channel = grpc.insecure_channel(f"127.0.0.1:{gateway.port}")
+    if no_cache:
+        channel = grpc.intercept_channel(channel, _BlockingNoCache())
     try:
         yield Threaded(gateway, pb_grpc.ClassifyServiceStub(channel))
     finally:
@@ -115,9 +161,16 @@ class Fronted:
 
 
 @contextlib.contextmanager
-def in_front_of(upstream: FakeUpstream, **overrides: Any) -> Iterator[Fronted]:
-    """threaded_gateway in front of `upstream`, served on a free port."""
-    with serving(upstream) as url, threaded_gateway(url, "fake-upstream-key", **overrides) as t:
+def in_front_of(
+    upstream: FakeUpstream, *, no_cache: bool = True, **overrides: Any
+) -> Iterator[Fronted]:
+    """threaded_gateway in front of `upstream`, served on a free port. The fake upstream's
+    answers change from call to call for one question, so every call sends `cache-control:
+    no-cache` unless the test says otherwise."""
+    with (
+        serving(upstream) as url,
+        threaded_gateway(url, "fake-upstream-key", no_cache=no_cache, **overrides) as t,
+    ):
         yield Fronted(upstream, t.gateway, t.stub)
 
 

@@ -27,7 +27,6 @@ from classify_emulator.stack import (
 )
 from classify_emulator.stack import start_gateway as _start_gateway
 from classify_emulator.testing import AdminClient
-from tests.support.gateway import NO_SHARING
 
 __all__ = [
     "EXE",
@@ -76,7 +75,7 @@ def serve_process(
     """A real `classify-gateway serve`, listening, its stdout and stderr on pipes.
 
     The caller stops it (`proc.stop()`) and reads the pipes (drain_pipe for long runs).
-    Sharing is off unless `settings` turn it on (tests/support/gateway.py, NO_SHARING).
+    The shipped defaults (coalescing and the page store on) unless `settings` say otherwise.
     """
     return start_gateway(upstream_url, api_key, subprocess.PIPE, port, **settings)
 
@@ -89,10 +88,8 @@ def start_gateway(
     cmd: list[str] | None = None,
     **settings: object,
 ) -> Process:
-    """classify_emulator.stack.start_gateway, with sharing off unless `settings` turn it on
-    (tests/support/gateway.py, NO_SHARING)."""
-    merged = {**NO_SHARING, **settings}
-    return _start_gateway(upstream_url, api_key, output, port, cmd, **merged)
+    """classify_emulator.stack.start_gateway: the shipped defaults, plus `settings`."""
+    return _start_gateway(upstream_url, api_key, output, port, cmd, **settings)
 
 
 def drain_pipe(pipe: IO[bytes] | None, into: list[bytes]) -> threading.Thread:

@@ -1,8 +1,9 @@
 """Sharing tests' harness: real `serve` processes with coalescing and the cache on.
 
 Used by tests/integration/test_sharing.py (one replica) and test_sharing_replicas.py
-(two replicas on one redis-server). The rest of the suite runs with sharing off
-(tests/support/gateway.py, NO_SHARING), because it counts upstream requests.
+(two replicas on one redis-server). The rest of the suite runs the same shipped defaults;
+its tests that count upstream requests send `cache-control: no-cache` or ask distinct
+questions (tests/support/gateway.py).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from tests.support.processes import drain_pipe, serve_process
 KEY_A = "sharing-key-a"
 KEY_B = "sharing-key-b"
 NO_CACHE = (("cache-control", "no-cache"),)
-# The shipped defaults (the harness turns sharing off for every other test).
+# The shipped defaults, written out (every test gateway runs them).
 SHARING: dict[str, object] = {
     "coalesce": True,
     "cache_ttl": 300,
