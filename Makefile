@@ -26,7 +26,7 @@ help:
 	@echo "make release-check  the Go and Java clients, as a calling team gets them, build offline (docs/clients.md)"
 	@echo "make test-sdk13  the official SDK 1.3.6 against the emulator's /v1.3 (own venv)"
 	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
-	@echo "make lint      ruff, mypy (strict on classify_gateway/), buf lint/format/breaking"
+	@echo "make lint      ruff, mypy (strict on classify_gateway/), lint-imports (layers), buf lint/format/breaking"
 	@echo "make bench     benchmarks, about 15 minutes (BENCH_QUICK=1: about 4)"
 	@echo "make soak      long steady load with faults (SOAK_SECONDS, default 600)"
 
@@ -90,6 +90,7 @@ lint: venv
 	$(VENV)/bin/ruff check classify_gateway classify_emulator tests tools bench
 	$(VENV)/bin/ruff format --check classify_gateway classify_emulator tests tools bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	bash tools/buf-breaking.sh $(BUF)
