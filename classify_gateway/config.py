@@ -434,6 +434,17 @@ _PARSERS: dict[type, Callable[[str], Any]] = {
 }
 
 
+def _secret_file(setting: str, path: str) -> str:
+    """A secret mounted as a file (`*_FILE` settings), stripped; one line of ConfigError
+    naming the setting when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise ConfigError(f"{PREFIX}{setting} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{PREFIX}{setting} is not UTF-8 text") from None
+
+
 def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Build and validate Settings from `CLASSIFY_GATEWAY_*` variables and explicit overrides."""
     env = os.environ if env is None else env
@@ -452,27 +463,13 @@ def from_env(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings
             raise ConfigError(f"{var} is invalid: {exc}") from None
     key_file = env.get(PREFIX + "API_KEY_FILE")
     if key_file and "api_key" not in values:
-        try:
-            values["api_key"] = Path(key_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{PREFIX}API_KEY_FILE cannot be read: {exc.strerror or exc}"
-            ) from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{PREFIX}API_KEY_FILE is not UTF-8 text") from None
+        values["api_key"] = _secret_file("API_KEY_FILE", key_file)
     # Read only when Redis is in use: the deployment mounts the password's Secret as
     # optional, so a gateway without Redis starts without that Secret.
     password_file = env.get(PREFIX + "REDIS_PASSWORD_FILE")
     redis_url = overrides.get("redis_url") or values.get("redis_url")
     if password_file and redis_url and "redis_password" not in values:
-        try:
-            values["redis_password"] = Path(password_file).read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(
-                f"{PREFIX}REDIS_PASSWORD_FILE cannot be read: {exc.strerror or exc}"
-            ) from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{PREFIX}REDIS_PASSWORD_FILE is not UTF-8 text") from None
+        values["redis_password"] = _secret_file("REDIS_PASSWORD_FILE", password_file)
     for key, var in (("listen", "LISTEN"), ("metrics_listen", "METRICS_LISTEN")):
         # A flag left unset is an override of None (cli.py passes every flag): the
         # environment's value must be checked then, not skipped.

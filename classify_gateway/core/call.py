@@ -10,12 +10,16 @@ without another layer seeing the change.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import hashlib
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 # Leave this much of the caller's deadline for sending the answer back: a status sent
 # at the deadline itself does not reach the caller, who sees its own DEADLINE_EXCEEDED
@@ -59,3 +63,15 @@ class CallContext:
 
     def with_deadline(self, deadline: float) -> CallContext:
         return dataclasses.replace(self, deadline=deadline)
+
+
+async def within(seconds: float, waiting: Awaitable[T]) -> T:
+    """`waiting`, for at most `seconds`: TimeoutError past them, and at once (without
+    waiting at all) when none are left, so that a refusal reaches the caller before its
+    own deadline does."""
+    if seconds <= 0:
+        if isinstance(waiting, Coroutine):
+            waiting.close()  # never started: no "never awaited" warning
+        raise TimeoutError
+    async with asyncio.timeout(seconds):
+        return await waiting

@@ -37,7 +37,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 
 from classify_gateway.backends.base import Question
-from classify_gateway.core.call import CallContext
+from classify_gateway.core.call import CallContext, within
 from classify_gateway.core.errors import GatewayError, own_error
 from classify_gateway.core.page import Page, new_chain_id
 
@@ -347,10 +347,7 @@ class Subscription:
         as a lone call would from the backend."""
         remaining = self.deadline - READER_DEADLINE_MARGIN - time.monotonic()
         try:
-            if remaining <= 0:
-                raise TimeoutError
-            async with asyncio.timeout(remaining):
-                await self.hub._wait_change()
+            await within(remaining, self.hub._wait_change())
         except TimeoutError:
             raise own_error("DEADLINE_EXCEEDED") from None
 

@@ -33,7 +33,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
 
 from classify_gateway.config import Settings
-from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext, within
 from classify_gateway.core.errors import own_error
 from classify_gateway.quota.callers import load_weights, share_of
 from classify_gateway.state.shared_state import QuotaAsk, SharedState, SizeHooks, bucket_of, build
@@ -179,10 +179,7 @@ class SharedLimiter:
             # Give up early enough that the refusal reaches the caller before its deadline.
             budget = deadline - DEADLINE_MARGIN - self._clock()
             try:
-                if budget <= 0:
-                    raise TimeoutError
-                async with asyncio.timeout(budget):
-                    await self._sem.acquire()
+                await within(budget, self._sem.acquire())
             except TimeoutError:
                 self._hooks.quota_rejected(self._label(caller), "concurrency")
                 raise own_error(
