@@ -7,14 +7,19 @@ time to live):
 
     pages:lease:{chain key}        "{replica}|{chain id}": who fetches (add = SET NX, CHAIN_LEASE)
     pages:chain:{chain id}:{n}     page n as published by the holder
-    pages:chain:{chain id}:head    {"published": n, "end": bool, "error": ...}
+    pages:chain:{chain id}:head    {"published": n, "end": bool, "error": ..., "fetching": bool}
 
 - The first replica to claim the lease fetches from the backend (with its own retries,
   limiter and deadlines), publishes every page, and renews the lease every third of its
   length while a reader of its hub is attached (checked at each renewal, so a renewal
   task whose cancellation is lost, python/cpython#86296 in redis-py's waits, still stops).
 - Any other replica polls the head (every REDIS_TIMEOUT_MS / 2) and hands the pages to its
-  own readers ("replica" in metrics and logs). A reader following when the holder
+  own readers ("replica" in metrics and logs). The holder fetches only as fast as its own
+  fastest reader asks (the hub), and says in the head when it is fetching; a follower
+  whose holder fetches nothing for FOLLOW_STALL (its readers stopped asking: a slow
+  caller there) goes on by itself from the last page published, so that a slow reader on
+  one replica never holds a fast one back on another ("detached" in
+  classify_gateway_shared_chains_total). A reader following when the holder
   publishes an upstream error gets it; a replica that claims the chain afterwards (a
   resume, a new identical call) does not: an error is never shared with a caller that
   arrives after it, so it fetches again from the last page published.
@@ -54,6 +59,7 @@ LOCAL_REASONS = frozenset(
     {"GATEWAY_SHUTTING_DOWN", "DEADLINE_EXCEEDED", "GATEWAY_RATE_LIMITED", "GATEWAY_OVERLOADED"}
 )
 CHAIN_MIN_LIFE = 120.0  # seconds a chain's published pages outlive their publication
+FOLLOW_STALL = 1.0  # seconds a follower waits on a holder that fetches nothing
 
 
 def error_to_json(err: GatewayError) -> dict[str, Any]:
@@ -97,6 +103,9 @@ class FleetChains:
         self.source = source  # the page path's own opener (the backend's pages)
         self._lease = lease
         self._poll = poll
+        # How long a follower waits for a holder that is not fetching (its readers
+        # stopped asking) before it fetches the rest itself.
+        self._stall = max(FOLLOW_STALL, 4 * poll)
         self._hooks = hooks
         self.replica = uuid.uuid4().hex[:12]
 
@@ -161,6 +170,10 @@ class FleetChains:
                         await self._head(chain, position)
                         position += 1
                         yield page
+                        if page.next_token:
+                            # A reader here wants the next page: say so, so that the
+                            # followers wait for it rather than go their own way.
+                            await self._head(chain, position - 1, fetching=True)
                     if position > start.position and not page.next_token:
                         # The source ended cleanly after its last page: the chain is done.
                         await self._head(chain, position - 1, end=True)
@@ -196,9 +209,15 @@ class FleetChains:
             yield decode_page(raw)
 
     async def _head(
-        self, chain: str, published: int, *, end: bool = False, error: Any = None
+        self,
+        chain: str,
+        published: int,
+        *,
+        end: bool = False,
+        error: Any = None,
+        fetching: bool = False,
     ) -> None:
-        head = {"published": published, "end": end, "error": error}
+        head = {"published": published, "end": end, "error": error, "fetching": fetching}
         await self._s.set(f"{chain}:head", orjson.dumps(head), self._life)
 
     async def _keep(self, lease_key: str, mine: bytes, hub: Hub) -> None:
@@ -224,10 +243,13 @@ class FleetChains:
         chain = f"pages:chain:{hub.chain_id}"
         position = start.position
         last: Page | None = None
+        idle_since: float | None = None  # when the holder was first seen not fetching
+        loop = asyncio.get_running_loop()
         while True:
             head = await self._read_head(chain)
             async for last in self._published(chain, position, head["published"]):
                 position += 1
+                idle_since = None
                 yield last
             if position <= head["published"]:
                 # A published page is gone (expired, or Redis restarted): fetch the rest here.
@@ -238,6 +260,26 @@ class FleetChains:
             if head.get("end"):
                 return
             if await self._s.get(lease_key) is not None:
+                if head.get("fetching"):
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = loop.time()
+                elif loop.time() - idle_since >= self._stall:
+                    # The holder's own readers stopped asking (a slow caller there) and it
+                    # fetches nothing: a slow reader must not hold a fast one back on
+                    # another replica either. Go on here from the last page published,
+                    # as an in-process reader that lags goes on by itself.
+                    self._hooks.chain_event("detached")
+                    log.info(
+                        "chain followed no further: its holder is idle",
+                        extra={
+                            "event": "chain_detached",
+                            "chain": hub.chain_key[:16],
+                            "at": position,
+                        },
+                    )
+                    source = self._open_source(hub, self._resume(start, position, last))
+                    break
                 await asyncio.sleep(self._poll)
                 continue
             if last is not None and not last.next_token:

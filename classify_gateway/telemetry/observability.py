@@ -216,7 +216,8 @@ class Metrics:
         self.shared_chains = Counter(
             "classify_gateway_shared_chains",
             "With Redis: chains this replica claimed (fetches for the fleet), followed "
-            "(another replica fetches), or took over (its holder died or stopped).",
+            "(another replica fetches), took over (its holder died or stopped), or "
+            "detached from (its holder fetched nothing: a slow reader there).",
             ["event"],
             registry=r,
         )

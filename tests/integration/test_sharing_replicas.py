@@ -8,7 +8,9 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import grpc
 import pytest
+from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.support.classify import classify_request
 from tests.support.emulators import reset_around
@@ -92,3 +94,34 @@ async def test_killing_the_fetching_replica_mid_chain(emu: Any, redis_url: str) 
     assert posts == 1  # B never started the classification again
     assert 5 <= gets <= 6  # at most the page A was fetching when it died, twice
     assert any(r["pages_from"].get("upstream") for r in b.rpcs())  # B took the chain over
+
+
+# A caller that stops reading: its stream's flow-control window (1 KiB, no growth) fills
+# after a page or two, and its replica's hub, which follows the fastest reader, stops.
+STALLED = [("grpc.http2.lookahead_bytes", 1024), ("grpc.http2.bdp_probe", 0)]
+
+
+async def test_a_reader_that_stops_on_one_replica_does_not_stall_another(
+    emu: Any, redis_url: str
+) -> None:
+    """The caller on the other replica got 21 of 60 pages and then DEADLINE_EXCEEDED at
+    15 s, while on the same replica it got all 60 in 0.4 s: "a slow reader never holds a
+    fast one back" must hold across replicas too."""
+    a = Gateway(emu, redis_url=redis_url)
+    b = Gateway(emu, redis_url=redis_url)
+    stalled = grpc.aio.insecure_channel(a.proc.address, options=STALLED)
+    try:
+        req = classify_request(emu, count=24, page_limit=2)  # 12 pages
+        stopped = pb_grpc.ClassifyServiceStub(stalled).Classify(req)
+        assert (await stopped.read()).page_number == 1  # A holds the chain; its caller stops
+        async with b.stub() as stub_b:
+            pages, err = await collect(stub_b.Classify(req, timeout=10))
+        detached = b.metric("classify_gateway_shared_chains_total", 'event="detached"')
+        stopped.cancel()
+    finally:
+        await stalled.close()
+        a.stop()
+        b.stop()
+    assert err is None, err
+    assert [p.page_number for p in pages] == list(range(1, 13))
+    assert detached == 1, "B went on by itself"
