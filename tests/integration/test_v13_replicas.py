@@ -9,6 +9,8 @@ per distinct prompt, the index listing, one retrieval per video.
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,7 +20,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_emulator.corpus import Corpus
 from tests.support.emulators import reset_around
-from tests.support.gateway import collect
+from tests.support.gateway import collect, error_info
 from tests.support.sharing import Gateway, any_key_emulator, pages_bytes
 
 SOCIAL = "6650701a27f0a43b740fd011"
@@ -168,3 +170,25 @@ async def test_a_spent_embed_quota_stops_every_replica_but_not_video_reads(
     finally:
         a.stop()
         b.stop()
+
+
+async def test_a_drain_cuts_a_long_classification_off_with_shutting_down(emu: Any) -> None:
+    # Every video retrieval is slow: the classification outlives the drain's grace.
+    emu.admin.set_config(latency_ms=400)
+    gw = Gateway(emu, **V13, drain_grace=1, v13_fetch_concurrency=1)
+    try:
+        async with gw.stub() as stub:
+            call = stub.Classify(request())
+            await asyncio.sleep(1.0)  # the classification is under way
+            gw.proc.popen.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            pages, err = await collect(call)
+            took = time.monotonic() - started
+            exit_code = await asyncio.to_thread(gw.proc.popen.wait, 10)
+    finally:
+        gw.stop()
+    assert pages == [] and err is not None
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    info = error_info(err)
+    assert info is not None and info.reason == "GATEWAY_SHUTTING_DOWN"
+    assert took < 1 + 2 and exit_code == 0
