@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import grpc
@@ -67,3 +68,32 @@ async def test_another_videos_answer_is_refused_not_cached(answered: str) -> Non
     paths = [r.split(b" ", 2)[1] for r in up.requests]
     assert paths == [b"/v1.3/embed-v2", b"/v1.3/indexes/idx/videos?page=1&page_limit=50",
                      b"/v1.3/indexes/idx/videos/vid-a?embedding_option=visual"]  # fmt: skip
+
+
+async def test_a_failed_prompt_embedding_cancels_the_others_and_keeps_its_status() -> None:
+    rejected = (
+        b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 58\r\n\r\n"
+        b'{"code":"parameter_invalid","message":"The text is bad."}'
+    ).replace(
+        b"58", str(len(b'{"code":"parameter_invalid","message":"The text is bad."}')).encode()
+    )
+    async with RawUpstream([rejected], delay=0.05) as up:
+        settings = from_env(
+            {}, upstream_url=up.url + "/v1.3", api_key=KEY, upstream_api="v1.3",
+            v13_fetch_concurrency=1,
+        )  # fmt: skip
+        client = V13Client(settings)
+        call = CallContext(KEY, time.monotonic() + 10)
+        many = request()
+        many.classes[0].prompts.extend(["b", "c", "d"])
+        try:
+            with pytest.raises(GatewayError) as info:
+                _ = [p async for p in client.pages(call, client.question(many))]
+            await asyncio.sleep(0.5)  # time for any embedding still running to be sent
+        finally:
+            await client.aclose()
+    assert info.value.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.reason == "PARAMETER_INVALID"
+    # At most the one already woken for the freed slot; the other prompts were never sent
+    # (gathered instead, each would have been sent and retried).
+    assert len(up.requests) <= 2

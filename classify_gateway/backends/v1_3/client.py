@@ -450,7 +450,14 @@ class V13Client:
             async with sem:
                 return await self._text_embedding(text, call)
 
-        vectors = await asyncio.gather(*(one(t) for t in texts))
+        # A TaskGroup, not gather: when one embedding fails, the others are cancelled at
+        # once instead of spending the quota on a classification that has already failed.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(t)) for t in texts]
+        except ExceptionGroup as failed:
+            raise failed.exceptions[0] from None  # the caller gets the first failure's status
+        vectors = [t.result() for t in tasks]
         if len({v.shape for v in vectors}) > 1:
             raise _schema("text embeddings of different lengths")
         return unit_rows(np.stack(vectors))
