@@ -306,14 +306,8 @@ def from_upstream(
         detail = safe_text(up_message, (), MAX_UPSTREAM_TEXT)
     else:
         detail = f"HTTP {http_status}"
-    if http_status in (401, 403):
-        message = f"{row.message} (HTTP {http_status}: {detail}); check the gateway's API key"
-    elif http_status == 429:
-        message = f"{row.message}: {detail}"
-    elif http_status >= 500:
-        message = f"the upstream failed (HTTP {http_status}): {detail}"
-    else:
-        message = f"the upstream rejected the request (HTTP {http_status}): {detail}"
+    # The row's message, then what the upstream said: one table decides every message.
+    message = f"{row.message} (HTTP {http_status}: {detail})"
     resource = None
     if http_status == 404 and isinstance(up_message, str):
         m = _RESOURCE_RE.search(up_message)
