@@ -81,7 +81,8 @@ class GatewayClient:
         self._serial = itertools.count()
         return self
 
-    def _request(self) -> pb.ClassifyRequest:
+    def next_request(self) -> pb.ClassifyRequest:
+        """The request of the next call (another question each time after `distinct`)."""
         if self._serial is None:
             return self.request
         req = pb.ClassifyRequest()
@@ -91,7 +92,7 @@ class GatewayClient:
 
     async def call(self, worker: int, on_page: OnPage = None) -> list[float]:
         times: list[float] = []
-        call = self.stubs[worker % len(self.stubs)].Classify(self._request(), timeout=120)
+        call = self.stubs[worker % len(self.stubs)].Classify(self.next_request(), timeout=120)
         async for page in call:
             times.append(time.monotonic())
             if on_page is not None:

@@ -73,7 +73,7 @@ async def _mode(stage: Stage, mode: str, levels: list[int]) -> dict[str, Any]:
         for n in levels:
             while len(calls) < n:
                 stub = client.stubs[len(calls) % CHANNELS]
-                calls.append(stub.Classify(client.request, timeout=900))
+                calls.append(stub.Classify(client.next_request(), timeout=900))
                 if len(calls) % 500 == 0:
                     await asyncio.sleep(0)  # let the calls go out as they are made
             # Until every stream has its upstream requests, or their count stops growing.

@@ -36,7 +36,7 @@ def api_key_hash(api_key: str) -> str:
     return hashlib.sha256(b"classify-gateway api key\0" + api_key.encode()).hexdigest()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class CallContext:
     """One call as every layer below the edge sees it.
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Page:
     """One page as a backend produced it, shared by every stream that reads it.
 

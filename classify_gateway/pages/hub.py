@@ -71,6 +71,37 @@ PageSink = Callable[["Hub", int, Page], Awaitable[None]]
 class Hub:
     """One chain shared by the calls that read it."""
 
+    # Slots: every waiting stream holds a hub and a subscription.
+    __slots__ = (
+        "_abandoned",
+        "_buffer",
+        "_changed",
+        "_deliveries",
+        "_fetching",
+        "_final",
+        "_on_finish",
+        "_on_page",
+        "_open",
+        "_pages",
+        "_source",
+        "_source_deadline",
+        "_subs",
+        "_task",
+        "bounded",
+        "call",
+        "chain_id",
+        "chain_key",
+        "complete",
+        "error",
+        "finished",
+        "first_kept",
+        "fresh",
+        "key_hash",
+        "published",
+        "remote",
+        "start",
+    )
+
     def __init__(
         self,
         chain_key: str,
@@ -302,6 +333,8 @@ class Hub:
 
 class Subscription:
     """One call reading a hub, from its own position, at its own pace."""
+
+    __slots__ = ("closed", "deadline", "hub", "last_position", "position")
 
     def __init__(self, hub: Hub, position: int, deadline: float, last_position: int | None) -> None:
         self.hub = hub

@@ -118,19 +118,13 @@ class PagePath:
 
     # -- the entry points ---------------------------------------------------------
 
-    async def pages(
+    def pages(
         self, request: pb.ClassifyRequest, ctx: CallContext
     ) -> AsyncGenerator[tuple[Page, str], None]:
         """The pages of a validated ClassifyRequest (a new classification or a resume),
         each with where it came from. Close it (`contextlib.aclosing`) when done: that
         leaves the call's chain at once."""
-        call = await self.call_for(request, ctx)
-        deliver = self.deliver(call)
-        try:
-            async for item in deliver:
-                yield item
-        finally:
-            await deliver.aclose()
+        return self._deliver(ctx, request, None)
 
     async def page(self, token: str, ctx: CallContext) -> tuple[Page, str]:
         """The one page of a GetClassifyPage call: from the store, else from the backend
@@ -170,9 +164,18 @@ class PagePath:
 
     # -- delivery -----------------------------------------------------------------
 
-    async def deliver(self, call: Call) -> AsyncGenerator[tuple[Page, str], None]:
+    def deliver(self, call: Call) -> AsyncGenerator[tuple[Page, str], None]:
         """The pages of `call` in order: the store, a live chain, or a new chain."""
-        ctx = call.ctx
+        return self._deliver(call.ctx, None, call)
+
+    async def _deliver(
+        self, ctx: CallContext, request: pb.ClassifyRequest | None, call: Call | None
+    ) -> AsyncGenerator[tuple[Page, str], None]:
+        # One generator from the request on: each layer of generators is a frame that
+        # every waiting stream holds.
+        if call is None:
+            assert request is not None
+            call = await self.call_for(request, ctx)
         position = call.start.position
         token = call.start.token
         chain_id = call.chain_id

@@ -132,20 +132,35 @@ class Provenances:
         return any(p.unsolicited for p in self._seen)
 
 
-@dataclass(frozen=True)
 class _Headers:
-    """The headers of one chain's requests, built once per chain (not per page): each
+    """The headers of one chain's requests, each kind built once per chain (not per page)
+    and only when first needed (a stream waiting on its POST holds no GET headers): each
     request copies the list instead of normalising every header again."""
 
-    get: httpx.Headers
-    post: httpx.Headers
+    __slots__ = ("_call", "_get", "_post")
 
-    @classmethod
-    def of(cls, call: CallContext) -> _Headers:
-        get = httpx.Headers([*DEFAULT_HEADERS, ("x-api-key", call.api_key), *call.trace.items()])
-        post = get.copy()
-        post["content-type"] = "application/json"
-        return cls(get, post)
+    def __init__(self, call: CallContext) -> None:
+        self._call = call
+        self._get: httpx.Headers | None = None
+        self._post: httpx.Headers | None = None
+
+    def _build(self, *extra: tuple[str, str]) -> httpx.Headers:
+        call = self._call
+        return httpx.Headers(
+            [*DEFAULT_HEADERS, ("x-api-key", call.api_key), *call.trace.items(), *extra]
+        )
+
+    @property
+    def get(self) -> httpx.Headers:
+        if self._get is None:
+            self._get = self._build()
+        return self._get
+
+    @property
+    def post(self) -> httpx.Headers:
+        if self._post is None:
+            self._post = self._build(("content-type", "application/json"))
+        return self._post
 
 
 class UpstreamClient:
@@ -250,7 +265,7 @@ class UpstreamClient:
         the generator cancels the page being prefetched at once.
         """
         drain = self._drain
-        headers = _Headers.of(call)
+        headers = _Headers(call)
         wires = Provenances()
         # Every token this chain has fetched: one seen again is a loop (an upstream that
         # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
@@ -295,7 +310,7 @@ class UpstreamClient:
 
     async def page(self, call: CallContext, token: str) -> Page:
         """One page by its token (GetClassifyPage)."""
-        headers = _Headers.of(call)
+        headers = _Headers(call)
         wires = Provenances()
         body = await self._drain.run(self._get_page(token, call, headers, True, wires))
         refusal = _token_refusal(next_token_of(body), {token})
