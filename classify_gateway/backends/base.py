@@ -30,6 +30,7 @@ stop the backend's work at once, its in-flight request included.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -87,6 +88,28 @@ class HealthRecorder(Protocol):
     def record(self, ok: bool) -> None: ...
 
     def record_failure(self, code: grpc.StatusCode) -> None: ...
+
+
+class Unwatched:
+    """Interruptions and a health recorder for a backend outside a gateway (tests, tools,
+    bench): nothing cuts its requests off, and nobody reads its health."""
+
+    cutoff = False
+
+    async def run(self, request: Awaitable[T]) -> T:
+        return await request
+
+    def start(self, request: Awaitable[T]) -> asyncio.Task[T]:
+        return asyncio.ensure_future(request)
+
+    async def wait(self, task: Any) -> Any:
+        return await task
+
+    def record(self, ok: bool) -> None:
+        return None
+
+    def record_failure(self, code: grpc.StatusCode) -> None:
+        return None
 
 
 class Backend(Protocol):

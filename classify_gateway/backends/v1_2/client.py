@@ -16,17 +16,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import time
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.backends.base import HealthRecorder, Interruptions, Question
+from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
+from classify_gateway.backends.retry import Retrying, RetryPolicy
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import (
     PageT,
@@ -63,21 +62,6 @@ REFUSED_TOKEN = (
 )
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff with full jitter (AIP-194; python-api-core's Retry)."""
-
-    max_attempts: int
-    initial: float
-    maximum: float
-    multiplier: float
-
-    def backoff(self, attempt: int, rng: Callable[[float, float], float] = random.uniform) -> float:
-        """Delay before retry number `attempt` (1 = the first retry)."""
-        ceiling = min(self.maximum, self.initial * self.multiplier ** (attempt - 1))
-        return rng(0.0, ceiling)
-
-
 _EMPTY = httpx.ByteStream(b"")  # the body of every GET
 
 # Sent with every upstream request (what httpx.AsyncClient's default headers were).
@@ -86,28 +70,6 @@ DEFAULT_HEADERS = (
     ("accept-encoding", "gzip, deflate"),
     ("user-agent", "classify-gateway/0.1"),
 )
-
-
-class _Unwatched:
-    """Interruptions and health for a client outside a gateway (tests, tools): nothing
-    cuts its requests off, and nobody reads its health."""
-
-    cutoff = False
-
-    async def run(self, request: Any) -> Any:
-        return await request
-
-    def start(self, request: Any) -> asyncio.Task[Any]:
-        return asyncio.ensure_future(request)
-
-    async def wait(self, task: Any) -> Any:
-        return await task
-
-    def record(self, ok: bool) -> None:
-        return None
-
-    def record_failure(self, code: Any) -> None:
-        return None
 
 
 class Provenances:
@@ -177,14 +139,19 @@ class UpstreamClient:
     ) -> None:
         self._settings = settings
         self._metrics = metrics or Metrics()
-        self._health: HealthRecorder = health or _Unwatched()
+        self._health: HealthRecorder = health or Unwatched()
         self._limiter = limiter or make_limiter(settings)
-        self._drain: Interruptions = drain or _Unwatched()
-        self._policy = RetryPolicy(
-            settings.retry_max_attempts,
-            settings.retry_initial_backoff,
-            settings.retry_max_backoff,
-            settings.retry_multiplier,
+        self._drain: Interruptions = drain or Unwatched()
+        self._retrying = Retrying(
+            RetryPolicy(
+                settings.retry_max_attempts,
+                settings.retry_initial_backoff,
+                settings.retry_max_backoff,
+                settings.retry_multiplier,
+            ),
+            self._limiter,
+            self._metrics,
+            self._health,
         )
         limits = httpx.Limits(
             max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
@@ -376,63 +343,13 @@ class UpstreamClient:
         connection it came on is added to `wires`."""
         route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
         deadline = call.deadline
-        attempt = 0
-        while True:
-            attempt += 1
-            if deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
-                raise own_error("DEADLINE_EXCEEDED")
-            waited = await self._limiter.acquire(call, first_page=first_page)
-            if waited > 0:
-                self._metrics.rate_limit_wait(waited)
-            started = time.monotonic()
-            try:
-                body = await self._attempt(
-                    method, path, content, headers, call.api_key, deadline, wires
-                )
-            except GatewayError as failure:
-                err = failure
-            else:
-                self._metrics.upstream_request_done(
-                    method, route, "200", time.monotonic() - started
-                )
-                self._health.record(True)
-                return body
-            finally:
-                self._limiter.release()
-            self._metrics.upstream_request_done(
-                method,
-                route,
-                str(err.http_status) if err.http_status is not None else err.reason,
-                time.monotonic() - started,
-            )
-            if err.reason != "DEADLINE_EXCEEDED":
-                self._health.record_failure(err.code)
-            if not err.retryable:
-                raise err
-            # From here on the gateway retries this failure itself; if it still reaches
-            # the caller, the caller's own retry policy must not start over.
-            err = err.replace(pushback=True)
-            if attempt >= self._policy.max_attempts:
-                raise err
-            delay = max(self._policy.backoff(attempt), err.retry_after or 0.0)
-            if time.monotonic() + delay >= deadline - DEADLINE_MARGIN:
-                # Waiting would outlive the caller's deadline: answer now, and say when.
-                if err.retry_delay is None and err.retry_after is not None:
-                    err = err.replace(retry_delay=err.retry_after)
-                raise err
-            self._metrics.upstream_retry(route, err.reason)
-            log.info(
-                "upstream retry",
-                extra={
-                    "event": "upstream_retry",
-                    "method": method,
-                    "route": route,
-                    "attempt": attempt,
-                    "delay_s": round(delay, 3),
-                    "reason": err.reason,
-                },
-            )
-            await asyncio.sleep(delay)
+        return await self._retrying.run(
+            method,
+            route,
+            call,
+            lambda: self._attempt(method, path, content, headers, call.api_key, deadline, wires),
+            first_page=first_page,
+        )
 
     async def _attempt(
         self,

@@ -45,8 +45,9 @@ import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
-from classify_gateway.backends.base import HealthRecorder, Interruptions, Question
-from classify_gateway.backends.v1_2.client import DEFAULT_HEADERS, RetryPolicy
+from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
+from classify_gateway.backends.retry import Retrying, RetryPolicy
+from classify_gateway.backends.v1_2.client import DEFAULT_HEADERS
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import request_to_json
 from classify_gateway.backends.v1_2.transport import (
@@ -233,27 +234,6 @@ def _timestamp(epoch: int) -> timestamp_pb2.Timestamp:
     return ts
 
 
-class _Unwatched:
-    """Interruptions and health for a client outside a gateway (tests, tools, bench)."""
-
-    cutoff = False
-
-    async def run(self, request: Any) -> Any:
-        return await request
-
-    def start(self, request: Any) -> asyncio.Task[Any]:
-        return asyncio.ensure_future(request)
-
-    async def wait(self, task: Any) -> Any:
-        return await task
-
-    def record(self, ok: bool) -> None:
-        return None
-
-    def record_failure(self, code: Any) -> None:
-        return None
-
-
 class V13Client:
     """The v1.3 backend (backends/base.py's protocol): pages computed from embeddings."""
 
@@ -269,18 +249,23 @@ class V13Client:
         """`shared`: the process's shared state when Redis is configured (else None)."""
         self._settings = settings
         self._metrics = metrics or Metrics()
-        self._health: HealthRecorder = health or _Unwatched()
+        self._health: HealthRecorder = health or Unwatched()
         self._limiter = limiter or make_limiter(settings)
-        self._drain: Interruptions = drain or _Unwatched()
+        self._drain: Interruptions = drain or Unwatched()
         self._shared = shared
         self._local = LruBytes(settings.v13_cache_max_bytes)
         self._calibration = Calibration.parse(settings.v13_calibration)
         self._model = settings.v13_model
-        self._policy = RetryPolicy(
-            settings.retry_max_attempts,
-            settings.retry_initial_backoff,
-            settings.retry_max_backoff,
-            settings.retry_multiplier,
+        self._retrying = Retrying(
+            RetryPolicy(
+                settings.retry_max_attempts,
+                settings.retry_initial_backoff,
+                settings.retry_max_backoff,
+                settings.retry_multiplier,
+            ),
+            self._limiter,
+            self._metrics,
+            self._health,
         )
         limits = httpx.Limits(
             max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
@@ -662,47 +647,13 @@ class V13Client:
         headers = _headers(call, content is not None)
         # A bucket of its own per v1.3 category: the limiter names buckets by key.
         bucket = dataclasses.replace(call, api_key=f"{call.api_key}#{category}")
-        attempt = 0
-        while True:
-            attempt += 1
-            if call.deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
-                raise own_error("DEADLINE_EXCEEDED")
-            waited = await self._limiter.acquire(bucket, first_page=False)
-            if waited > 0:
-                self._metrics.rate_limit_wait(waited)
-            started = time.monotonic()
-            try:
-                body = await self._attempt(method, path, content, headers, bucket)
-            except GatewayError as failure:
-                err = failure
-            else:
-                self._metrics.upstream_request_done(
-                    method, route, "200", time.monotonic() - started
-                )
-                self._health.record(True)
-                return body
-            finally:
-                self._limiter.release()
-            self._metrics.upstream_request_done(
-                method,
-                route,
-                str(err.http_status) if err.http_status is not None else err.reason,
-                time.monotonic() - started,
-            )
-            if err.reason != "DEADLINE_EXCEEDED":
-                self._health.record_failure(err.code)
-            if not err.retryable:
-                raise err
-            err = err.replace(pushback=True)
-            if attempt >= self._policy.max_attempts:
-                raise err
-            delay = max(self._policy.backoff(attempt), err.retry_after or 0.0)
-            if time.monotonic() + delay >= call.deadline - DEADLINE_MARGIN:
-                if err.retry_delay is None and err.retry_after is not None:
-                    err = err.replace(retry_delay=err.retry_after)
-                raise err
-            self._metrics.upstream_retry(route, err.reason)
-            await asyncio.sleep(delay)
+        return await self._retrying.run(
+            method,
+            route,
+            bucket,
+            lambda: self._attempt(method, path, content, headers, bucket),
+            first_page=False,
+        )
 
     async def _attempt(
         self,
