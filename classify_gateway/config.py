@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import itertools
 import math
 import os
 import re
@@ -152,12 +153,41 @@ def _url_problem(url: str) -> str | None:
     return None
 
 
+def check_anchors(anchors: tuple[tuple[float, float], ...]) -> None:
+    """ValueError unless `anchors` make a monotone cosine -> score map (v1.3 backend).
+
+    Here rather than beside the map (backends/v1_3/scoring.py) so that a bad
+    CLASSIFY_GATEWAY_V13_CALIBRATION is one line at start without settings importing a
+    backend; the map itself checks its anchors with this function too.
+    """
+    if len(anchors) < 2:
+        raise ValueError("needs at least two anchors")
+    for (c0, s0), (c1, s1) in itertools.pairwise(anchors):
+        if not c1 > c0:
+            raise ValueError("anchor cosines must increase")
+        if s1 < s0:
+            raise ValueError("anchor scores must not decrease")
+    for c, s in anchors:
+        if not (-1.0 <= c <= 1.0 and 0.0 <= s <= 100.0):
+            raise ValueError("anchors are cosine:score with cosine in -1..1, score in 0..100")
+
+
+def parse_anchors(text: str) -> tuple[tuple[float, float], ...]:
+    """`"0.10:0,0.25:65,0.40:100"` -> checked (cosine, score) anchors (the setting's form)."""
+    anchors: list[tuple[float, float]] = []
+    for part in text.split(","):
+        cos, sep, score = part.strip().partition(":")
+        if not sep:
+            raise ValueError(f"{part.strip()!r} is not cosine:score")
+        anchors.append((float(cos), float(score)))
+    check_anchors(tuple(anchors))
+    return tuple(anchors)
+
+
 def _calibration_problem(text: str) -> str | None:
     """Why `text` is not a v1.3 calibration (cosine:score anchors), or None."""
-    from classify_gateway.backends.v1_3.scoring import Calibration
-
     try:
-        Calibration.parse(text)
+        parse_anchors(text)
     except ValueError as exc:
         return f"is invalid ({exc}); expected cosine:score anchors, e.g. 0.10:0,0.23:65,0.32:100"
     return None

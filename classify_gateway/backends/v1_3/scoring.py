@@ -43,6 +43,8 @@ import numpy as np
 import numpy.typing as npt
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
+from classify_gateway.config import check_anchors, parse_anchors
+
 Matrix = npt.NDArray[np.float32]
 Scores = npt.NDArray[np.float64]
 
@@ -77,27 +79,12 @@ class Calibration:
     anchors: tuple[tuple[float, float], ...]
 
     def __post_init__(self) -> None:
-        if len(self.anchors) < 2:
-            raise ValueError("needs at least two anchors")
-        for (c0, s0), (c1, s1) in zip(self.anchors, self.anchors[1:], strict=False):
-            if not c1 > c0:
-                raise ValueError("anchor cosines must increase")
-            if s1 < s0:
-                raise ValueError("anchor scores must not decrease")
-        for c, s in self.anchors:
-            if not (-1.0 <= c <= 1.0 and 0.0 <= s <= 100.0):
-                raise ValueError("anchors are cosine:score with cosine in -1..1, score in 0..100")
+        check_anchors(self.anchors)
 
     @classmethod
     def parse(cls, text: str) -> Calibration:
         """`"0.10:0,0.25:65,0.40:100"` -> anchors (the setting's form)."""
-        anchors: list[tuple[float, float]] = []
-        for part in text.split(","):
-            cos, sep, score = part.strip().partition(":")
-            if not sep:
-                raise ValueError(f"{part.strip()!r} is not cosine:score")
-            anchors.append((float(cos), float(score)))
-        return cls(tuple(anchors))
+        return cls(parse_anchors(text))
 
     def __str__(self) -> str:
         return ",".join(f"{c:g}:{s:g}" for c, s in self.anchors)
