@@ -251,6 +251,9 @@ DUMMY_KEY = "dummy-key-for-tests"
 DEPLOY_OVERRIDES: dict[str, Any] = {
     # The schema is not served to the whole cluster; callers build from proto/.
     "reflection": False,
+    # With Redis set but never reached (wrong password, Redis down at deploy time), the
+    # rate is divided by this: the HPA's maxReplicas, so the fleet cannot overspend.
+    "fallback_replicas": 20,
 }
 # Health names classify_gateway/edge/server.py registers (Gateway._set_health): overall and service.
 HEALTH_NAMES = {"", SERVICE_NAME}

@@ -243,3 +243,13 @@ def test_hpa_pdb_and_replicas_are_consistent(
         assert int(budget["maxUnavailable"]) in range(1, spec["minReplicas"] - 1)
     rolling = deployment["spec"]["strategy"]["rollingUpdate"]
     assert rolling["maxUnavailable"] == 0
+
+
+def test_fallback_replicas_is_the_largest_fleet(
+    hpa: dict[str, Any], configmap: dict[str, Any]
+) -> None:
+    """Replicas that never reached Redis divide the rate by FALLBACK_REPLICAS; dividing by
+    fewer than the HPA may run lets the fleet spend more than UPSTREAM_RPS."""
+    assert (
+        int(configmap["data"]["CLASSIFY_GATEWAY_FALLBACK_REPLICAS"]) == hpa["spec"]["maxReplicas"]
+    )

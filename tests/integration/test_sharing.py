@@ -191,3 +191,25 @@ async def test_no_cache_metadata_goes_upstream_and_refreshes_the_cache(
     assert [p.page_info.next_page_token for p in again] == [
         p.page_info.next_page_token for p in fresh
     ]
+
+
+async def test_no_store_metadata_keeps_the_pages_out_of_the_cache(
+    emu: Any, caching: Gateway
+) -> None:
+    """`cache-control: no-store` means what it means in HTTP: the answer is not kept. Its
+    pages were stored and served to the next caller (issue 25 item 15)."""
+    req = classify_request(emu, count=7, page_limit=2)
+    async with caching.stub() as stub:
+        private, err = await collect(stub.Classify(req, metadata=(("cache-control", "no-store"),)))
+        assert err is None and len(private) == 4
+        assert upstream(emu) == (1, 3)
+        emu.admin.clear_requests()
+        # The next identical call goes upstream: nothing of the first was kept.
+        again, err = await collect(stub.Classify(req))
+        assert err is None and len(again) == 4
+        assert upstream(emu) == (1, 3)
+        emu.admin.clear_requests()
+        # Its own pages are stored as usual.
+        third, err = await collect(stub.Classify(req))
+    assert err is None and upstream(emu) == (0, 0)
+    assert pages_bytes(third) == pages_bytes(again)
