@@ -48,15 +48,17 @@ $(SDK13_VENV)/.synced: $(SDK13)/uv.lock $(SDK13)/pyproject.toml | $(UV)
 	@touch $@
 
 # The tests start real redis-server processes on free loopback ports
-# (tests/support/redis_server.py). When it is missing: Debian's package as root (CI),
-# otherwise a message (README.md, "Redis for the tests", says how on a laptop).
+# (tests/support/redis_server.py; Sentinel with `redis-server --sentinel`, TLS, and a
+# Cluster joined by redis-cli: tests/support/redis_ha.py). When either binary is missing:
+# Debian's packages as root (CI), otherwise a message (README.md, "Redis for the tests",
+# says how on a laptop).
 redis-server:
-	@if ! command -v redis-server >/dev/null 2>&1; then \
+	@if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing redis-server (Debian package) for the tests"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	    echo "installing redis-server and redis-tools (Debian packages) for the tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server redis-tools; \
 	  else \
-	    echo "redis-server is not installed: see README.md, 'Redis for the tests'" >&2; exit 1; \
+	    echo "redis-server or redis-cli is not installed: see README.md, 'Redis for the tests'" >&2; exit 1; \
 	  fi; \
 	fi
 

@@ -283,6 +283,10 @@ class Settings:
 
     def validate(self) -> Settings:
         """Raise ConfigError naming the first bad setting; return self."""
+        # Imported here: redis_conn builds clients from Settings, so it imports this module.
+        from classify_gateway.state.redis_conn import url_problem
+
+        redis_problem = url_problem(self.redis_url) if self.redis_url else None
         checks: list[tuple[str, bool, str]] = [
             (
                 "UPSTREAM_URL",
@@ -338,11 +342,7 @@ class Settings:
             ("UPSTREAM_MAX_CONCURRENCY", self.upstream_max_concurrency >= 1, "must be >= 1"),
             ("UPSTREAM_RPS", self.upstream_rps >= 0, "must be >= 0 (0 = no cap)"),
             ("UPSTREAM_BURST", self.upstream_burst >= 1, "must be >= 1"),
-            (
-                "REDIS_URL",
-                not self.redis_url or self.redis_url.startswith(("redis://", "rediss://")),
-                "must start with redis:// or rediss://",
-            ),
+            ("REDIS_URL", redis_problem is None, redis_problem or ""),
             ("REDIS_TIMEOUT_MS", 1 <= self.redis_timeout_ms <= 60000, "must be 1..60000"),
             ("REDIS_KEY_PREFIX", bool(self.redis_key_prefix), "must not be empty"),
             ("FALLBACK_REPLICAS", 1 <= self.fallback_replicas <= 10000, "must be 1..10000"),

@@ -26,8 +26,25 @@ def emulator(emulator_session: Any) -> Iterator[Any]:
 
 @pytest.fixture
 def redis() -> Iterator[Any]:
-    """A real redis-server on a free loopback port (tests/support/redis_server.py)."""
-    from tests.support.redis_server import redis_server
+    """A real redis-server on a free loopback port (tests/support/redis_server.py).
 
-    with redis_server() as server:
+    Watched while the test runs: a test whose commands would fail on Redis Cluster
+    (a script, transaction or command with keys in more than one hash slot) fails
+    (tests/support/slot_audit.py)."""
+    from tests.support.redis_server import redis_server
+    from tests.support.slot_audit import slot_audit
+
+    with redis_server() as server, slot_audit(server) as audit:
         yield server
+        problems = audit.problems()
+        assert not problems, "would fail on Redis Cluster (CROSSSLOT):\n" + "\n".join(problems)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Any]:
+    """A real 3-master Redis Cluster on free loopback ports (tests/support/redis_ha.py),
+    for tests that must run against one; flush it between tests."""
+    from tests.support.redis_ha import cluster_setup
+
+    with cluster_setup() as cluster:
+        yield cluster

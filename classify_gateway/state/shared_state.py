@@ -47,7 +47,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import RedisClusterException, RedisError
 
 from classify_gateway.config import Settings
 
@@ -451,14 +452,17 @@ return redis.call('ZCARD', KEYS[1])
 class RedisState(SharedState):
     """State in Redis: one quota and one cache for every replica and worker.
 
-    Keys are `<prefix>:{<bucket>}:...`: the braces are a Redis Cluster hash tag, so
-    one script's keys live in one slot. Every failure (refused, reset, timed out,
-    an error reply) raises SharedStateUnavailable for ResilientState to handle.
+    Quota keys are `<prefix>:q:{<bucket>}:...`: the braces are a Redis Cluster hash tag,
+    so every key of one script (the day counter it builds too) lives in one slot. The
+    other keys (`<prefix>:replicas`, `<prefix>:kv:<key>`) are each the only key of their
+    command, so they may land anywhere (tests/support/slot_audit.py checks every test's
+    commands). Every failure (refused, reset, timed out, an error reply) raises
+    SharedStateUnavailable for ResilientState to handle.
     """
 
     backend = "redis"
 
-    def __init__(self, client: Redis, prefix: str = "classify-gateway") -> None:
+    def __init__(self, client: Redis | RedisCluster, prefix: str = "classify-gateway") -> None:
         self._r = client
         self._prefix = prefix
         self._reserve = client.register_script(_RESERVE_LUA)
@@ -474,7 +478,9 @@ class RedisState(SharedState):
     async def _call(self, op: Awaitable[T]) -> T:
         try:
             return await op
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RedisClusterException is the cluster client's own (no slot map, no node for a
+        # slot) and no RedisError: it too must fall back, not fail a call.
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             raise SharedStateUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def reserve(self, ask: QuotaAsk) -> Grant:

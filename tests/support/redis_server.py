@@ -9,6 +9,11 @@ on a laptop, install it with the system's package manager (README). No persisten
         r.kill()                       # SIGKILL, for failure tests
         r.restart()                    # same port again
 
+    RedisServer(tls=True)              # TLS only, tests/fixtures/tls's certificate; r.url is
+                                       # rediss://...?ssl_ca_certs=... (and mTLS: client_cert)
+
+Sentinel and Cluster setups of several such servers are in tests/support/redis_ha.py.
+
 A pytest fixture `redis` (function scope) is in tests/conftest.py.
 """
 
@@ -18,14 +23,18 @@ import contextlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from tests.support.processes import free_port
 
 READY_TIMEOUT = 10.0
+TLS_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "tls"
+CERT, KEY = TLS_DIR / "cert.pem", TLS_DIR / "key.pem"
 
 
 def redis_server_path() -> str:
@@ -38,10 +47,19 @@ def redis_server_path() -> str:
     return path
 
 
-def _ping(port: int, password: str = "", timeout: float = 0.2) -> bool:
+def _tls_context() -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(CERT))
+    ctx.load_cert_chain(str(CERT), str(KEY))
+    return ctx
+
+
+def _ping(port: int, password: str = "", timeout: float = 0.2, tls: bool = False) -> bool:
     """A raw RESP PING, so that readiness does not depend on the client under test."""
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout) as s:
+        with contextlib.ExitStack() as stack:
+            s = stack.enter_context(socket.create_connection(("127.0.0.1", port), timeout))
+            if tls:
+                s = stack.enter_context(_tls_context().wrap_socket(s, server_hostname="127.0.0.1"))
             if password:
                 s.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(password), password.encode()))
                 if not s.recv(64).startswith(b"+OK"):
@@ -50,26 +68,62 @@ def _ping(port: int, password: str = "", timeout: float = 0.2) -> bool:
             return s.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+    return False
 
 
 class RedisServer:
     """One redis-server child process; `url` is what CLASSIFY_GATEWAY_REDIS_URL takes."""
 
-    def __init__(self, port: int | None = None, password: str = "") -> None:
+    def __init__(
+        self,
+        port: int | None = None,
+        password: str = "",
+        *,
+        tls: bool = False,
+        args: Sequence[str] = (),
+        config: str = "",
+    ) -> None:
+        """`tls`: TLS only (no plain port), clients must show a certificate signed by the
+        test root; `args` go after the defaults; `config` is written to a file given
+        first (Sentinel needs one it can rewrite). The directory lives until `stop`, so
+        a restart finds its files (a cluster node its nodes.conf)."""
         self.port = port or free_port()
         self.password = password
+        self.tls = tls
+        self.args = list(args)
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
         self._dir = tempfile.mkdtemp(prefix="redis-test-")
 
     @property
+    def dir(self) -> str:
+        return self._dir
+
+    @property
     def url(self) -> str:
+        if self.tls:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={CERT}"
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def client_cert(self) -> str:
+        """The URL options with which a client shows the test certificate (mTLS)."""
+        return f"&ssl_certfile={CERT}&ssl_keyfile={KEY}"
+
     def start(self) -> RedisServer:
-        args = [
-            redis_server_path(),
-            "--port",
-            str(self.port),
+        args = [redis_server_path()]
+        if self.config:
+            conf = Path(self._dir) / "redis.conf"
+            if not conf.exists():  # a restart keeps what the server rewrote
+                conf.write_text(self.config)
+            args.append(str(conf))
+        if self.tls:
+            args += ["--port", "0", "--tls-port", str(self.port)]
+            args += ["--tls-cert-file", str(CERT), "--tls-key-file", str(KEY)]
+            args += ["--tls-ca-cert-file", str(CERT), "--tls-auth-clients", "yes"]
+        else:
+            args += ["--port", str(self.port)]
+        args += [
             "--bind",
             "127.0.0.1",
             "--save",
@@ -81,9 +135,10 @@ class RedisServer:
         ]
         if self.password:
             args += ["--requirepass", self.password]
+        args += self.args
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + READY_TIMEOUT
-        while not _ping(self.port, self.password):
+        while not _ping(self.port, self.password, tls=self.tls):
             if self.proc.poll() is not None:
                 raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
             if time.monotonic() > deadline:

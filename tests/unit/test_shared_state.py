@@ -30,13 +30,20 @@ def _settings(**kw: Any) -> Any:
     return from_env({}, api_key=KEY, **kw)
 
 
-@pytest.fixture(params=["in-process", "redis"])
+@pytest.fixture(params=["in-process", "redis", "cluster"])
 async def state(request: pytest.FixtureRequest) -> AsyncIterator[SharedState]:
+    """Each backend; "cluster" is a real 3-master Redis Cluster, where a script whose keys
+    span two hash slots fails (CROSSSLOT) instead of passing as on one server."""
     if request.param == "in-process":
         yield InProcessState()
         return
-    server = request.getfixturevalue("redis")
-    client = connect(_settings(redis_url=server.url, redis_timeout_ms=2000))
+    if request.param == "cluster":
+        cluster = request.getfixturevalue("redis_cluster")
+        cluster.flush()
+        url = cluster.url
+    else:
+        url = request.getfixturevalue("redis").url
+    client = connect(_settings(redis_url=url, redis_timeout_ms=2000))
     assert client is not None
     s = RedisState(client)
     try:
