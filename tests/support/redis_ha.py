@@ -123,7 +123,7 @@ class SentinelSetup:
         alive = next(s for s in self.sentinels if s.alive())
         _client(alive.port).execute_command("SENTINEL", "FAILOVER", SERVICE)
 
-    def wait_promoted(self, old_port: int, timeout: float = 10.0) -> int:
+    def wait_promoted(self, old_port: int, timeout: float = 20.0) -> int:
         """Wait until every live sentinel names a master other than `old_port` and that
         server says it is a master; returns its port."""
 
