@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from classify_gateway.core.redis_url import url_problem
+
 PREFIX = "CLASSIFY_GATEWAY_"
 V1_2_URL = "https://api.twelvelabs.io/v1.2"
 V1_3_URL = "https://api.twelvelabs.io/v1.3"
@@ -283,9 +285,6 @@ class Settings:
 
     def validate(self) -> Settings:
         """Raise ConfigError naming the first bad setting; return self."""
-        # Imported here: redis_conn builds clients from Settings, so it imports this module.
-        from classify_gateway.state.redis_conn import url_problem
-
         redis_problem = url_problem(self.redis_url) if self.redis_url else None
         checks: list[tuple[str, bool, str]] = [
             (
