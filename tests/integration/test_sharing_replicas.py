@@ -35,8 +35,11 @@ def redis_url(redis: Any) -> str:
 
 
 async def test_ten_calls_over_two_replicas_cost_one_chain(emu: Any, redis_url: str) -> None:
-    a = Gateway(emu, redis_url=redis_url)
-    b = Gateway(emu, redis_url=redis_url)
+    # Counting one chain needs every Redis call to answer: a loaded machine can take longer
+    # than the default 100 ms, and a replica that falls back fetches a chain of its own
+    # (what that costs is test_redis_quota_chaos's and test_redis_ha's subject, not this).
+    a = Gateway(emu, redis_url=redis_url, redis_timeout_ms=2000)
+    b = Gateway(emu, redis_url=redis_url, redis_timeout_ms=2000)
     try:
         req = classify_request(emu, count=10, page_limit=2)
         async with a.stub() as stub_a, b.stub() as stub_b:
