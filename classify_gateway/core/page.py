@@ -34,6 +34,11 @@ class Page:
     # late extra answer read as this one, so the page store never keeps it, and drops it
     # if it did. It can turn true after the page was handed over: ask at every use.
     unsolicited: Callable[[], bool] | None = field(default=None, compare=False, repr=False)
+    # Registers a callback for the moment `unsolicited` turns true, so that a store that
+    # keeps the page where this process cannot ask the flag (Redis) drops it then.
+    watch_unsolicited: Callable[[Callable[[], None]], None] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @classmethod
     def from_message(
@@ -41,6 +46,7 @@ class Page:
         message: pb.ClassifyResponse | pb.GetClassifyPageResponse,
         chain_id: str = "",
         unsolicited: Callable[[], bool] | None = None,
+        watch_unsolicited: Callable[[Callable[[], None]], None] | None = None,
     ) -> Page:
         """A page from either response type (fields 1 and 2 are the same; page_number,
         field 3 of ClassifyResponse, must be unset)."""
@@ -56,6 +62,7 @@ class Page:
             expires,
             chain_id,
             unsolicited,
+            watch_unsolicited,
         )
 
     def suspect(self) -> bool:

@@ -21,6 +21,8 @@ this process stored is dropped when it turns suspect later.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -101,6 +103,7 @@ class PageStore:
         self.ttl = ttl
         self._hooks: CacheHooks = hooks or NoHooks()
         self._watched: OrderedDict[str, Callable[[], bool]] = OrderedDict()
+        self._forgetting: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -124,6 +127,10 @@ class PageStore:
             return
         key = f"pages:page:{chain_key}:{position}"
         await self._s.set(key, encode_page(page), life)
+        if page.watch_unsolicited is not None:
+            # Other replicas read the page from Redis and cannot ask its flag: when it
+            # turns, the page is deleted there too.
+            page.watch_unsolicited(functools.partial(self._forget, key))
         if page.unsolicited is not None:
             self._watched[key] = page.unsolicited
             while len(self._watched) > WATCHED_PAGES:
@@ -133,6 +140,16 @@ class PageStore:
             if token and target >= 1:
                 value = f"{chain_key} {target} {page.chain_id}".encode()
                 await self._s.set(f"pages:token:{token_key(key_hash, token)}", value, life)
+
+    def _forget(self, key: str) -> None:
+        """Delete a stored page that turned suspect (called by the transport, sync)."""
+        self._watched.pop(key, None)
+        try:
+            task = asyncio.get_running_loop().create_task(self._s.delete(key))
+        except RuntimeError:  # no loop: the process is ending, and the entry with it
+            return
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
 
     async def find_token(self, key_hash: str, token: str) -> TokenTarget | None:
         raw = await self._s.get(f"pages:token:{token_key(key_hash, token)}")

@@ -3,12 +3,16 @@ bound (also for Redis's fallback), the token index; Page bytes and chain ids."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from typing import Any
 
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from redis.asyncio import Redis
 
+from classify_gateway.backends.v1_2.client import Provenances
+from classify_gateway.backends.v1_2.transport import Provenance
 from classify_gateway.core.page import Page, new_chain_id
 from classify_gateway.pages.store import EXPIRY_MARGIN, PageStore
 from classify_gateway.state.shared_state import InProcessState, RedisState, ResilientState
@@ -185,3 +189,39 @@ def test_chain_ids_are_hex_and_unique_across_a_fork() -> None:
     os.waitpid(pid, 0)
     parent = new_chain_id()
     assert child not in ids and child[:16] != parent[:16]
+
+
+async def test_a_page_that_turns_suspect_is_deleted_from_redis_for_every_replica(
+    redis: Any,
+) -> None:
+    """Issue 25 item 3: the flag that a page's connection later carried unsolicited bytes
+    (a late extra answer may have been read as this page) turns true after the page was
+    stored. This process stops serving it at its next read; another replica, reading the
+    page from Redis, cannot ask the flag, so the page is deleted from Redis when it turns."""
+    wire = Provenance()  # the transport's own object, one per connection
+    wires = Provenances()
+    wires.add(wire)
+    msg = pb.ClassifyResponse.FromString(page(1).body)
+    suspect = Page.from_message(
+        msg, "chain-1", unsolicited=wires.unsolicited, watch_unsolicited=wires.watch
+    )
+    mine = Redis.from_url(redis.url)
+    theirs = Redis.from_url(redis.url)
+    here = PageStore(RedisState(mine, "test"), 300, Counting())
+    there = PageStore(RedisState(theirs, "test"), 300, Counting())
+    try:
+        await here.put("chain-k", 1, suspect, "kh")
+        assert await there.get("chain-k", 1) is not None  # shared, as pages are
+        wire.mark()  # the connection is found to carry bytes nobody asked for
+        for _ in range(50):
+            if await there.get("chain-k", 1) is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await there.get("chain-k", 1) is None
+        assert await here.get("chain-k", 1) is None
+        # A page stored after its connection was already marked is never stored.
+        await here.put("chain-k", 2, suspect, "kh")
+        assert await there.get("chain-k", 2) is None
+    finally:
+        await mine.aclose()
+        await theirs.aclose()

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import httpx
@@ -81,17 +81,27 @@ class Provenances:
     page of the chain may be stored or served from the store (`Page.unsolicited`).
     """
 
-    __slots__ = ("_seen",)
+    __slots__ = ("_seen", "_watchers")
 
     def __init__(self) -> None:
         self._seen: list[Provenance] = []
+        self._watchers: list[Callable[[], None]] = []
 
     def add(self, provenance: Provenance) -> None:
         if provenance not in self._seen:  # by identity (Provenance has no __eq__)
             self._seen.append(provenance)
+            for watcher in self._watchers:
+                provenance.watch(watcher)
 
     def unsolicited(self) -> bool:
         return any(p.unsolicited for p in self._seen)
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        """Call `watcher` when any connection of the chain, now or later, turns out to
+        carry unsolicited bytes (`Page.watch_unsolicited`); at most once per connection."""
+        self._watchers.append(watcher)
+        for provenance in self._seen:
+            provenance.watch(watcher)
 
 
 class _Headers:
@@ -468,4 +478,4 @@ def _checked_page(
     if info.prev_page_token and token_problem(info.prev_page_token) is not None:
         info.prev_page_token = ""
     message.scoring = pb.SCORING_CLASSIFY_V1_2  # the upstream's own numbers
-    return Page.from_message(message, unsolicited=wires.unsolicited)
+    return Page.from_message(message, unsolicited=wires.unsolicited, watch_unsolicited=wires.watch)

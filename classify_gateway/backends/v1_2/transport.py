@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import contextlib
 import errno
 import select
@@ -102,6 +103,10 @@ class UndecodableBody(httpx.DecodingError):
         self.response = response
 
 
+# Watchers a Provenance keeps (the latest; see Provenance.watch).
+WATCHERS = 4096
+
+
 class Provenance:
     """Whether the connection an answer came on later carried bytes nobody asked for.
 
@@ -114,10 +119,30 @@ class Provenance:
     can refuse those answers even after they were handed over.
     """
 
-    __slots__ = ("unsolicited",)
+    __slots__ = ("_watchers", "unsolicited")
 
     def __init__(self) -> None:
         self.unsolicited = False
+        # Told once when `unsolicited` turns true (a store that keeps answers elsewhere,
+        # Redis, drops them there); the latest ones only, as a busy connection lives long.
+        self._watchers: collections.deque[Callable[[], None]] = collections.deque(maxlen=WATCHERS)
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        """Call `watcher` once when this connection is found to carry unsolicited bytes
+        (at once if it already was)."""
+        if self.unsolicited:
+            watcher()
+        else:
+            self._watchers.append(watcher)
+
+    def mark(self) -> None:
+        """The connection carried bytes nobody asked for: every answer it gave is suspect."""
+        if self.unsolicited:
+            return
+        self.unsolicited = True
+        watchers, self._watchers = list(self._watchers), collections.deque(maxlen=WATCHERS)
+        for watcher in watchers:
+            watcher()
 
 
 Proxy = tuple[str, int, bytes]  # an HTTP proxy's host and port, its Proxy-Authorization or b""
@@ -565,7 +590,7 @@ class Connection(asyncio.Protocol):
                 finally:
                     peek.detach()
             if waiting:
-                self.provenance.unsolicited = True
+                self.provenance.mark()
         self.close()
         return False
 
@@ -576,7 +601,7 @@ class Connection(asyncio.Protocol):
             self.transport.abort()
 
     def _unsolicited(self) -> None:
-        self.provenance.unsolicited = True
+        self.provenance.mark()
         self.close()
 
     def _finish(self) -> None:
