@@ -18,12 +18,13 @@ PYTEST_ARGS ?=
 SDK13 := tests/sdk13
 SDK13_VENV := $(SDK13)/.venv
 
-.PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java release-check demo bench soak clean
+.PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 release-check demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
 	@echo "make release-check  the Go and Java clients, as a calling team gets them, build offline (docs/clients.md)"
+	@echo "make test-go-v13, test-java-v13  the Go, Java suites against a v1.3 gateway (test-go, test-java: v1.2)"
 	@echo "make test-sdk13  the official SDK 1.3.6 against the emulator's /v1.3 (own venv)"
 	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
 	@echo "make lint      ruff, mypy (strict on classify_gateway/), lint-imports (layers), buf lint/format/breaking"
@@ -111,6 +112,15 @@ test-go: venv
 test-java: venv
 	$(PY) -m tools.stack -- $(MAKE) -C clients/java test
 
+# The same two suites against a gateway with the v1.3 backend (README.md, "Two backends"):
+# tools/stack.py exports CLASSIFY_GATEWAY_UPSTREAM_API=v1.3 and the tests check v1.3's
+# upstream calls and scoring where they differ.
+test-go-v13: venv
+	$(PY) -m tools.stack --upstream-api v1.3 -- $(MAKE) -C clients/go test
+
+test-java-v13: venv
+	$(PY) -m tools.stack --upstream-api v1.3 -- $(MAKE) -C clients/java test
+
 # What a calling team outside this repository goes through, offline: the Go module from a
 # file-system module proxy into a clean module cache, the Java artifact deployed through
 # distributionManagement to a file:// repository and built against from an empty local
@@ -120,7 +130,7 @@ release-check:
 	$(MAKE) -C clients/go release-check
 	$(MAKE) -C clients/java release-check
 
-test: redis-server lint test-python test-sdk13 test-go test-java release-check
+test: redis-server lint test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 release-check
 
 demo: venv
 	$(VENV)/bin/classify-gateway demo

@@ -45,8 +45,16 @@ def main() -> int:
     if not cmd:
         parser.error("give a command after --")
     # The clients' suites inject faults and read the emulator's journal, request by request:
-    # sharing (coalescing, the page cache) is off, as in the Python tests of the same things.
-    settings = {"coalesce": False, "cache_ttl": 0, "upstream_api": ns.upstream_api}
+    # sharing (coalescing, the page cache) is off, as in the Python tests of the same things,
+    # and so is v1.3's embedding cache: every classification fetches its prompts' embeddings
+    # and its videos' segments anew, so that a fault on those paths is always met.
+    settings: dict[str, object] = {
+        "coalesce": False,
+        "cache_ttl": 0,
+        "upstream_api": ns.upstream_api,
+    }
+    if ns.upstream_api == "v1.3":
+        settings["v13_cache_max_bytes"] = 0
     with running_stack(settings, log_dir=LOG_DIR) as stack:
         stack.env["CLASSIFY_GATEWAY_UPSTREAM_API"] = ns.upstream_api
         for k, v in stack.env.items():

@@ -32,7 +32,37 @@ type stackEnv struct {
 	http   *http.Client
 }
 
+// upstreamVersion is where the tests themselves read the emulator's corpus and, on
+// v1.2, its own classify answers (the corpus is the same under /v1.3).
 const upstreamVersion = "/v1.2"
+
+// backend is the gateway's backend, as tools/stack.py exports it: "v1.2" (the
+// default) or "v1.3". The suite runs against either (make test-go, make test-go-v13);
+// a test checks the backend's own upstream calls and numbers where they differ.
+func backend() string {
+	if b := os.Getenv("CLASSIFY_GATEWAY_UPSTREAM_API"); b != "" {
+		return b
+	}
+	return "v1.2"
+}
+
+func isV13() bool { return backend() == "v1.3" }
+
+// wantScoring is the scoring every response of this backend carries.
+func wantScoring() classifyv1.Scoring {
+	if isV13() {
+		return classifyv1.Scoring_SCORING_EMBEDDINGS_V1_3
+	}
+	return classifyv1.Scoring_SCORING_CLASSIFY_V1_2
+}
+
+// skipOn skips the test on the given backend, saying why it cannot mean anything there.
+func skipOn(t *testing.T, api, why string) {
+	t.Helper()
+	if backend() == api {
+		t.Skipf("not run against a %s gateway: %s", api, why)
+	}
+}
 
 // newStack returns the running stack, with the emulator reset and its faults
 // cleared again when the test ends. It fails the test (never skips) when the
@@ -52,6 +82,9 @@ func newStack(t *testing.T) *stackEnv {
 	}
 	if e.emuURL == "" || e.apiKey == "" {
 		t.Fatal("CLASSIFY_EMULATOR_URL and CLASSIFY_EMULATOR_API_KEY must be set with CLASSIFY_GATEWAY_ADDR (tools/stack.py sets all of them)")
+	}
+	if b := backend(); b != "v1.2" && b != "v1.3" {
+		t.Fatalf("CLASSIFY_GATEWAY_UPSTREAM_API=%q: want v1.2 or v1.3", b)
 	}
 	e.admin(t, http.MethodPost, "/_emulator/reset", nil, nil)
 	t.Cleanup(func() { e.admin(t, http.MethodDelete, "/_emulator/faults", nil, nil) })
@@ -191,9 +224,23 @@ func (e *stackEnv) clearJournal(t *testing.T) {
 	e.admin(t, http.MethodDelete, "/_emulator/requests", nil, nil)
 }
 
-// classifyCalls returns the journal's classification starts (POST /classify,
-// POST /classify/bulk) and page fetches (GET /classify/{token}).
+// classifyCalls returns the journal's upstream calls of the gateway's backend, in two
+// kinds. v1.2: classification starts (POST /classify, POST /classify/bulk) and page
+// fetches (GET /classify/{token}). v1.3: prompt embeddings (POST /v1.3/embed-v2, one
+// per distinct prompt, the first calls of a classification) and video retrievals (GET
+// /v1.3/indexes/{id}/videos/{id}, one per video); listings are in neither.
 func classifyCalls(j []journalEntry) (posts, gets []journalEntry) {
+	if isV13() {
+		for _, r := range j {
+			switch {
+			case r.Method == http.MethodPost && r.Path == "/v1.3/embed-v2":
+				posts = append(posts, r)
+			case r.Method == http.MethodGet && strings.HasPrefix(r.Path, "/v1.3/indexes/") && strings.Contains(r.Path, "/videos/"):
+				gets = append(gets, r)
+			}
+		}
+		return posts, gets
+	}
 	for _, r := range j {
 		p := strings.TrimPrefix(r.Path, upstreamVersion)
 		switch {
@@ -204,6 +251,24 @@ func classifyCalls(j []journalEntry) (posts, gets []journalEntry) {
 		}
 	}
 	return posts, gets
+}
+
+// startMatch matches the first upstream call of a classification: v1.2's POST
+// /classify (and /classify/bulk), v1.3's POST /v1.3/embed-v2.
+func startMatch() faultMatch {
+	if isV13() {
+		return faultMatch{Method: "POST", Path: "/v1.3/embed-v2"}
+	}
+	return faultMatch{Method: "POST", Path: "/classify"}
+}
+
+// fetchMatch matches the calls classifyCalls counts as gets: v1.2's page fetches by
+// token, v1.3's video retrievals (not the listings, whose paths end in /videos).
+func fetchMatch() faultMatch {
+	if isV13() {
+		return faultMatch{Method: "GET", Path: "/videos/"}
+	}
+	return faultMatch{Method: "GET", Path: "/classify/"}
 }
 
 // corpus lists the emulator's indexes and their videos, through the public API.
@@ -276,6 +341,30 @@ func demoRequest(videos []string, pageLimit int32) *classifyv1.ClassifyRequest {
 	}
 }
 
+// faultRequest is the small classification of the fault tests: 3 videos and, on v1.3,
+// one class with one prompt, so that on either backend a classification starts with
+// exactly one upstream call (v1.2's POST /classify, v1.3's embed-v2 of its one prompt).
+func (e *stackEnv) faultRequest(t *testing.T) *classifyv1.ClassifyRequest {
+	t.Helper()
+	req := demoRequest(e.someVideos(t, 3), testPageLimit)
+	if isV13() {
+		req.Classes = req.Classes[:1]
+		req.Classes[0].Prompts = req.Classes[0].Prompts[:1]
+	}
+	return req
+}
+
+// distinctPrompts is how many embed-v2 calls a v1.3 classification of req makes.
+func distinctPrompts(req *classifyv1.ClassifyRequest) int {
+	seen := map[string]bool{}
+	for _, c := range req.GetClasses() {
+		for _, p := range c.GetPrompts() {
+			seen[p] = true
+		}
+	}
+	return len(seen)
+}
+
 var searchOptionJSON = map[classifyv1.SearchOption]string{
 	classifyv1.SearchOption_SEARCH_OPTION_VISUAL:        "visual",
 	classifyv1.SearchOption_SEARCH_OPTION_CONVERSATION:  "conversation",
@@ -346,6 +435,38 @@ func upstreamBody(req *classifyv1.ClassifyRequest) (path string, body map[string
 	return path, body
 }
 
+// expectedPages is the answer the gateway must give to req, each page with the
+// backend's scoring. v1.2: the emulator's own answer (upstreamPages). v1.3 has no
+// classify upstream to ask: the pages the gateway streams for req on a connection of
+// their own (checked for their scoring and page numbers here), so that each test
+// checks that its way of getting them (resuming, paging by hand, after a fault...)
+// gives the same pages.
+func (e *stackEnv) expectedPages(t *testing.T, req *classifyv1.ClassifyRequest) []*classifyv1.GetClassifyPageResponse {
+	t.Helper()
+	if !isV13() {
+		pages := e.upstreamPages(t, req)
+		for _, p := range pages {
+			p.Scoring = wantScoring()
+		}
+		return pages
+	}
+	got, err := streamPages(testCtx(t, 30*time.Second), e.plainClient(t), req)
+	if err != nil {
+		t.Fatalf("Classify (the expected pages): %s", describe(err))
+	}
+	var pages []*classifyv1.GetClassifyPageResponse
+	for i, p := range got {
+		if p.GetScoring() != wantScoring() || p.GetPageNumber() != int32(i+1) {
+			t.Fatalf("expected page %d: page_number %d, scoring %v (want %v)", i+1, p.GetPageNumber(), p.GetScoring(), wantScoring())
+		}
+		pages = append(pages, &classifyv1.GetClassifyPageResponse{Data: p.GetData(), PageInfo: p.GetPageInfo(), Scoring: p.GetScoring()})
+	}
+	if len(pages) == 0 {
+		t.Fatal("the gateway streamed no page")
+	}
+	return pages
+}
+
 // upstreamPages runs req straight against the emulator and follows
 // next_page_token to the last page: the expected answer.
 func (e *stackEnv) upstreamPages(t *testing.T, req *classifyv1.ClassifyRequest) []*classifyv1.GetClassifyPageResponse {
@@ -392,10 +513,10 @@ func streamPages(ctx context.Context, client classifyv1.ClassifyServiceClient, r
 }
 
 // comparable strips what differs between two runs of the same classification
-// (tokens, expiry) and keeps every data field plus limit_per_page and
+// (tokens, expiry) and keeps every data field, the scoring, limit_per_page and
 // total_results.
-func comparable(data []*classifyv1.VideoClassification, info *classifyv1.PageInfo) *classifyv1.GetClassifyPageResponse {
-	out := &classifyv1.GetClassifyPageResponse{Data: data}
+func comparable(data []*classifyv1.VideoClassification, info *classifyv1.PageInfo, scoring classifyv1.Scoring) *classifyv1.GetClassifyPageResponse {
+	out := &classifyv1.GetClassifyPageResponse{Data: data, Scoring: scoring}
 	if info != nil {
 		out.PageInfo = &classifyv1.PageInfo{LimitPerPage: info.GetLimitPerPage(), TotalResults: info.GetTotalResults()}
 	}
@@ -403,11 +524,11 @@ func comparable(data []*classifyv1.VideoClassification, info *classifyv1.PageInf
 }
 
 func fromStream(p *classifyv1.ClassifyResponse) *classifyv1.GetClassifyPageResponse {
-	return comparable(p.GetData(), p.GetPageInfo())
+	return comparable(p.GetData(), p.GetPageInfo(), p.GetScoring())
 }
 
 func fromPage(p *classifyv1.GetClassifyPageResponse) *classifyv1.GetClassifyPageResponse {
-	return comparable(p.GetData(), p.GetPageInfo())
+	return comparable(p.GetData(), p.GetPageInfo(), p.GetScoring())
 }
 
 // assertSamePage fails with the first differing line of the two pages.
