@@ -28,21 +28,35 @@ final class Stack {
   static final String EMULATOR_URL = "CLASSIFY_EMULATOR_URL";
   static final String EMULATOR_API_KEY = "CLASSIFY_EMULATOR_API_KEY";
   static final String METRICS_URL = "CLASSIFY_GATEWAY_METRICS_URL";
-  /** The upstream API version the emulator serves (CLASSIFY_EMULATOR_URL carries none). */
+  /** The gateway's backend, v1.2 (the default) or v1.3: `tools.stack --upstream-api`. */
+  static final String UPSTREAM_API = "CLASSIFY_GATEWAY_UPSTREAM_API";
+  /**
+   * The upstream API version the tests read the corpus and, on v1.2, classify's own answers
+   * from (CLASSIFY_EMULATOR_URL carries none; the corpus is the same under /v1.3).
+   */
   static final String API = "/v1.2";
 
   final String gatewayAddr;
   final String emulatorUrl;
   final String apiKey;
   final String metricsUrl;
+  /** "v1.2" or "v1.3": the backend of the gateway under test. */
+  final String backend;
   private final HttpClient http =
       HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(5)).build();
 
-  private Stack(String gatewayAddr, String emulatorUrl, String apiKey, String metricsUrl) {
+  private Stack(
+      String gatewayAddr, String emulatorUrl, String apiKey, String metricsUrl, String backend) {
     this.gatewayAddr = gatewayAddr;
     this.emulatorUrl = emulatorUrl.replaceAll("/+$", "");
     this.apiKey = apiKey;
     this.metricsUrl = metricsUrl;
+    this.backend = backend;
+  }
+
+  /** Whether the gateway runs the v1.3 backend (classify computed from embeddings). */
+  boolean v13() {
+    return "v1.3".equals(backend);
   }
 
   /** The stack from the environment; fails the calling test (not skips it) when it is missing. */
@@ -63,7 +77,14 @@ final class Stack {
       fail(GATEWAY_ADDR + " is set but " + EMULATOR_URL + " / " + EMULATOR_API_KEY
           + " are not: run the suite through tools/stack.py, which exports all of them.");
     }
-    return new Stack(addr, emu, key, System.getenv(METRICS_URL));
+    String backend = System.getenv(UPSTREAM_API);
+    if (backend == null || backend.isBlank()) {
+      backend = "v1.2";
+    }
+    if (!backend.equals("v1.2") && !backend.equals("v1.3")) {
+      fail(UPSTREAM_API + "=" + backend + ": want v1.2 or v1.3");
+    }
+    return new Stack(addr, emu, key, System.getenv(METRICS_URL), backend);
   }
 
   // ---- emulator admin API ------------------------------------------------------------
