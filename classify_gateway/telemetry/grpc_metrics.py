@@ -210,14 +210,19 @@ class _CountedGeneric(grpc.GenericRpcHandler):  # type: ignore[misc]
     def __init__(self, inner: grpc.GenericRpcHandler, metrics: GrpcServerMetrics) -> None:
         self._inner = inner
         self._metrics = metrics
-        self._done: dict[str, grpc.RpcMethodHandler | None] = {}
+        self._done: dict[str, grpc.RpcMethodHandler] = {}
 
     def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
         method = details.method
-        if method not in self._done:
+        done = self._done.get(method)
+        if done is None:
             found = self._inner.service(details)
-            self._done[method] = None if found is None else instrument(found, method, self._metrics)
-        return self._done[method]
+            if found is None:
+                # Not ours: nothing is kept, so that callers naming made-up methods
+                # cannot grow this map (nor the metrics' label sets).
+                return None
+            done = self._done[method] = instrument(found, method, self._metrics)
+        return done
 
 
 class InstrumentedServer:

@@ -109,3 +109,22 @@ async def test_a_caller_that_leaves_and_a_deadline_that_passes(emulator: Any) ->
         emulator.admin.clear_faults()
     assert value(got, "grpc_server_handled_total", **stream, grpc_code="Canceled") == 1
     assert value(got, "grpc_server_handled_total", **stream, grpc_code="DeadlineExceeded") == 1
+
+
+async def test_made_up_methods_are_not_counted_or_kept(emulator: Any) -> None:
+    """A caller naming methods that do not exist gets UNIMPLEMENTED; none of them becomes a
+    label value or a handler the server keeps."""
+    port = free_port()
+    async with running_gateway(
+        emulator.base_url + "/v1.2", emulator.api_key, metrics_listen=f"127.0.0.1:{port}"
+    ) as gw:
+        await gw.gateway.start_metrics()
+        for i in range(20):
+            call = gw.channel.unary_unary(f"/classify.v1.ClassifyService/Nope{i}")
+            try:
+                await call(b"", timeout=2)
+                raise AssertionError("a made-up method answered")
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
+        got = await asyncio.to_thread(samples, port)
+    assert not any("Nope" in value for _, labels in got for _, value in labels)
