@@ -154,13 +154,16 @@ async def load_with_fault(
     )
 
 
-def assert_callers_served_within_the_quota(run: Run, split: float = 0.0) -> None:
-    """`split`: seconds in which two masters may each take writes (SENTINEL FAILOVER)."""
+def assert_callers_served_within_the_quota(
+    run: Run, split: float = 0.0, extra_bursts: int = 0
+) -> None:
+    """`split`: seconds in which two masters may each take writes (SENTINEL FAILOVER);
+    `extra_bursts`: bursts a second schedule may grant meanwhile."""
     assert not set(run.codes) & BAD_CODES, run.codes
     span = run.sent[-1] - run.sent[0]
     # One quota for the three gateways before, during (each at RPS / 3 in its fallback)
     # and after the fault; the switch between the two may add one burst.
-    extra = 2 * BURST + RPS * split
+    extra = (2 + extra_bursts) * BURST + RPS * split
     assert len(run.sent) <= RPS * (span + JITTER) + extra, (len(run.sent), span)
     assert max_in_window(run.sent, 1.0) <= RPS * (1 + JITTER) + extra
     # ... and the callers were served through it.
@@ -184,9 +187,12 @@ async def test_sentinel_master_lost_mid_load(upstream: Any, how: str) -> None:
         run = await load_with_fault(upstream, s.url, fault)
     print(run.report(f"sentinel {how}") + f"; promoted after {promoted[0] - run.fault_at:.2f} s")
     # After SENTINEL FAILOVER the old master takes writes until the sentinels demote it;
-    # each gateway moves to the new one within MASTER_CHECK_INTERVAL, and meanwhile
-    # the two masters may each grant the quota.
-    assert_callers_served_within_the_quota(run, MASTER_CHECK_INTERVAL if how == "failover" else 0)
+    # the new one takes them from its promotion, and each gateway moves to it within
+    # MASTER_CHECK_INTERVAL of learning of it, at its own moment: the two masters may each
+    # grant the quota for up to two of those intervals (a clean-clone run measured 108
+    # sent where one interval allowed 98), plus the promoted replica's own burst.
+    split = 2 * MASTER_CHECK_INTERVAL if how == "failover" else 0
+    assert_callers_served_within_the_quota(run, split, extra_bursts=1 if split else 0)
     if how == "kill":
         # The master's connections break: every gateway falls back, then finds the
         # promoted replica through the sentinels.
