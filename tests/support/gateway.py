@@ -25,8 +25,7 @@ from tests.support.upstream import FakeUpstream, serving
 # Test gateways run the shipped defaults: coalescing and the page store are on. A test
 # that counts upstream requests asks distinct questions or sends `cache-control:
 # no-cache` (`NO_CACHE`, or `running_gateway(no_cache=True)` for every call it makes).
-# PASSTHROUGH is the one explicit variant without sharing, for an A/B that needs it.
-PASSTHROUGH: dict[str, Any] = {"coalesce": False, "cache_ttl": 0}
+# The one variant without sharing, for an A/B, is bench/procs.py's PASSTHROUGH.
 NO_CACHE = (("cache-control", "no-cache"),)
 FAST = {
     "retry_initial_backoff": 0.01,
