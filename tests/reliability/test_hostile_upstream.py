@@ -197,7 +197,7 @@ async def test_an_unexpected_exception_is_internal_without_its_text(
         async def broken(*args: Any, **kw: Any) -> Any:
             raise ValueError(f"boom with the key {KEY} in it")
 
-        monkeypatch.setattr(gw.gateway.upstream, "_send", broken)
+        monkeypatch.setattr(gw.gateway.upstream._exchange, "send", broken)
         traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
         with captured_logs() as logs:
             _pages, err = await collect(

@@ -195,16 +195,17 @@ async def test_a_gzip_page_of_two_members_is_served_whole() -> None:
 
 
 @contextlib.asynccontextmanager
-async def _upstream(kind: str) -> AsyncIterator[str]:
+async def _upstream(kind: str, api: str) -> AsyncIterator[str]:
+    base = "/v1.3" if api == "v1.3" else "/v1.2"
     if kind == "tls-untrusted":
         server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         server_ctx.load_cert_chain(TLS / "cert.pem", TLS / "key.pem")
         async with RawUpstream([ok(b"{}")] * 3, tls=server_ctx) as up:
-            yield up.url + "/v1.2"
+            yield up.url + base
     elif kind == "refused":
-        yield f"http://127.0.0.1:{free_port()}/v1.2"
+        yield f"http://127.0.0.1:{free_port()}{base}"
     else:
-        yield "http://no-such-host.invalid/v1.2"
+        yield f"http://no-such-host.invalid{base}"
 
 
 @pytest.mark.parametrize(
@@ -215,14 +216,21 @@ async def _upstream(kind: str) -> AsyncIterator[str]:
         ("dns", "DNS lookup of no-such-host.invalid failed"),
     ],
 )
+@pytest.mark.parametrize("api", ["v1.2", "v1.3"])
 async def test_the_cause_of_an_unreachable_upstream_reaches_the_caller_and_the_log(
-    kind: str, cause: str, monkeypatch: pytest.MonkeyPatch
+    kind: str, cause: str, api: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Issue 25 item 6: each was "UPSTREAM_UNREACHABLE ... ConnectError", whatever it was."""
+    """Issue 25 item 6: each was "UPSTREAM_UNREACHABLE ... ConnectError", whatever it was;
+    on v1.3 until both backends mapped wire failures in one place (backends/exchange.py),
+    "UPSTREAM_UNREACHABLE: ConnectError" with no cause at all."""
     monkeypatch.delenv("SSL_CERT_FILE", raising=False)
-    settings: dict[str, Any] = {"retry_initial_backoff": 0.01, "retry_max_backoff": 0.01}
+    settings: dict[str, Any] = {
+        "retry_initial_backoff": 0.01,
+        "retry_max_backoff": 0.01,
+        "upstream_api": api,
+    }
     async with (
-        _upstream(kind) as url,
+        _upstream(kind, api) as url,
         running_gateway(url, KEY, **settings) as gw,
     ):
         with captured_logs() as logs:
@@ -235,3 +243,48 @@ async def test_the_cause_of_an_unreachable_upstream_reaches_the_caller_and_the_l
     (line,) = rpc_lines(logs)
     assert cause in line["cause"]
     assert KEY not in json.dumps(line) and KEY not in info.metadata["cause"]
+
+
+def _v13_request() -> pb.ClassifyRequest:
+    return pb.ClassifyRequest(
+        index_id="idx",
+        options=[pb.SEARCH_OPTION_VISUAL],
+        classes=[pb.ClassDefinition(name="Dance", prompts=["dance"])],
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason", "cause"),
+    [
+        ("too-large", "PAGE_TOO_LARGE", "upstream body over 2048 bytes"),
+        ("undecodable", "UPSTREAM_MALFORMED_RESPONSE", "gzip"),
+        ("timeout", "UPSTREAM_TIMEOUT", "no whole answer within 0.5 s"),
+    ],
+)
+async def test_a_v13_wire_failure_names_its_cause(kind: str, reason: str, cause: str) -> None:
+    """Issue 25 item 6 for the v1.3 backend: its embed-v2 answer too large, not decoding,
+    or never coming. Before backends/exchange.py the v1.3 client mapped these itself and
+    said only the reason: no ErrorInfo `cause`, nothing in the log line."""
+    replies = {
+        "too-large": Reply(body=b'{"data": "' + b"x" * 4096 + b'"}'),
+        "undecodable": Reply(body=b"not gzip", headers=[(b"content-encoding", b"gzip")]),
+        "timeout": Reply.json({"data": []}, delay=2.0),
+    }
+    settings: dict[str, Any] = {
+        "upstream_api": "v1.3",
+        "max_upstream_body_bytes": 2048,
+        "upstream_timeout": 0.5,
+        "retry_max_attempts": 1,
+    }
+    async with hostile_upstream(script(replies[kind])) as up:
+        url = up.base_url.replace("/v1.2", "/v1.3")
+        async with running_gateway(url, KEY, **settings) as gw:
+            with captured_logs() as logs:
+                _, err = await collect(gw.stub.Classify(_v13_request(), timeout=10))
+    assert err is not None, "the call failed"
+    info = error_details(err).info
+    assert info is not None and info.reason == reason, info
+    assert cause in info.metadata["cause"]
+    (line,) = rpc_lines(logs)
+    assert cause in line["cause"]
+    assert [r.path for r in up.requests] == ["/v1.3/embed-v2"]

@@ -20,6 +20,7 @@ import pytest
 
 from classify_gateway.backends.v1_2.client import UpstreamClient
 from classify_gateway.backends.v1_2.transport import Http1Transport
+from classify_gateway.backends.v1_3.client import V13Client
 from classify_gateway.config import ConfigError, from_env, proxy_for
 from classify_gateway.core.call import CallContext
 from tests.support.connect_proxy import ConnectProxy
@@ -107,6 +108,28 @@ async def test_the_gateway_reaches_its_upstream_through_the_proxy() -> None:
         finally:
             await client.aclose()
     assert got.body and proxy.targets and up.requests[0].startswith(b"GET /v1.2/classify/p1 ")
+
+
+async def test_the_v13_backend_reaches_its_upstream_through_the_proxy_too() -> None:
+    """The v1.3 client built its own wire without UPSTREAM_PROXY or UPSTREAM_CA_FILE (it
+    went direct, and refused the upstream's certificate); both backends now build theirs
+    in one place (backends/exchange.py)."""
+    async with RawUpstream([ok(b"{}")], tls=tls_server()) as up, ConnectProxy() as proxy:
+        settings = from_env(
+            {},
+            upstream_url=up.url + "/v1.3",
+            api_key=KEY,
+            upstream_api="v1.3",
+            upstream_proxy=proxy.url,
+            upstream_ca_file=CERT,
+        )
+        client = V13Client(settings)
+        try:
+            alive = await client.probe(KEY)
+        finally:
+            await client.aclose()
+    assert alive and proxy.targets
+    assert up.requests[0].startswith(b"GET /v1.3/indexes?page_limit=1 ")
 
 
 @pytest.mark.parametrize(

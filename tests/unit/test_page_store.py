@@ -11,7 +11,7 @@ from typing import Any
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from redis.asyncio import Redis
 
-from classify_gateway.backends.v1_2.client import Provenances
+from classify_gateway.backends.exchange import Provenances
 from classify_gateway.backends.v1_2.transport import Provenance
 from classify_gateway.core.page import Page, new_chain_id
 from classify_gateway.pages.store import EXPIRY_MARGIN, PageStore

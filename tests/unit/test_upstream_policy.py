@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from classify_gateway.backends.v1_2.client import RetryPolicy
+from classify_gateway.backends.retry import RetryPolicy
 from classify_gateway.quota.limiter import upstream_wait as retry_hint
 
 

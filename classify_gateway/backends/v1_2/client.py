@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import httpx
-import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
-from classify_gateway.backends.retry import Retrying, RetryPolicy
+from classify_gateway.backends.exchange import DEFAULT_HEADERS, Exchange, Provenances
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import (
     PageT,
@@ -36,21 +33,13 @@ from classify_gateway.backends.v1_2.translate import (
     request_body,
     request_to_json,
 )
-from classify_gateway.backends.v1_2.transport import (
-    Http1Transport,
-    Provenance,
-    ResponseTooLarge,
-    UndecodableBody,
-)
-from classify_gateway.config import Settings, proxy_for
-from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
-from classify_gateway.core.errors import GatewayError, from_upstream, own_error
+from classify_gateway.config import Settings
+from classify_gateway.core.call import CallContext
+from classify_gateway.core.errors import GatewayError, own_error
 from classify_gateway.core.page import Page
-from classify_gateway.core.redact import redact_json
 from classify_gateway.core.tokens import token_problem
-from classify_gateway.quota.limiter import Limiter, make_limiter, upstream_wait
+from classify_gateway.quota.limiter import Limiter
 from classify_gateway.telemetry.observability import Metrics
-from classify_gateway.telemetry.tracing import instrument_transport
 
 log = logging.getLogger("classify_gateway.backends.v1_2.client")
 
@@ -60,48 +49,6 @@ REFUSED_TOKEN = (
     "the upstream refused this page token: it expired (tokens live about 5 minutes, see "
     "page_info.page_expired_at) or is unknown; start the classification again",
 )
-
-
-_EMPTY = httpx.ByteStream(b"")  # the body of every GET
-
-# Sent with every upstream request (what httpx.AsyncClient's default headers were).
-DEFAULT_HEADERS = (
-    ("accept", "application/json"),
-    ("accept-encoding", "gzip, deflate"),
-    ("user-agent", "classify-gateway/0.1"),
-)
-
-
-class Provenances:
-    """The connections the answers of one chain came on (`transport.Provenance`).
-
-    `unsolicited()` turns true, at any time after the answers were handed over, once any
-    of those connections carried bytes nobody asked for: one of the chain's answers may
-    then have been a late extra answer read as the answer to the next request, and no
-    page of the chain may be stored or served from the store (`Page.unsolicited`).
-    """
-
-    __slots__ = ("_seen", "_watchers")
-
-    def __init__(self) -> None:
-        self._seen: list[Provenance] = []
-        self._watchers: list[Callable[[], None]] = []
-
-    def add(self, provenance: Provenance) -> None:
-        if provenance not in self._seen:  # by identity (Provenance has no __eq__)
-            self._seen.append(provenance)
-            for watcher in self._watchers:
-                provenance.watch(watcher)
-
-    def unsolicited(self) -> bool:
-        return any(p.unsolicited for p in self._seen)
-
-    def watch(self, watcher: Callable[[], None]) -> None:
-        """Call `watcher` when any connection of the chain, now or later, turns out to
-        carry unsolicited bytes (`Page.watch_unsolicited`); at most once per connection."""
-        self._watchers.append(watcher)
-        for provenance in self._seen:
-            provenance.watch(watcher)
 
 
 class _Headers:
@@ -147,76 +94,20 @@ class UpstreamClient:
         limiter: Limiter | None = None,
         drain: Interruptions | None = None,
     ) -> None:
-        self._settings = settings
-        self._metrics = metrics or Metrics()
-        self._health: HealthRecorder = health or Unwatched()
-        self._limiter = limiter or make_limiter(settings)
+        self._exchange = Exchange(
+            settings,
+            metrics,
+            health,
+            limiter,
+            fixed_paths=("/classify", "/classify/bulk"),
+            too_large_advice="ask for a smaller page_limit",
+        )
         self._drain: Interruptions = drain or Unwatched()
-        self._retrying = Retrying(
-            RetryPolicy(
-                settings.retry_max_attempts,
-                settings.retry_initial_backoff,
-                settings.retry_max_backoff,
-                settings.retry_multiplier,
-            ),
-            self._limiter,
-            self._metrics,
-            self._health,
-        )
-        limits = httpx.Limits(
-            max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
-        )
-        # httpx's Request/Response and transport interface, without AsyncClient: its
-        # per-request machinery (base-URL merge and re-parse, default-header merge, cookie
-        # extraction, auth and redirect hooks) cost more CPU than the wire under it
-        # (docs/benchmarks.md). What it did for us is done once here: the base URL, the
-        # default headers and the timeouts.
-        wire = Http1Transport(
-            limits,
-            settings.upstream_body_cap,
-            proxy=proxy_for(settings.upstream_url, settings.upstream_proxy, os.environ),
-            ca_file=settings.upstream_ca_file,
-        )
-        self._transport = instrument_transport(wire)
-        self._base = settings.upstream_base
-        self.identity = f"v1.2 {self._base}"
-        # The URLs of the two POST paths, parsed once (a URL is parsed per request).
-        self._urls = {p: httpx.URL(self._base + p) for p in ("/classify", "/classify/bulk")}
-        # One timeout per layer: the transport bounds the connect (a dead host fails fast
-        # and is retried); each attempt as a whole is bounded in `_attempt` by the
-        # per-attempt timeout or the caller's deadline, whichever ends first.
-        self._timeouts = {
-            "connect": settings.upstream_connect_timeout,
-            "read": None,
-            "write": None,
-            "pool": None,
-        }
+        self._transport = self._exchange.transport  # tests count its connections
+        self.identity = f"v1.2 {self._exchange.base}"
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
-
-    async def _send(
-        self, method: str, path: str, content: bytes | None, headers: httpx.Headers
-    ) -> tuple[httpx.Response, bytes]:
-        """One HTTP exchange and its body; httpx exceptions as the transport raises them."""
-        url = self._urls.get(path)
-        # `stream=`, not `content=`: httpx then skips encoding the body and normalising
-        # every header again to add Host and Content-Length (about 25 us per request);
-        # the transport writes those two itself (http1_transport._serialize).
-        request = httpx.Request(
-            method,
-            url if url is not None else httpx.URL(self._base + path),
-            headers=headers,
-            stream=_EMPTY if content is None else httpx.ByteStream(content),
-            extensions={"timeout": self._timeouts},
-        )
-        response = await self._transport.handle_async_request(request)
-        stream = response.stream
-        if isinstance(stream, httpx.ByteStream):
-            # The transport's answers come whole and decoded: joined here, without the
-            # decoder and chunker generators of `aread()` (about 20 us per answer).
-            return response, b"".join(stream)
-        return response, await response.aread()
+        await self._exchange.aclose()
 
     # -- one classification ---------------------------------------------------------
 
@@ -316,26 +207,8 @@ class UpstreamClient:
     # -- health ----------------------------------------------------------------------
 
     async def probe(self, api_key: str) -> bool:
-        """One cheap request (`GET /indexes?page_limit=1`, not the classify quota) that
-        tells whether the upstream answers at all; any answer below 500 counts as alive."""
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
-                key = [("x-api-key", api_key)] if api_key else []
-                response, _ = await self._send(
-                    "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
-                )
-            alive = response.status_code < 500
-            status = str(response.status_code)
-        except TimeoutError:
-            alive, status = False, "TimeoutError"
-        except httpx.HTTPError as exc:
-            alive, status = False, type(exc).__name__
-        self._metrics.upstream_request_done(
-            "GET", "GET /indexes", status, time.monotonic() - started
-        )
-        self._health.record(alive)
-        return alive
+        """One cheap request that tells whether the upstream answers at all."""
+        return await self._exchange.probe(api_key)
 
     # -- one request, with retries ---------------------------------------------------
 
@@ -352,100 +225,9 @@ class UpstreamClient:
         """Parsed JSON of a 2xx answer, after the retries the error table allows; the
         connection it came on is added to `wires`."""
         route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
-        deadline = call.deadline
-        return await self._retrying.run(
-            method,
-            route,
-            call,
-            lambda: self._attempt(method, path, content, headers, call.api_key, deadline, wires),
-            first_page=first_page,
+        return await self._exchange.call(
+            method, route, path, content, headers, call, first_page=first_page, wires=wires
         )
-
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: httpx.Headers,
-        api_key: str,
-        deadline: float,
-        wires: Provenances | None = None,
-    ) -> Any:
-        """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
-
-        The body is read with a cap (the transport stops at MAX_UPSTREAM_BODY_BYTES and
-        drops the connection), and any API key in it (the one sent, or the configured
-        one) is redacted as soon as it is parsed: whatever the upstream echoes (an error
-        message, a page) then reaches neither the caller nor a log.
-        """
-        budget = deadline - time.monotonic() - DEADLINE_MARGIN
-        per_attempt = min(self._settings.upstream_timeout, budget)
-        try:
-            # The one bound on the whole exchange (connect, send, a trickled body).
-            async with asyncio.timeout(per_attempt):
-                response, raw = await self._send(method, path, content, headers)
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-            cause = f"no whole answer within {per_attempt:.3g} s"
-            if per_attempt < self._settings.upstream_timeout:
-                raise own_error("DEADLINE_EXCEEDED").replace(cause=cause) from None
-            raise own_error("UPSTREAM_TIMEOUT").replace(cause=cause) from None
-        except ResponseTooLarge as exc:
-            raise own_error(
-                "PAGE_TOO_LARGE",
-                f"the upstream's answer is larger than {exc.cap} bytes "
-                "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read; "
-                "ask for a smaller page_limit",
-            ).replace(cause=str(exc)) from None
-        except UndecodableBody as exc:
-            if 200 <= exc.response.status_code < 300:
-                raise _undecodable(exc) from None
-            # An error whose body does not decode is still that error: a 429 keeps its
-            # status and Retry-After (retrying it as malformed would spend three more
-            # requests of a quota that is already spent).
-            response, raw = exc.response, b""
-        except httpx.DecodingError as exc:
-            raise _undecodable(exc) from None
-        except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
-            cause = str(exc) or type(exc).__name__
-            raise own_error(
-                "UPSTREAM_UNREACHABLE",
-                f"the upstream could not be reached: {type(exc).__name__} ({cause})",
-            ).replace(cause=cause) from None
-        status = response.status_code
-        self._metrics.upstream_ratelimit(response.headers)
-        if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
-            # The upstream's own quota is spent: every replica stops until its reset
-            # instead of each finding the 429 for itself (quota.SharedLimiter.learn).
-            await self._limiter.learn(api_key, status, response.headers)
-        try:
-            body = redact_json(raw, orjson.loads(raw), (api_key, self._settings.api_key))
-        except orjson.JSONDecodeError:
-            body = None
-        if 200 <= status < 300:
-            if body is None:
-                raise own_error(
-                    "UPSTREAM_MALFORMED_RESPONSE",
-                    f"the upstream answered HTTP {status} with a body that is not valid JSON "
-                    f"({len(raw)} bytes)",
-                )
-            if wires is not None:
-                provenance = response.extensions.get("provenance")
-                if isinstance(provenance, Provenance):
-                    wires.add(provenance)
-            return body
-        raise from_upstream(
-            status,
-            body if isinstance(body, dict) else None,
-            retry_after=upstream_wait(response.headers, status, time.time()),
-        )
-
-
-def _undecodable(exc: httpx.DecodingError) -> GatewayError:
-    return own_error(
-        "UPSTREAM_MALFORMED_RESPONSE",
-        "the upstream's answer does not decode (its Content-Encoding is not gzip or "
-        "deflate, or the body is not what that header says)",
-    ).replace(cause=str(exc))
 
 
 def _token_refusal(token: str, seen: set[str]) -> GatewayError | None:

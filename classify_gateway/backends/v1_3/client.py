@@ -46,15 +46,9 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
-from classify_gateway.backends.retry import Retrying, RetryPolicy
-from classify_gateway.backends.v1_2.client import DEFAULT_HEADERS
+from classify_gateway.backends.exchange import DEFAULT_HEADERS, Exchange
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import request_to_json
-from classify_gateway.backends.v1_2.transport import (
-    Http1Transport,
-    ResponseTooLarge,
-    UndecodableBody,
-)
 from classify_gateway.backends.v1_3 import tokens
 from classify_gateway.backends.v1_3.scoring import (
     Calibration,
@@ -68,21 +62,18 @@ from classify_gateway.backends.v1_3.scoring import (
     unit_rows,
 )
 from classify_gateway.config import Settings
-from classify_gateway.core.call import DEADLINE_MARGIN, CallContext, api_key_hash
-from classify_gateway.core.errors import GatewayError, from_upstream, own_error
+from classify_gateway.core.call import CallContext, api_key_hash
+from classify_gateway.core.errors import GatewayError, own_error
 from classify_gateway.core.page import Page
-from classify_gateway.core.redact import redact_json
-from classify_gateway.quota.limiter import Limiter, make_limiter, upstream_wait
+from classify_gateway.quota.limiter import Limiter
 from classify_gateway.state.shared_state import SharedState
 from classify_gateway.telemetry.observability import Metrics
-from classify_gateway.telemetry.tracing import instrument_transport
 
 log = logging.getLogger("classify_gateway.backends.v1_3.client")
 
 VIDEOS_PAGE_LIMIT = 50  # the most v1.3 lists per page
 MAX_INDEX_PAGES = 10_000  # a listing that never ends is an upstream fault
 SCORE_CHUNK_SECONDS = 0.005  # scoring yields to the event loop at least this often
-_EMPTY = httpx.ByteStream(b"")
 # v1.3 endpoint categories with limits of their own: each is its own quota bucket.
 EMBED, VIDEOS = "embed", "videos"
 
@@ -247,42 +238,19 @@ class V13Client:
         shared: SharedState | None = None,
     ) -> None:
         """`shared`: the process's shared state when Redis is configured (else None)."""
+        self._exchange = Exchange(settings, metrics, health, limiter, fixed_paths=("/embed-v2",))
         self._settings = settings
-        self._metrics = metrics or Metrics()
-        self._health: HealthRecorder = health or Unwatched()
-        self._limiter = limiter or make_limiter(settings)
         self._drain: Interruptions = drain or Unwatched()
         self._shared = shared
         self._local = LruBytes(settings.v13_cache_max_bytes)
         self._calibration = Calibration.parse(settings.v13_calibration)
         self._model = settings.v13_model
-        self._retrying = Retrying(
-            RetryPolicy(
-                settings.retry_max_attempts,
-                settings.retry_initial_backoff,
-                settings.retry_max_backoff,
-                settings.retry_multiplier,
-            ),
-            self._limiter,
-            self._metrics,
-            self._health,
-        )
-        limits = httpx.Limits(
-            max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
-        )
-        self._transport = instrument_transport(Http1Transport(limits, settings.upstream_body_cap))
-        self._base = settings.upstream_base
+        self._transport = self._exchange.transport  # tests count its connections
         # Pages of another origin, model or calibration are other numbers: never shared.
-        self.identity = f"v1.3 {self._base} {self._model} {self._calibration}"
-        self._timeouts = {
-            "connect": settings.upstream_connect_timeout,
-            "read": None,
-            "write": None,
-            "pool": None,
-        }
+        self.identity = f"v1.3 {self._exchange.base} {self._model} {self._calibration}"
 
     async def aclose(self) -> None:
-        await self._transport.aclose()
+        await self._exchange.aclose()
 
     # -- the two calls ---------------------------------------------------------------
 
@@ -331,23 +299,7 @@ class V13Client:
 
     async def probe(self, api_key: str) -> bool:
         """One cheap request (`GET /indexes?page_limit=1`): is the upstream there at all."""
-        started = time.monotonic()
-        try:
-            async with asyncio.timeout(min(5.0, self._settings.upstream_timeout)):
-                key = [("x-api-key", api_key)] if api_key else []
-                response = await self._send(
-                    "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
-                )
-            alive, status = response.status_code < 500, str(response.status_code)
-        except TimeoutError:
-            alive, status = False, "TimeoutError"
-        except httpx.HTTPError as exc:
-            alive, status = False, type(exc).__name__
-        self._metrics.upstream_request_done(
-            "GET", "GET /indexes", status, time.monotonic() - started
-        )
-        self._health.record(alive)
-        return alive
+        return await self._exchange.probe(api_key)
 
     # -- tokens and pages ----------------------------------------------------------------
 
@@ -623,97 +575,23 @@ class V13Client:
         if self._shared is not None:
             await self._shared.set(key, value, ttl)
 
-    # -- one request, with retries (as the v1.2 client) ----------------------------------
-
-    async def _send(
-        self, method: str, path: str, content: bytes | None, headers: httpx.Headers
-    ) -> httpx.Response:
-        request = httpx.Request(
-            method,
-            httpx.URL(self._base + path),
-            headers=headers,
-            stream=_EMPTY if content is None else httpx.ByteStream(content),
-            extensions={"timeout": self._timeouts},
-        )
-        response = await self._transport.handle_async_request(request)
-        await response.aread()
-        return response
+    # -- one request, with retries (backends/exchange.py, as the v1.2 client) ----------
 
     async def _call(
         self, method: str, path: str, content: bytes | None, call: CallContext, category: str
     ) -> Any:
         """Parsed JSON of a 2xx answer, after the retries the error table allows."""
-        route = _route(method, path)
-        headers = _headers(call, content is not None)
         # A bucket of its own per v1.3 category: the limiter names buckets by key.
         bucket = dataclasses.replace(call, api_key=f"{call.api_key}#{category}")
-        return await self._retrying.run(
+        return await self._exchange.call(
             method,
-            route,
-            bucket,
-            lambda: self._attempt(method, path, content, headers, bucket),
+            _route(method, path),
+            path,
+            content,
+            _headers(call, content is not None),
+            call,
             first_page=False,
-        )
-
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: httpx.Headers,
-        bucket: CallContext,
-    ) -> Any:
-        budget = bucket.deadline - time.monotonic() - DEADLINE_MARGIN
-        per_attempt = min(self._settings.upstream_timeout, budget)
-        raw: bytes | None = None
-        try:
-            async with asyncio.timeout(per_attempt):
-                response = await self._send(method, path, content, headers)
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-            if per_attempt < self._settings.upstream_timeout:
-                raise own_error("DEADLINE_EXCEEDED") from None
-            raise own_error("UPSTREAM_TIMEOUT") from None
-        except ResponseTooLarge as exc:
-            raise own_error(
-                "PAGE_TOO_LARGE",
-                f"the upstream's answer is larger than {exc.cap} bytes "
-                "(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read",
-            ) from None
-        except UndecodableBody as exc:
-            if 200 <= exc.response.status_code < 300:
-                raise own_error("UPSTREAM_MALFORMED_RESPONSE") from None
-            # An error whose body does not decode is still that error (a 429 keeps its
-            # status and Retry-After), as in the v1.2 client.
-            response, raw = exc.response, b""
-        except httpx.DecodingError:
-            raise own_error("UPSTREAM_MALFORMED_RESPONSE") from None
-        except httpx.TransportError as exc:
-            raise own_error(
-                "UPSTREAM_UNREACHABLE", f"the upstream could not be reached: {type(exc).__name__}"
-            ) from None
-        status = response.status_code
-        self._metrics.upstream_ratelimit(response.headers)
-        if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
-            await self._limiter.learn(bucket.api_key, status, response.headers)
-        if raw is None:
-            raw = response.content
-        real_key = bucket.api_key.rpartition("#")[0]
-        try:
-            body = redact_json(raw, orjson.loads(raw), (real_key, self._settings.api_key))
-        except orjson.JSONDecodeError:
-            body = None  # v1.3's 429 may come with no body at all
-        if 200 <= status < 300:
-            if body is None:
-                raise own_error(
-                    "UPSTREAM_MALFORMED_RESPONSE",
-                    f"the upstream answered HTTP {status} with a body that is not valid JSON "
-                    f"({len(raw)} bytes)",
-                )
-            return body
-        raise from_upstream(
-            status,
-            body if isinstance(body, dict) else None,
-            retry_after=upstream_wait(response.headers, status, time.time()),
+            quota=bucket,
         )
 
 

@@ -1,0 +1,303 @@
+"""One HTTP exchange with the upstream, and its failures in the error table's words.
+
+Both backends (v1.2's classify REST calls, v1.3's embeddings calls) talk to the upstream
+through the same wire (`backends/v1_2/transport.py`), with the same retry policy, quota,
+deadlines and redaction, and a failure of that wire means the same to either: a timeout,
+an answer past the body cap, a body that does not decode, a connection that could not be
+made. `Exchange` is that part, built once per backend, so that each failure is mapped in
+one place and carries its `cause` (TLS verification and why, refused, DNS, ...: issue 25
+item 6) into the status message, the ErrorInfo metadata and the log line for both.
+
+What differs between the backends stays in them: the paths, what a 2xx body means, what
+may be cached. `Provenances` is here too, because both must refuse to keep an answer
+that came on a connection later found to carry unsolicited bytes (issue 25 item 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import httpx
+import orjson
+
+from classify_gateway.backends.base import HealthRecorder, Unwatched
+from classify_gateway.backends.retry import Retrying, RetryPolicy
+from classify_gateway.backends.v1_2.transport import (
+    Http1Transport,
+    Provenance,
+    ResponseTooLarge,
+    UndecodableBody,
+)
+from classify_gateway.config import Settings, proxy_for
+from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
+from classify_gateway.core.errors import GatewayError, from_upstream, own_error
+from classify_gateway.core.redact import redact_json
+from classify_gateway.quota.limiter import Limiter, make_limiter, upstream_wait
+from classify_gateway.telemetry.observability import Metrics
+from classify_gateway.telemetry.tracing import instrument_transport
+
+_EMPTY = httpx.ByteStream(b"")  # the body of every GET
+
+# Sent with every upstream request (what httpx.AsyncClient's default headers were).
+DEFAULT_HEADERS = (
+    ("accept", "application/json"),
+    ("accept-encoding", "gzip, deflate"),
+    ("user-agent", "classify-gateway/0.1"),
+)
+
+
+class Provenances:
+    """The connections a set of answers came on (`transport.Provenance`): one chain's
+    pages (v1.2), or what one classification was computed from (v1.3).
+
+    `unsolicited()` turns true, at any time after the answers were handed over, once any
+    of those connections carried bytes nobody asked for: one of the answers may then have
+    been a late extra answer read as the answer to the next request, and nothing built
+    from them may be stored or served from a store (`Page.unsolicited`).
+    """
+
+    __slots__ = ("_seen", "_watchers")
+
+    def __init__(self) -> None:
+        self._seen: list[Provenance] = []
+        self._watchers: list[Callable[[], None]] = []
+
+    def add(self, provenance: Provenance) -> None:
+        if provenance not in self._seen:  # by identity (Provenance has no __eq__)
+            self._seen.append(provenance)
+            for watcher in self._watchers:
+                provenance.watch(watcher)
+
+    def unsolicited(self) -> bool:
+        return any(p.unsolicited for p in self._seen)
+
+    def watch(self, watcher: Callable[[], None]) -> None:
+        """Call `watcher` when any connection of these answers, now or later, turns out to
+        carry unsolicited bytes (`Page.watch_unsolicited`); at most once per connection."""
+        self._watchers.append(watcher)
+        for provenance in self._seen:
+            provenance.watch(watcher)
+
+
+class Exchange:
+    """The upstream as one backend sees it: its connection pool, base URL, timeouts,
+    retries and quota; `call` is one request with its retries, `attempt` one try."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: Metrics | None = None,
+        health: HealthRecorder | None = None,
+        limiter: Limiter | None = None,
+        *,
+        fixed_paths: Iterable[str] = (),
+        too_large_advice: str = "",
+    ) -> None:
+        """`fixed_paths`: paths requested so often that their URL is parsed once here;
+        `too_large_advice`: what the caller can do about an answer past the body cap."""
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health: HealthRecorder = health or Unwatched()
+        self.limiter = limiter or make_limiter(settings)
+        self._too_large_advice = too_large_advice
+        self.retrying = Retrying(
+            RetryPolicy(
+                settings.retry_max_attempts,
+                settings.retry_initial_backoff,
+                settings.retry_max_backoff,
+                settings.retry_multiplier,
+            ),
+            self.limiter,
+            self.metrics,
+            self.health,
+        )
+        limits = httpx.Limits(
+            max_connections=settings.upstream_max_connections, keepalive_expiry=30.0
+        )
+        # httpx's Request/Response and transport interface, without AsyncClient: its
+        # per-request machinery (base-URL merge and re-parse, default-header merge, cookie
+        # extraction, auth and redirect hooks) cost more CPU than the wire under it
+        # (docs/benchmarks.md). What it did for us is done once here: the base URL, the
+        # default headers and the timeouts.
+        wire = Http1Transport(
+            limits,
+            settings.upstream_body_cap,
+            proxy=proxy_for(settings.upstream_url, settings.upstream_proxy, os.environ),
+            ca_file=settings.upstream_ca_file,
+        )
+        self.transport = instrument_transport(wire)
+        self.base = settings.upstream_base
+        self._urls = {p: httpx.URL(self.base + p) for p in fixed_paths}
+        # One timeout per layer: the transport bounds the connect (a dead host fails fast
+        # and is retried); each attempt as a whole is bounded in `attempt` by the
+        # per-attempt timeout or the caller's deadline, whichever ends first.
+        self._timeouts = {
+            "connect": settings.upstream_connect_timeout,
+            "read": None,
+            "write": None,
+            "pool": None,
+        }
+
+    async def aclose(self) -> None:
+        await self.transport.aclose()
+
+    async def send(
+        self, method: str, path: str, content: bytes | None, headers: httpx.Headers
+    ) -> tuple[httpx.Response, bytes]:
+        """One HTTP exchange and its body; httpx exceptions as the transport raises them."""
+        url = self._urls.get(path)
+        # `stream=`, not `content=`: httpx then skips encoding the body and normalising
+        # every header again to add Host and Content-Length (about 25 us per request);
+        # the transport writes those two itself (http1_transport._serialize).
+        request = httpx.Request(
+            method,
+            url if url is not None else httpx.URL(self.base + path),
+            headers=headers,
+            stream=_EMPTY if content is None else httpx.ByteStream(content),
+            extensions={"timeout": self._timeouts},
+        )
+        response = await self.transport.handle_async_request(request)
+        stream = response.stream
+        if isinstance(stream, httpx.ByteStream):
+            # The transport's answers come whole and decoded: joined here, without the
+            # decoder and chunker generators of `aread()` (about 20 us per answer).
+            return response, b"".join(stream)
+        return response, await response.aread()
+
+    async def probe(self, api_key: str) -> bool:
+        """One cheap request (`GET /indexes?page_limit=1`, not the classify quota) that
+        tells whether the upstream answers at all; any answer below 500 counts as alive."""
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(min(5.0, self.settings.upstream_timeout)):
+                key = [("x-api-key", api_key)] if api_key else []
+                response, _ = await self.send(
+                    "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
+                )
+            alive = response.status_code < 500
+            status = str(response.status_code)
+        except TimeoutError:
+            alive, status = False, "TimeoutError"
+        except httpx.HTTPError as exc:
+            alive, status = False, type(exc).__name__
+        self.metrics.upstream_request_done(
+            "GET", "GET /indexes", status, time.monotonic() - started
+        )
+        self.health.record(alive)
+        return alive
+
+    async def call(
+        self,
+        method: str,
+        route: str,
+        path: str,
+        content: bytes | None,
+        headers: httpx.Headers,
+        call: CallContext,
+        *,
+        first_page: bool,
+        wires: Provenances | None = None,
+        quota: CallContext | None = None,
+    ) -> Any:
+        """Parsed JSON of a 2xx answer, after the retries the error table allows; the
+        connection it came on is added to `wires`. `quota`: the call as the limiter
+        counts it (its key names the bucket), `call` itself when None."""
+        counted = call if quota is None else quota
+        return await self.retrying.run(
+            method,
+            route,
+            counted,
+            lambda: self.attempt(method, path, content, headers, call.api_key, counted, wires),
+            first_page=first_page,
+        )
+
+    async def attempt(
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        headers: httpx.Headers,
+        api_key: str,
+        quota: CallContext,
+        wires: Provenances | None = None,
+    ) -> Any:
+        """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
+
+        The body is read with a cap (the transport stops at MAX_UPSTREAM_BODY_BYTES and
+        drops the connection), and any API key in it (the one sent, or the configured
+        one) is redacted as soon as it is parsed: whatever the upstream echoes (an error
+        message, a page) then reaches neither the caller nor a log. A learned upstream
+        reset blocks `quota.api_key`'s bucket; `quota.deadline` bounds the attempt.
+        """
+        budget = quota.deadline - time.monotonic() - DEADLINE_MARGIN
+        per_attempt = min(self.settings.upstream_timeout, budget)
+        try:
+            # The one bound on the whole exchange (connect, send, a trickled body).
+            async with asyncio.timeout(per_attempt):
+                response, raw = await self.send(method, path, content, headers)
+        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+            cause = f"no whole answer within {per_attempt:.3g} s"
+            if per_attempt < self.settings.upstream_timeout:
+                raise own_error("DEADLINE_EXCEEDED").replace(cause=cause) from None
+            raise own_error("UPSTREAM_TIMEOUT").replace(cause=cause) from None
+        except ResponseTooLarge as exc:
+            advice = f"; {self._too_large_advice}" if self._too_large_advice else ""
+            raise own_error(
+                "PAGE_TOO_LARGE",
+                f"the upstream's answer is larger than {exc.cap} bytes "
+                f"(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read{advice}",
+            ).replace(cause=str(exc)) from None
+        except UndecodableBody as exc:
+            if 200 <= exc.response.status_code < 300:
+                raise _undecodable(exc) from None
+            # An error whose body does not decode is still that error: a 429 keeps its
+            # status and Retry-After (retrying it as malformed would spend three more
+            # requests of a quota that is already spent).
+            response, raw = exc.response, b""
+        except httpx.DecodingError as exc:
+            raise _undecodable(exc) from None
+        except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
+            cause = str(exc) or type(exc).__name__
+            raise own_error(
+                "UPSTREAM_UNREACHABLE",
+                f"the upstream could not be reached: {type(exc).__name__} ({cause})",
+            ).replace(cause=cause) from None
+        status = response.status_code
+        self.metrics.upstream_ratelimit(response.headers)
+        if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
+            # The upstream's own quota is spent: every replica stops until its reset
+            # instead of each finding the 429 for itself (quota.SharedLimiter.learn).
+            await self.limiter.learn(quota.api_key, status, response.headers)
+        try:
+            body = redact_json(raw, orjson.loads(raw), (api_key, self.settings.api_key))
+        except orjson.JSONDecodeError:
+            body = None  # v1.3's 429 may come with no body at all
+        if 200 <= status < 300:
+            if body is None:
+                raise own_error(
+                    "UPSTREAM_MALFORMED_RESPONSE",
+                    f"the upstream answered HTTP {status} with a body that is not valid JSON "
+                    f"({len(raw)} bytes)",
+                )
+            if wires is not None:
+                provenance = response.extensions.get("provenance")
+                if isinstance(provenance, Provenance):
+                    wires.add(provenance)
+            return body
+        raise from_upstream(
+            status,
+            body if isinstance(body, dict) else None,
+            retry_after=upstream_wait(response.headers, status, time.time()),
+        )
+
+
+def _undecodable(exc: httpx.DecodingError) -> GatewayError:
+    return own_error(
+        "UPSTREAM_MALFORMED_RESPONSE",
+        "the upstream's answer does not decode (its Content-Encoding is not gzip or "
+        "deflate, or the body is not what that header says)",
+    ).replace(cause=str(exc))
