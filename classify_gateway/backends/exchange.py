@@ -72,6 +72,11 @@ class Provenances:
             for watcher in self._watchers:
                 provenance.watch(watcher)
 
+    def include(self, other: Provenances) -> None:
+        """Every connection of `other` too (what one answer came on, in a whole run's)."""
+        for provenance in other._seen:
+            self.add(provenance)
+
     def unsolicited(self) -> bool:
         return any(p.unsolicited for p in self._seen)
 

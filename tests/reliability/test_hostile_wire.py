@@ -288,3 +288,72 @@ async def test_a_v13_wire_failure_names_its_cause(kind: str, reason: str, cause:
     (line,) = rpc_lines(logs)
     assert cause in line["cause"]
     assert [r.path for r in up.requests] == ["/v1.3/embed-v2"]
+
+
+def _v13_video(vector: list[float]) -> dict[str, Any]:
+    segment = {
+        "float": vector,
+        "start_offset_sec": 0.0,
+        "end_offset_sec": 6.0,
+        "embedding_option": "visual",
+        "embedding_scope": "clip",
+    }
+    return {
+        "_id": "vid",
+        "system_metadata": {"duration": 6.0},
+        "embedding": {"model_name": "marengo3.0", "video_embedding": {"segments": [segment]}},
+    }
+
+
+@pytest.mark.parametrize("second", ["same-gateway", "no-cache", "other-replica-on-redis"])
+async def test_v13_values_from_a_late_extra_answer_are_neither_cached_nor_served(
+    second: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 25 item 3 for the v1.3 backend. The upstream answers the index listing, then
+    20 ms later sends a forged video retrieval on the same keep-alive connection, where
+    the GET of that video's embeddings is waiting: HTTP/1.1 reads it as that answer
+    (nothing can tell it apart), and the first call lists the video. The real retrieval
+    then arrives unasked, which marks the connection: nothing that came on it (prompt
+    embedding, listing, segments) is served again, from the page store or the embedding
+    caches, on this replica or (deleted from Redis) any other. Before: every repeat got
+    the forged video, with no upstream request at all."""
+    listed_once = False
+
+    def handler(seen: Seen) -> Reply:
+        nonlocal listed_once
+        if seen.path == "/v1.3/embed-v2":
+            return Reply.json({"data": [{"embedding": [1.0, 0.0, 0.0]}]})
+        if seen.path == "/v1.3/indexes/idx/videos":
+            forged = b"" if listed_once else ok(orjson.dumps(_v13_video([1.0, 0.0, 0.0])))
+            listed_once = True
+            listing = {"data": [{"_id": "vid"}], "page_info": {"total_page": 1}}
+            return Reply.json(listing, after=forged, after_delay=0.02)
+        return Reply.json(_v13_video([0.0, 1.0, 0.0]), delay=0.1)  # the real one: no match
+
+    settings: dict[str, Any] = {"upstream_api": "v1.3"}
+    if second == "other-replica-on-redis":
+        settings["redis_url"] = request.getfixturevalue("redis").url
+    async with hostile_upstream(handler) as up:
+        url = up.base_url.replace("/v1.2", "/v1.3")
+        async with running_gateway(url, KEY, **settings) as gw:
+            first, err = await collect(gw.stub.Classify(_v13_request(), timeout=10))
+            assert err is None, err
+            await asyncio.sleep(0.3)  # the real retrieval has arrived, unasked
+            metadata = () if second == "same-gateway" else (("cache-control", "no-cache"),)
+            if second == "other-replica-on-redis":
+                async with running_gateway(url, KEY, **settings) as other:
+                    again, err = await collect(
+                        other.stub.Classify(_v13_request(), timeout=10, metadata=metadata)
+                    )
+            else:
+                again, err = await collect(
+                    gw.stub.Classify(_v13_request(), timeout=10, metadata=metadata)
+                )
+            assert err is None, err
+    assert [v.video_id for v in first[0].data] == ["vid"]  # what HTTP/1.1 cannot tell apart
+    assert [v.video_id for p in again for v in p.data] == []  # the real vectors: no match
+    assert [r.path for r in up.requests] == 2 * [
+        "/v1.3/embed-v2",
+        "/v1.3/indexes/idx/videos",
+        "/v1.3/indexes/idx/videos/vid",
+    ]

@@ -19,7 +19,9 @@ drain) serves it unchanged. Per classification it:
 Caches: an in-process LRU bounded by `V13_CACHE_MAX_BYTES`, and with Redis the
 shared state too, so that replicas share what one of them fetched. A repeat of a
 question within the TTLs costs no upstream request at all (and the page cache
-above usually answers before this runs).
+above usually answers before this runs). Nothing that came on a connection later
+found to carry unsolicited bytes (a late extra answer may have been read as it: issue
+25 item 3) is kept, or served from a cache, or used for a page the page store keeps.
 
 Every upstream request goes through the shared quota limiter, in a bucket per
 v1.3 endpoint category (`embed`, `videos`), with the v1.2 client's retry policy,
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import logging
 import struct
@@ -46,7 +49,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
 from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
-from classify_gateway.backends.exchange import DEFAULT_HEADERS, Exchange
+from classify_gateway.backends.exchange import DEFAULT_HEADERS, Exchange, Provenances
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import request_to_json
 from classify_gateway.backends.v1_3 import tokens
@@ -79,14 +82,15 @@ EMBED, VIDEOS = "embed", "videos"
 
 
 class LruBytes:
-    """A byte-bounded LRU of cached values (the in-process tier of every v1.3 cache)."""
+    """A byte-bounded LRU of cached values (the in-process tier of every v1.3 cache), each
+    with the connections it was fetched on when this process fetched it (`origin`)."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
         self._size = 0
-        self._items: OrderedDict[str, tuple[bytes, float]] = OrderedDict()
+        self._items: OrderedDict[str, tuple[bytes, float, Provenances | None]] = OrderedDict()
 
-    def get(self, key: str, now: float) -> bytes | None:
+    def get(self, key: str, now: float) -> tuple[bytes, Provenances | None] | None:
         item = self._items.get(key)
         if item is None:
             return None
@@ -94,16 +98,21 @@ class LruBytes:
             self._drop(key)
             return None
         self._items.move_to_end(key)
-        return item[0]
+        return item[0], item[2]
 
-    def put(self, key: str, value: bytes, expires: float) -> None:
+    def put(
+        self, key: str, value: bytes, expires: float, origin: Provenances | None = None
+    ) -> None:
         if len(value) > self._max:
             return
         self._drop(key)
-        self._items[key] = (value, expires)
+        self._items[key] = (value, expires, origin)
         self._size += len(value) + len(key)
         while self._size > self._max and self._items:
             self._drop(next(iter(self._items)))
+
+    def drop(self, key: str) -> None:
+        self._drop(key)
 
     def _drop(self, key: str) -> None:
         item = self._items.pop(key, None)
@@ -243,6 +252,7 @@ class V13Client:
         self._drain: Interruptions = drain or Unwatched()
         self._shared = shared
         self._local = LruBytes(settings.v13_cache_max_bytes)
+        self._forgetting: set[asyncio.Task[None]] = set()
         self._calibration = Calibration.parse(settings.v13_calibration)
         self._model = settings.v13_model
         self._transport = self._exchange.transport  # tests count its connections
@@ -278,11 +288,12 @@ class V13Client:
             request, offset = question.request, 0
         else:
             raise own_error("INTERNAL_ERROR", "a chain needs a question or a start token")
-        ranked = await self._drain.run(self._ranked(request, call))
+        wires = Provenances()
+        ranked = await self._drain.run(self._ranked(request, call, wires))
         page_limit = request.page_limit or 10
         number = 0
         while True:
-            yield await self._page_at(key, request, ranked, offset, page_limit, call)
+            yield await self._page_at(key, request, ranked, offset, page_limit, call, wires)
             number += 1
             offset += page_limit
             if offset >= len(ranked) or (limit and number >= limit):
@@ -294,8 +305,9 @@ class V13Client:
         """One page by a token this backend minted (GetClassifyPage)."""
         key = tokens.mac_key(call.api_key)
         request, ref = await self._resolve(key, token, call)
-        ranked = await self._drain.run(self._ranked(request, call))
-        return await self._page_at(key, request, ranked, ref.offset, ref.page_limit, call)
+        wires = Provenances()
+        ranked = await self._drain.run(self._ranked(request, call, wires))
+        return await self._page_at(key, request, ranked, ref.offset, ref.page_limit, call, wires)
 
     async def probe(self, api_key: str) -> bool:
         """One cheap request (`GET /indexes?page_limit=1`): is the upstream there at all."""
@@ -329,7 +341,11 @@ class V13Client:
         offset: int,
         limit: int,
         call: CallContext,
+        wires: Provenances,
     ) -> Page:
+        """One page of `ranked`; it may not be stored or served from the page store once
+        any answer it was computed from turns out to have come on a connection that
+        carried unsolicited bytes (`wires`, issue 25 item 3)."""
         raw = canonical_question(question)
         digest = tokens.question_digest(raw)
         expires = int(time.time() + self._settings.v13_page_ttl)
@@ -359,19 +375,22 @@ class V13Client:
             page_info=info,
             scoring=pb.SCORING_EMBEDDINGS_V1_3,
         )
-        return Page.from_message(message)
+        return Page.from_message(
+            message, unsolicited=wires.unsolicited, watch_unsolicited=wires.watch
+        )
 
     # -- one classification --------------------------------------------------------------
 
     async def _ranked(
-        self, request: pb.ClassifyRequest, call: CallContext
+        self, request: pb.ClassifyRequest, call: CallContext, wires: Provenances
     ) -> list[pb.VideoClassification]:
-        """Every listed video of the classification, best first."""
+        """Every listed video of the classification, best first; `wires` gets the
+        connections of every answer it was computed from, fetched or cached here."""
         question = query_of(request)
-        prompts = await self._prompt_matrix(question.prompts, call)
+        prompts = await self._prompt_matrix(question.prompts, call, wires)
         results: list[tuple[float, int, pb.VideoClassification]] = []
         budget_from = time.monotonic()
-        async for order, video in self._videos(request, question, call):
+        async for order, video in self._videos(request, question, call, wires):
             scored = score_video(question, prompts, video, self._calibration)
             if scored is not None:
                 results.append((scored[0], order, scored[1]))
@@ -380,12 +399,14 @@ class V13Client:
                 budget_from = time.monotonic()
         return rank(results)
 
-    async def _prompt_matrix(self, texts: Sequence[str], call: CallContext) -> Matrix:
+    async def _prompt_matrix(
+        self, texts: Sequence[str], call: CallContext, wires: Provenances
+    ) -> Matrix:
         sem = asyncio.Semaphore(self._settings.v13_fetch_concurrency)
 
         async def one(text: str) -> np.ndarray[Any, Any]:
             async with sem:
-                return await self._text_embedding(text, call)
+                return await self._text_embedding(text, call, wires)
 
         # A TaskGroup, not gather: when one embedding fails, the others are cancelled at
         # once instead of spending the quota on a classification that has already failed.
@@ -399,14 +420,18 @@ class V13Client:
             raise _schema("text embeddings of different lengths")
         return unit_rows(np.stack(vectors))
 
-    async def _text_embedding(self, text: str, call: CallContext) -> np.ndarray[Any, Any]:
+    async def _text_embedding(
+        self, text: str, call: CallContext, wires: Provenances
+    ) -> np.ndarray[Any, Any]:
         digest = hashlib.sha256(text.encode()).hexdigest()
         cache_key = f"v13:text:{api_key_hash(call.api_key)}:{self._model}:{digest}"
-        cached = await self._cache_get(cache_key)
+        cached = await self._cache_get(cache_key, wires)
         if cached is not None:
             return np.frombuffer(cached, "<f4")
         body = {"input_type": "text", "model_name": self._model, "text": {"input_text": text}}
-        answer = await self._call("POST", "/embed-v2", orjson.dumps(body), call, EMBED)
+        answer, origin = await self._call(
+            "POST", "/embed-v2", orjson.dumps(body), call, EMBED, wires
+        )
         data = answer.get("data") if isinstance(answer, dict) else None
         first = data[0] if isinstance(data, list) and data else None
         vector = first.get("embedding") if isinstance(first, dict) else None
@@ -416,25 +441,29 @@ class V13Client:
             array = np.asarray(vector, dtype="<f4")
         except (TypeError, ValueError):
             raise _schema("embed-v2's embedding is not a list of numbers") from None
-        await self._cache_put(cache_key, array.tobytes(), self._settings.v13_text_embedding_ttl)
+        await self._cache_put(
+            cache_key, array.tobytes(), self._settings.v13_text_embedding_ttl, origin
+        )
         return array
 
     async def _videos(
-        self, request: pb.ClassifyRequest, question: Query, call: CallContext
+        self, request: pb.ClassifyRequest, question: Query, call: CallContext, wires: Provenances
     ) -> AsyncIterator[tuple[int, VideoVectors]]:
         """(position, vectors) of each video to score, fetched a few at a time, in order."""
         options = question.embedding_options
         if request.index_id:
-            located: AsyncIterator[tuple[str, str]] = self._index_videos(request.index_id, call)
+            located: AsyncIterator[tuple[str, str]] = self._index_videos(
+                request.index_id, call, wires
+            )
         else:
-            located = self._locate(list(request.video_ids), call)
+            located = self._locate(list(request.video_ids), call, wires)
         window = self._settings.v13_fetch_concurrency
         pending: list[asyncio.Task[VideoVectors]] = []
         order = 0
         try:
             async for index_id, video_id in located:
                 pending.append(
-                    asyncio.ensure_future(self._video(index_id, video_id, options, call))
+                    asyncio.ensure_future(self._video(index_id, video_id, options, call, wires))
                 )
                 if len(pending) >= window:
                     yield order, await pending.pop(0)
@@ -447,41 +476,51 @@ class V13Client:
                 task.cancel()
 
     async def _video(
-        self, index_id: str, video_id: str, options: Sequence[str], call: CallContext
+        self,
+        index_id: str,
+        video_id: str,
+        options: Sequence[str],
+        call: CallContext,
+        wires: Provenances,
     ) -> VideoVectors:
         cache_key = (
             f"v13:segments:{api_key_hash(call.api_key)}:{index_id}:{video_id}:{','.join(options)}"
         )
-        cached = await self._cache_get(cache_key)
+        cached = await self._cache_get(cache_key, wires)
         if cached is not None:
             return unpack_video(video_id, cached)
         query = "&".join(f"embedding_option={o}" for o in options)
         path = f"/indexes/{quote(index_id, safe='')}/videos/{quote(video_id, safe='')}?{query}"
-        body = await self._call("GET", path, None, call, VIDEOS)
+        body, origin = await self._call("GET", path, None, call, VIDEOS, wires)
         answered = body.get("_id") if isinstance(body, dict) else None
         if answered is not None and answered != video_id:
             # Another video's vectors (a late answer read as this one's) must never be
             # cached under this id.
             raise _schema(f"asked for video {video_id}, the answer is video {answered}")
         video = VideoVectors(video_id, _duration_of(body), _segments_of(body, options))
-        await self._cache_put(cache_key, pack_video(video, options), self._settings.v13_segment_ttl)
+        await self._cache_put(
+            cache_key, pack_video(video, options), self._settings.v13_segment_ttl, origin
+        )
         return video
 
     async def _index_videos(
-        self, index_id: str, call: CallContext
+        self, index_id: str, call: CallContext, wires: Provenances
     ) -> AsyncIterator[tuple[str, str]]:
         """Every video id of an index, one listing page at a time."""
-        async for video_id in self._listing(f"/indexes/{quote(index_id, safe='')}/videos", call):
+        path = f"/indexes/{quote(index_id, safe='')}/videos"
+        async for video_id in self._listing(path, call, wires):
             yield index_id, video_id
 
-    async def _listing(self, path: str, call: CallContext) -> AsyncIterator[str]:
+    async def _listing(
+        self, path: str, call: CallContext, wires: Provenances
+    ) -> AsyncIterator[str]:
         """The `_id`s of a v1.3 page-number listing, until an empty or the last page.
 
         Each listing page is cached (ids only) for V13_SEGMENT_TTL, like the segments it
         leads to: a repeat of a question walks the index without an upstream request."""
         kh = api_key_hash(call.api_key)
         for page in range(1, MAX_INDEX_PAGES + 1):
-            ids, last = await self._listing_page(path, page, call, kh)
+            ids, last = await self._listing_page(path, page, call, kh, wires)
             for item_id in ids:
                 yield item_id
             if last:
@@ -489,15 +528,15 @@ class V13Client:
         raise _schema(f"{path} never reached its last page")
 
     async def _listing_page(
-        self, path: str, page: int, call: CallContext, kh: str
+        self, path: str, page: int, call: CallContext, kh: str, wires: Provenances
     ) -> tuple[list[str], bool]:
         cache_key = f"v13:list:{kh}:{path}:{page}"
-        cached = await self._cache_get(cache_key)
+        cached = await self._cache_get(cache_key, wires)
         if cached is not None:
             ids, last = orjson.loads(cached)
             return list(ids), bool(last)
-        body = await self._call(
-            "GET", f"{path}?page={page}&page_limit={VIDEOS_PAGE_LIMIT}", None, call, VIDEOS
+        body, origin = await self._call(
+            "GET", f"{path}?page={page}&page_limit={VIDEOS_PAGE_LIMIT}", None, call, VIDEOS, wires
         )
         data = body.get("data") if isinstance(body, dict) else None
         if not isinstance(data, list):
@@ -512,12 +551,12 @@ class V13Client:
         total = info.get("total_page") if isinstance(info, dict) else None
         last = not data or (isinstance(total, int) and page >= total)
         await self._cache_put(
-            cache_key, orjson.dumps([found, last]), self._settings.v13_segment_ttl
+            cache_key, orjson.dumps([found, last]), self._settings.v13_segment_ttl, origin
         )
         return found, last
 
     async def _locate(
-        self, video_ids: list[str], call: CallContext
+        self, video_ids: list[str], call: CallContext, wires: Provenances
     ) -> AsyncIterator[tuple[str, str]]:
         """(index, video) for each requested id, in request order.
 
@@ -529,21 +568,24 @@ class V13Client:
         where: dict[str, str] = {}
         missing: set[str] = set()
         for video_id in dict.fromkeys(video_ids):
-            found = await self._cache_get(f"v13:where:{kh}:{video_id}")
+            found = await self._cache_get(f"v13:where:{kh}:{video_id}", wires)
             if found is not None:
                 where[video_id] = found.decode()
             else:
                 missing.add(video_id)
         if missing:
-            async for index_id in self._listing("/indexes", call):
-                async for _, video_id in self._index_videos(index_id, call):
+            async for index_id in self._listing("/indexes", call, wires):
+                async for _, video_id in self._index_videos(index_id, call, wires):
                     if video_id in missing:
                         missing.discard(video_id)
                         where[video_id] = index_id
+                        # Learnt from the listings this run fetched or read: as
+                        # trustworthy as all of them (a suspect one poisons it too).
                         await self._cache_put(
                             f"v13:where:{kh}:{video_id}",
                             index_id.encode(),
                             self._settings.v13_segment_ttl,
+                            wires,
                         )
                 if not missing:
                     break
@@ -559,31 +601,76 @@ class V13Client:
 
     # -- caches --------------------------------------------------------------------------
 
-    async def _cache_get(self, key: str) -> bytes | None:
+    async def _cache_get(self, key: str, wires: Provenances | None = None) -> bytes | None:
+        """A cached value; the connections it was fetched on (when this process fetched
+        it) join `wires`. One whose connection turned suspect is dropped, not served."""
         now = time.monotonic()
-        value = self._local.get(key, now)
-        if value is not None or self._shared is None:
+        local = self._local.get(key, now)
+        if local is not None:
+            value, origin = local
+            if origin is None:
+                return value
+            if origin.unsolicited():
+                self._forget(key)
+                return None
+            if wires is not None:
+                wires.include(origin)
             return value
-        value = await self._shared.get(key)
-        if value is not None:
-            # Kept locally for a short while; the shared entry's TTL still rules.
-            self._local.put(key, value, now + 60.0)
-        return value
+        if self._shared is None:
+            return None
+        shared = await self._shared.get(key)
+        if shared is not None:
+            # Kept locally for a short while; the shared entry's TTL still rules. Its
+            # origin is the replica that fetched it, which deletes it when it turns
+            # suspect (`_cache_put`).
+            self._local.put(key, shared, now + 60.0)
+        return shared
 
-    async def _cache_put(self, key: str, value: bytes, ttl: float) -> None:
-        self._local.put(key, value, time.monotonic() + ttl)
+    async def _cache_put(
+        self, key: str, value: bytes, ttl: float, origin: Provenances | None = None
+    ) -> None:
+        """Keep a value for `ttl` seconds, unless the connection it came on (`origin`)
+        already carried unsolicited bytes; when it does later, the value is deleted here
+        and from the shared state, so that no replica computes a page from it again
+        (issue 25 item 3: a late extra answer read as this one's)."""
+        if origin is not None and origin.unsolicited():
+            return
+        self._local.put(key, value, time.monotonic() + ttl, origin)
         if self._shared is not None:
             await self._shared.set(key, value, ttl)
+        if origin is not None:
+            origin.watch(functools.partial(self._forget, key))
+
+    def _forget(self, key: str) -> None:
+        """Drop a cached value that turned suspect, here and in the shared state (called
+        by the transport, sync)."""
+        self._local.drop(key)
+        if self._shared is None:
+            return
+        try:
+            task = asyncio.get_running_loop().create_task(self._shared.delete(key))
+        except RuntimeError:  # no loop: the process is ending, and the entry with it
+            return
+        self._forgetting.add(task)
+        task.add_done_callback(self._forgetting.discard)
 
     # -- one request, with retries (backends/exchange.py, as the v1.2 client) ----------
 
     async def _call(
-        self, method: str, path: str, content: bytes | None, call: CallContext, category: str
-    ) -> Any:
-        """Parsed JSON of a 2xx answer, after the retries the error table allows."""
+        self,
+        method: str,
+        path: str,
+        content: bytes | None,
+        call: CallContext,
+        category: str,
+        wires: Provenances,
+    ) -> tuple[Any, Provenances]:
+        """Parsed JSON of a 2xx answer, after the retries the error table allows, and the
+        connection it came on (also added to `wires`, the whole run's)."""
+        origin = Provenances()
         # A bucket of its own per v1.3 category: the limiter names buckets by key.
         bucket = dataclasses.replace(call, api_key=f"{call.api_key}#{category}")
-        return await self._exchange.call(
+        body = await self._exchange.call(
             method,
             _route(method, path),
             path,
@@ -591,8 +678,11 @@ class V13Client:
             _headers(call, content is not None),
             call,
             first_page=False,
+            wires=origin,
             quota=bucket,
         )
+        wires.include(origin)
+        return body, origin
 
 
 def _headers(call: CallContext, json_body: bool) -> httpx.Headers:
