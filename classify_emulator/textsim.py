@@ -74,7 +74,7 @@ _LOCATIVES_TEXT = """in at on inside outside near around under over by beside be
     throughout through past toward towards up down"""
 LOCATIVES: frozenset[str] = frozenset(_LOCATIVES_TEXT.split())
 
-MODIFIER_WEIGHT = 0.3
+MODIFIER_WEIGHT = 0.4
 UNKNOWN_WEIGHT = 0.4  # the words the vocabulary does not know, together, beside a known topic
 LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
