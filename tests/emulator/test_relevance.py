@@ -9,6 +9,10 @@ and descriptions, written before any score was looked at):
 * `relevance_dev.toml`, the development set: everyday wording the tuned set does
   not use (paraphrases, synonyms, kinds, places), which the model's generalisation
   (issue 24) was tuned on;
+* `relevance_dev2.toml`, the second development set: written blind from filenames
+  and titles only, like the held-out set, and committed untouched before it was
+  tuned on; its judgements are by title alone, so it measures precision on wording
+  and judgements nobody fitted the model to before;
 * `relevance_heldout.toml`, the held-out set: written blind from filenames and
   titles by someone who had not read the vocabulary, the descriptions or the
   scorer, committed before any tuning, and never tuned on. Its misses are not
@@ -52,13 +56,14 @@ HERE = Path(__file__).parent
 CASE_FILES: dict[str, Path] = {
     "tuned": HERE / "relevance_cases.toml",
     "dev": HERE / "relevance_dev.toml",
+    "dev2": HERE / "relevance_dev2.toml",
     "heldout": HERE / "relevance_heldout.toml",
 }
 OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
 MIN_RECALL = 0.85
 MIN_PRECISION = 0.9
-MIN_CLASSES = {"tuned": 30, "dev": 40, "heldout": 40}
+MIN_CLASSES = {"tuned": 30, "dev": 40, "dev2": 40, "heldout": 40}
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 
 
@@ -189,6 +194,7 @@ HELDOUT_FLOOR = (0.92, 0.70)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
+    "dev2": (MIN_RECALL, MIN_PRECISION),
     "heldout": HELDOUT_FLOOR,
 }
 
