@@ -28,6 +28,7 @@ PREFIX = "CLASSIFY_GATEWAY_"
 V1_2_URL = "https://api.twelvelabs.io/v1.2"
 V1_3_URL = "https://api.twelvelabs.io/v1.3"
 UPSTREAM_APIS = ("v1.2", "v1.3")
+FOLLOW = -1  # a v1.3 endpoint's rate or burst left unset: UPSTREAM_RPS / UPSTREAM_BURST
 T = TypeVar("T")
 # gRPC takes its channel arguments as C ints (and durations as milliseconds in one), so
 # every number must fit: a setting that cannot is refused here, naming it, instead of
@@ -232,6 +233,12 @@ class Settings:
     upstream_max_concurrency: int = 64
     upstream_rps: float = 0.0  # 0 = no requests-per-second cap
     upstream_burst: int = 10
+    # v1.3 limits each endpoint category on its own (upstream-v13.md 1.8): a quota bucket
+    # each for embed-v2 and the video listings/retrievals. Unset (-1): UPSTREAM_RPS/BURST.
+    v13_embed_rps: float = -1.0
+    v13_embed_burst: int = -1
+    v13_videos_rps: float = -1.0
+    v13_videos_burst: int = -1
     # Shared state across replicas and workers (docs/operations.md, "Shared quota")
     redis_url: str = field(default="", repr=False)  # "" = in-process state only
     redis_password: str = field(default="", repr=False)
@@ -341,6 +348,25 @@ class Settings:
             ("UPSTREAM_MAX_CONCURRENCY", self.upstream_max_concurrency >= 1, "must be >= 1"),
             ("UPSTREAM_RPS", self.upstream_rps >= 0, "must be >= 0 (0 = no cap)"),
             ("UPSTREAM_BURST", self.upstream_burst >= 1, "must be >= 1"),
+            *(
+                (
+                    f"V13_{name.upper()}_RPS",
+                    rps >= 0 or rps == FOLLOW,
+                    "must be >= 0 (0 = no cap), or unset for UPSTREAM_RPS",
+                )
+                for name, rps in (("embed", self.v13_embed_rps), ("videos", self.v13_videos_rps))
+            ),
+            *(
+                (
+                    f"V13_{name.upper()}_BURST",
+                    burst >= 1 or burst == FOLLOW,
+                    "must be >= 1, or unset for UPSTREAM_BURST",
+                )
+                for name, burst in (
+                    ("embed", self.v13_embed_burst),
+                    ("videos", self.v13_videos_burst),
+                )
+            ),
             ("REDIS_URL", redis_problem is None, redis_problem or ""),
             ("REDIS_TIMEOUT_MS", 1 <= self.redis_timeout_ms <= 60000, "must be 1..60000"),
             ("REDIS_KEY_PREFIX", bool(self.redis_key_prefix), "must not be empty"),
@@ -425,6 +451,22 @@ class Settings:
         if self.max_upstream_body_bytes:
             return self.max_upstream_body_bytes
         return 2 * self.max_send_message_bytes + 1024 * 1024
+
+    @property
+    def endpoint_rates(self) -> dict[str, tuple[float, int]]:
+        """(rps, burst) of each upstream endpoint category with a quota bucket of its own
+        (the v1.3 backend's `embed` and `videos`); unset ones follow UPSTREAM_RPS/BURST."""
+
+        def rate(rps: float, burst: int) -> tuple[float, int]:
+            return (
+                self.upstream_rps if rps == FOLLOW else rps,
+                self.upstream_burst if burst == FOLLOW else burst,
+            )
+
+        return {
+            "embed": rate(self.v13_embed_rps, self.v13_embed_burst),
+            "videos": rate(self.v13_videos_rps, self.v13_videos_burst),
+        }
 
     @property
     def upstream_base(self) -> str:

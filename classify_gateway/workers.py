@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
-from classify_gateway.config import PREFIX, Settings
+from classify_gateway.config import FOLLOW, PREFIX, Settings
 from classify_gateway.state.shared_state import quota_share
 
 log = logging.getLogger("classify_gateway.workers")
@@ -69,12 +69,27 @@ def split_for_workers(settings: Settings, count: int) -> Settings:
     rps, burst, daily = quota_share(
         settings.upstream_rps, settings.upstream_burst, settings.upstream_daily_quota, count
     )
+    # The v1.3 endpoints' own rates too, where set (unset ones follow the split above).
+    embed = _own_share(settings.v13_embed_rps, settings.v13_embed_burst, count)
+    videos = _own_share(settings.v13_videos_rps, settings.v13_videos_burst, count)
     return dataclasses.replace(
         settings,
         upstream_rps=rps,
         upstream_burst=burst,
         upstream_max_concurrency=max(1, settings.upstream_max_concurrency // count),
         upstream_daily_quota=daily,
+        v13_embed_rps=embed[0],
+        v13_embed_burst=embed[1],
+        v13_videos_rps=videos[0],
+        v13_videos_burst=videos[1],
+    )
+
+
+def _own_share(rps: float, burst: int, count: int) -> tuple[float, int]:
+    """One worker's share of an endpoint's own rate; one left unset (FOLLOW) stays so."""
+    return (
+        rps if rps == FOLLOW else rps / count,
+        burst if burst == FOLLOW else max(1, burst // count),
     )
 
 

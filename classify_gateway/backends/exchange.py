@@ -206,18 +206,18 @@ class Exchange:
         *,
         first_page: bool,
         wires: Provenances | None = None,
-        quota: CallContext | None = None,
+        endpoint: str = "",
     ) -> Any:
         """Parsed JSON of a 2xx answer, after the retries the error table allows; the
-        connection it came on is added to `wires`. `quota`: the call as the limiter
-        counts it (its key names the bucket), `call` itself when None."""
-        counted = call if quota is None else quota
+        connection it came on is added to `wires`. `endpoint`: the upstream endpoint
+        category whose quota bucket the request spends ("" for the key's one bucket)."""
         return await self.retrying.run(
             method,
             route,
-            counted,
-            lambda: self.attempt(method, path, content, headers, call.api_key, counted, wires),
+            call,
+            lambda: self.attempt(method, path, content, headers, call, wires, endpoint),
             first_page=first_page,
+            endpoint=endpoint,
         )
 
     async def attempt(
@@ -226,9 +226,9 @@ class Exchange:
         path: str,
         content: bytes | None,
         headers: httpx.Headers,
-        api_key: str,
-        quota: CallContext,
+        call: CallContext,
         wires: Provenances | None = None,
+        endpoint: str = "",
     ) -> Any:
         """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
 
@@ -236,9 +236,10 @@ class Exchange:
         drops the connection), and any API key in it (the one sent, or the configured
         one) is redacted as soon as it is parsed: whatever the upstream echoes (an error
         message, a page) then reaches neither the caller nor a log. A learned upstream
-        reset blocks `quota.api_key`'s bucket; `quota.deadline` bounds the attempt.
+        reset blocks the bucket of `call.api_key` and `endpoint`.
         """
-        budget = quota.deadline - time.monotonic() - DEADLINE_MARGIN
+        api_key = call.api_key
+        budget = call.deadline - time.monotonic() - DEADLINE_MARGIN
         per_attempt = min(self.settings.upstream_timeout, budget)
         try:
             # The one bound on the whole exchange (connect, send, a trickled body).
@@ -276,7 +277,7 @@ class Exchange:
         if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":
             # The upstream's own quota is spent: every replica stops until its reset
             # instead of each finding the 429 for itself (quota.SharedLimiter.learn).
-            await self.limiter.learn(quota.api_key, status, response.headers)
+            await self.limiter.learn(api_key, status, response.headers, endpoint=endpoint)
         try:
             body = redact_json(raw, orjson.loads(raw), (api_key, self.settings.api_key))
         except orjson.JSONDecodeError:

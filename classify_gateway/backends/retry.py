@@ -58,17 +58,18 @@ class Retrying:
         attempt: Callable[[], Awaitable[Any]],
         *,
         first_page: bool,
+        endpoint: str = "",
     ) -> Any:
         """`attempt()`'s answer, after the retries the error table allows. `quota` is the
-        call as the limiter should count it (its key names the bucket) and its deadline
-        bounds every attempt and wait."""
+        call as the limiter should count it (its key and `endpoint` name the bucket) and
+        its deadline bounds every attempt and wait."""
         deadline = quota.deadline
         number = 0
         while True:
             number += 1
             if deadline - time.monotonic() - DEADLINE_MARGIN <= 0:
                 raise own_error("DEADLINE_EXCEEDED")
-            waited = await self.limiter.acquire(quota, first_page=first_page)
+            waited = await self.limiter.acquire(quota, first_page=first_page, endpoint=endpoint)
             if waited > 0:
                 self.metrics.rate_limit_wait(waited)
             started = time.monotonic()

@@ -4,7 +4,9 @@
 round trip to Redis when it is configured, nothing but a function call when not):
 
 - the quota is `UPSTREAM_RPS` / `UPSTREAM_BURST` (and `UPSTREAM_DAILY_QUOTA`) per
-  upstream API key, for all replicas and workers together;
+  upstream API key, for all replicas and workers together; an upstream that limits
+  some endpoints on their own (v1.3: embed, videos) has a bucket per endpoint, each
+  with its own rate (`Settings.endpoint_rates`);
 - each calling service (classify_gateway/quota/callers.py) gets at least its weighted share
   while the quota is contended, and any share it leaves unused goes to the others;
 - pages 2..N of an admitted stream reserve their slot ahead (and wait for it), while a
@@ -54,7 +56,7 @@ _MESSAGES = {
 class Limiter(Protocol):
     """What the upstream client needs from a rate limiter."""
 
-    async def acquire(self, call: CallContext, *, first_page: bool) -> float:
+    async def acquire(self, call: CallContext, *, first_page: bool, endpoint: str = "") -> float:
         """Wait for a slot for one upstream request of `call`; return the seconds waited.
 
         `call.deadline` is absolute (`time.monotonic()`): a wait that cannot end before
@@ -62,7 +64,8 @@ class Limiter(Protocol):
         is raised at once instead. `call.api_key` names the upstream quota the request
         spends. `first_page` is False for pages 2..N of a stream the gateway has already
         admitted, which a limiter may serve first (a caller half-way through its pages
-        loses most if refused now).
+        loses most if refused now). `endpoint` names an upstream endpoint category with
+        a limit of its own ("" for none): its bucket and rate, for the same key.
         """
         ...
 
@@ -70,9 +73,12 @@ class Limiter(Protocol):
         """The request that `acquire` admitted has its answer (or failed)."""
         ...
 
-    async def learn(self, api_key: str, status: int, headers: Mapping[str, str]) -> float:
+    async def learn(
+        self, api_key: str, status: int, headers: Mapping[str, str], *, endpoint: str = ""
+    ) -> float:
         """The upstream answered `status` with `headers` (called only for a 429 or for
-        `X-Ratelimit-Remaining: 0`); return the seconds every replica now waits."""
+        `X-Ratelimit-Remaining: 0`) to a request of `endpoint`; return the seconds every
+        replica now waits for that bucket."""
         ...
 
 
@@ -107,10 +113,13 @@ class SharedLimiter:
         hooks: QuotaHooks | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        endpoints: Mapping[str, tuple[float, int]] | None = None,
     ) -> None:
+        """`endpoints`: (rps, burst) per endpoint category with a bucket of its own; a
+        category not listed gets a bucket of its own at `rps` / `burst`."""
         self.state = state
-        self._rps = rps if rps > 0 else UNLIMITED_RPS
-        self._burst = burst if rps > 0 else max(burst, 1000)
+        self._rps, self._burst = _rate(rps, burst)
+        self._endpoints = {name: _rate(*rate) for name, rate in (endpoints or {}).items()}
         self._daily = daily_quota
         self._weights = dict(weights or {})
         self._hooks: QuotaHooks = hooks or NoQuotaHooks()
@@ -132,7 +141,11 @@ class SharedLimiter:
             return caller
         return "other"
 
-    def _bucket(self, key: str) -> str:
+    def _bucket(self, key: str, endpoint: str = "") -> str:
+        if endpoint:
+            # The name the v1.3 client gave its buckets before they had rates of their
+            # own: the same Redis keys across an upgrade.
+            key = f"{key}#{endpoint}"
         bucket = self._buckets.get(key)
         if bucket is None:
             if len(self._buckets) > 1000:  # callers' own keys: keep the memo small
@@ -140,19 +153,22 @@ class SharedLimiter:
             bucket = self._buckets[key] = bucket_of(key)
         return bucket
 
-    async def acquire(self, call: CallContext, *, first_page: bool = True) -> float:
+    async def acquire(
+        self, call: CallContext, *, first_page: bool = True, endpoint: str = ""
+    ) -> float:
         """Wait for a slot; return the seconds waited, or raise GATEWAY_RATE_LIMITED."""
         deadline, key, caller = call.deadline, call.api_key, call.caller
         started = self._clock()
-        bucket = self._bucket(key)
+        bucket = self._bucket(key, endpoint)
+        rps, burst = self._endpoints.get(endpoint, (self._rps, self._burst))
         member, weight = share_of(caller, self._weights)
         while True:
             now = self._clock()
             grant = await self.state.reserve(
                 QuotaAsk(
                     bucket,
-                    self._rps,
-                    self._burst,
+                    rps,
+                    burst,
                     member,
                     weight,
                     first_page,
@@ -202,6 +218,8 @@ class SharedLimiter:
         status: int,
         headers: Mapping[str, str],
         now_epoch: float | None = None,
+        *,
+        endpoint: str = "",
     ) -> float:
         """Tell every replica what the upstream said of its quota; return the block set.
 
@@ -218,12 +236,18 @@ class SharedLimiter:
             reset = header_number(headers.get("x-ratelimit-reset"))
             seconds = _wait(None if reset is None else reset - now_epoch) or 0.0
         if seconds > 0:
-            await self.state.block(self._bucket(api_key), seconds)
+            await self.state.block(self._bucket(api_key, endpoint), seconds)
             log.warning(
                 "upstream quota spent: every replica waits for its reset",
                 extra={"event": "quota_learned", "status": status, "seconds": round(seconds, 3)},
             )
         return max(0.0, seconds)
+
+
+def _rate(rps: float, burst: int) -> tuple[float, int]:
+    """A bucket's (rps, burst) as the shared state takes them: rps 0 means no cap (only
+    the daily budget and learned resets apply)."""
+    return (rps, burst) if rps > 0 else (UNLIMITED_RPS, max(burst, 1000))
 
 
 def header_number(raw: str | None) -> float | None:
@@ -302,6 +326,7 @@ def build_limiter(
         daily_quota=settings.upstream_daily_quota,
         weights=load_weights(settings.caller_weights),
         hooks=hooks,
+        endpoints=settings.endpoint_rates,
     )
     return limiter, state
 

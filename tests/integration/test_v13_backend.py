@@ -20,6 +20,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_emulator.corpus import Corpus
 from classify_gateway.backends.v1_3 import tokens
 from tests.support.gateway import collect, error_details, running_gateway
+from tests.support.quota_load import max_in_window
 
 CASES = Path(__file__).parents[1] / "emulator" / "relevance_cases.toml"
 SOCIAL = "6650701a27f0a43b740fd011"  # the demo corpus's social-clips index
@@ -273,3 +274,37 @@ async def test_max_pages_caps_the_stream_and_its_last_token_resumes(emulator: An
     assert err is None
     assert [p.data for p in rest] == [p.data for p in everything[2:]]
     assert [p.page_number for p in rest] == list(range(1, len(rest) + 1))
+
+
+@pytest.mark.parametrize("state", ["in-process", "redis"])
+async def test_each_v13_endpoint_is_limited_at_its_own_rate(
+    emulator: Any, state: str, request: pytest.FixtureRequest
+) -> None:
+    """v1.3 limits endpoint categories separately (upstream-v13.md 1.8): with a small
+    embed rate and a large videos rate, the prompts' embeddings are spaced at 2/s while
+    the index listing and the 14 video retrievals go out as fast as the emulator answers.
+    Before, both buckets ran at UPSTREAM_RPS (here 1/s)."""
+    overrides: dict[str, Any] = {
+        "v13_embed_rps": 2.0,
+        "v13_embed_burst": 1,
+        "v13_videos_rps": 1000.0,
+        "v13_videos_burst": 100,
+        "upstream_rps": 1.0,  # what both followed before: 14 retrievals would take 13 s
+        "upstream_burst": 1,
+    }
+    if state == "redis":
+        overrides["redis_url"] = request.getfixturevalue("redis").url
+    prompts = [f"people dancing number {i}" for i in range(6)]
+    classes = [pb.ClassDefinition(name=f"c{i}", prompts=[p]) for i, p in enumerate(prompts)]
+    async with v13(emulator, **overrides) as gw:
+        _, err = await collect(gw.stub.Classify(dance(classes=classes), timeout=30))
+    assert err is None, err
+    seen = emulator.admin.requests()
+    embeds = sorted(r["t"] for r in seen if r["path"].startswith("/v1.3/embed-v2"))
+    videos = sorted(r["t"] for r in seen if r["path"].startswith("/v1.3/indexes"))
+    assert len(embeds) == 6 and len(videos) == 15  # one listing page, 14 retrievals
+    # Embed: one at once (the burst), then one every 0.5 s.
+    assert embeds[-1] - embeds[0] >= 0.5 * (len(embeds) - 1) * 0.9, embeds
+    assert max_in_window(embeds, 0.99) <= 3
+    # Videos: held neither to the embed rate (7 s) nor to UPSTREAM_RPS (14 s).
+    assert videos[-1] - videos[0] < 5.0, videos

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from classify_emulator.stack import free_port
 
 SCRIPT = Path(sys.executable).with_name("classify-gateway")
@@ -58,14 +60,24 @@ def test_prints_the_effective_settings_with_secrets_redacted() -> None:
     assert report["warnings"] == []
 
 
-def test_a_bad_value_is_one_line_and_exit_2() -> None:
+@pytest.mark.parametrize(
+    ("var", "value"),
+    [
+        ("UPSTREAM_RPS", "lots"),
+        ("V13_EMBED_RPS", "-2"),
+        ("V13_EMBED_BURST", "0"),
+        ("V13_VIDEOS_RPS", "nan"),
+        ("V13_VIDEOS_BURST", "many"),
+    ],
+)
+def test_a_bad_value_is_one_line_and_exit_2(var: str, value: str) -> None:
     done = check(
-        {**listen_env(), "CLASSIFY_GATEWAY_API_KEY": KEY, "CLASSIFY_GATEWAY_UPSTREAM_RPS": "lots"}
+        {**listen_env(), "CLASSIFY_GATEWAY_API_KEY": KEY, f"CLASSIFY_GATEWAY_{var}": value}
     )
     assert done.returncode == 2
     assert done.stdout == ""
     lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "CLASSIFY_GATEWAY_UPSTREAM_RPS" in lines[0], done.stderr
+    assert len(lines) == 1 and f"CLASSIFY_GATEWAY_{var}" in lines[0], done.stderr
 
 
 def test_a_port_in_use_fails_unless_binding_is_skipped() -> None:

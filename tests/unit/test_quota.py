@@ -190,6 +190,27 @@ async def test_remaining_zero_blocks_until_reset_and_other_answers_do_not(make: 
     limiter.release()
 
 
+async def test_each_endpoint_has_its_own_rate_and_its_own_block(make: Any) -> None:
+    """v1.3's categories: `embed` at 2/s (burst 1), `videos` at the limiter's 10/s."""
+    limiter, _ = make(rps=10.0, burst=2, endpoints={"embed": (2.0, 1)})
+    await limiter.acquire(call(0.2), endpoint="embed")  # the embed burst
+    limiter.release()
+    with pytest.raises(GatewayError):
+        await limiter.acquire(call(0.2), endpoint="embed")  # next slot in 0.5 s
+    for _ in range(2):  # the videos bucket still has its whole burst
+        await limiter.acquire(call(0.2), endpoint="videos")
+        limiter.release()
+    now = time.time()
+    await limiter.learn(KEY, 429, {"retry-after": "30"}, now, endpoint="videos")
+    with pytest.raises(GatewayError) as err:
+        await limiter.acquire(call(1), endpoint="videos")
+    assert "reset" in err.value.message
+    await limiter.acquire(call(1))  # the key's own bucket and the embed one are not blocked
+    limiter.release()
+    await limiter.acquire(call(1), endpoint="embed")
+    limiter.release()
+
+
 @pytest.mark.parametrize(
     ("status", "headers"),
     [

@@ -22,6 +22,21 @@ def test_split_without_redis() -> None:
     assert w.upstream_daily_quota == 51
 
 
+def test_the_v13_endpoints_own_rates_are_split_too() -> None:
+    s = from_env(
+        {},
+        api_key="k",
+        upstream_rps=10.0,
+        upstream_burst=6,
+        v13_embed_rps=4.0,
+        v13_embed_burst=8,
+        workers=2,
+    )
+    w = split_for_workers(s, 2)
+    assert w.endpoint_rates == {"embed": (2.0, 4), "videos": (5.0, 3)}
+    assert s.endpoint_rates == {"embed": (4.0, 8), "videos": (10.0, 6)}
+
+
 def test_shared_with_redis() -> None:
     s = from_env({}, api_key="k", upstream_rps=10.0, redis_url="redis://r:6379/0", workers=4)
     assert split_for_workers(s, 4) == s

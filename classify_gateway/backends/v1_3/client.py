@@ -31,7 +31,6 @@ deadlines and error table.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import functools
 import hashlib
 import logging
@@ -77,7 +76,8 @@ log = logging.getLogger("classify_gateway.backends.v1_3.client")
 VIDEOS_PAGE_LIMIT = 50  # the most v1.3 lists per page
 MAX_INDEX_PAGES = 10_000  # a listing that never ends is an upstream fault
 SCORE_CHUNK_SECONDS = 0.005  # scoring yields to the event loop at least this often
-# v1.3 endpoint categories with limits of their own: each is its own quota bucket.
+# v1.3 endpoint categories with limits of their own: each is its own quota bucket, at
+# its own rate (V13_EMBED_RPS / V13_VIDEOS_RPS, config.Settings.endpoint_rates).
 EMBED, VIDEOS = "embed", "videos"
 
 
@@ -668,8 +668,6 @@ class V13Client:
         """Parsed JSON of a 2xx answer, after the retries the error table allows, and the
         connection it came on (also added to `wires`, the whole run's)."""
         origin = Provenances()
-        # A bucket of its own per v1.3 category: the limiter names buckets by key.
-        bucket = dataclasses.replace(call, api_key=f"{call.api_key}#{category}")
         body = await self._exchange.call(
             method,
             _route(method, path),
@@ -679,7 +677,7 @@ class V13Client:
             call,
             first_page=False,
             wires=origin,
-            quota=bucket,
+            endpoint=category,
         )
         wires.include(origin)
         return body, origin
