@@ -21,7 +21,6 @@ this process stored is dropped when it turns suspect later.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections import OrderedDict
@@ -103,7 +102,6 @@ class PageStore:
         self.ttl = ttl
         self._hooks: CacheHooks = hooks or NoHooks()
         self._watched: OrderedDict[str, Callable[[], bool]] = OrderedDict()
-        self._forgetting: set[asyncio.Task[None]] = set()
 
     @property
     def enabled(self) -> bool:
@@ -144,12 +142,7 @@ class PageStore:
     def _forget(self, key: str) -> None:
         """Delete a stored page that turned suspect (called by the transport, sync)."""
         self._watched.pop(key, None)
-        try:
-            task = asyncio.get_running_loop().create_task(self._s.delete(key))
-        except RuntimeError:  # no loop: the process is ending, and the entry with it
-            return
-        self._forgetting.add(task)
-        task.add_done_callback(self._forgetting.discard)
+        self._s.delete_soon(key)
 
     async def find_token(self, key_hash: str, token: str) -> TokenTarget | None:
         raw = await self._s.get(f"pages:token:{token_key(key_hash, token)}")

@@ -35,6 +35,7 @@ slot stays free for callers within their share.
 from __future__ import annotations
 
 import abc
+import asyncio
 import dataclasses
 import hashlib
 import logging
@@ -142,8 +143,22 @@ class SharedState(abc.ABC):
     @abc.abstractmethod
     async def delete(self, key: str) -> None: ...
 
+    def delete_soon(self, key: str) -> None:
+        """Delete `key` in a task of its own, for a caller that cannot await: the
+        transport's callback when a connection turns out to have carried unsolicited
+        bytes, and what was stored from it must go (issue 25 item 3)."""
+        try:
+            task = asyncio.get_running_loop().create_task(self.delete(key))
+        except RuntimeError:  # no loop: the process is ending, and the entry with it
+            return
+        _DELETING.add(task)  # a task nobody holds may be collected before it runs
+        task.add_done_callback(_DELETING.discard)
+
     async def aclose(self) -> None:
         return None
+
+
+_DELETING: set[asyncio.Task[None]] = set()
 
 
 # -- the algorithm, once in Python ---------------------------------------------------

@@ -252,7 +252,6 @@ class V13Client:
         self._drain: Interruptions = drain or Unwatched()
         self._shared = shared
         self._local = LruBytes(settings.v13_cache_max_bytes)
-        self._forgetting: set[asyncio.Task[None]] = set()
         self._calibration = Calibration.parse(settings.v13_calibration)
         self._model = settings.v13_model
         self._transport = self._exchange.transport  # tests count its connections
@@ -645,14 +644,8 @@ class V13Client:
         """Drop a cached value that turned suspect, here and in the shared state (called
         by the transport, sync)."""
         self._local.drop(key)
-        if self._shared is None:
-            return
-        try:
-            task = asyncio.get_running_loop().create_task(self._shared.delete(key))
-        except RuntimeError:  # no loop: the process is ending, and the entry with it
-            return
-        self._forgetting.add(task)
-        task.add_done_callback(self._forgetting.discard)
+        if self._shared is not None:
+            self._shared.delete_soon(key)
 
     # -- one request, with retries (backends/exchange.py, as the v1.2 client) ----------
 
