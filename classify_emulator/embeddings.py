@@ -42,7 +42,13 @@ import numpy as np
 import numpy.typing as npt
 
 from classify_emulator.corpus import Corpus, Segment, Video
-from classify_emulator.textsim import analyse_prompt, features, vocabulary
+from classify_emulator.textsim import (
+    CONTEXT_GAIN,
+    CONTEXT_GAIN_OFF_TOPIC,
+    analyse_prompt,
+    features,
+    vocabulary,
+)
 
 Vector = npt.NDArray[np.float32]
 Floats = npt.NDArray[np.float64]
@@ -78,9 +84,17 @@ SEGMENT_COMMON = 0.3
 STEM_WEIGHT = 0.6  # a plain word next to a vocabulary concept
 TRIGRAM_WEIGHT = 0.08  # per shared character trigram (typos), relative to a concept
 NOISE = 0.03  # a segment's own shared-part noise
-CONTEXT_ON_SUBJECT = 0.6  # title weight on a segment that shares a concept with the title
-CONTEXT_OFF_SUBJECT = 0.2  # ... on one that does not (intros, sponsor reads)
+# The title's weight on a segment that shares a concept with the title, and on one that
+# does not (intros, sponsor reads): v1.2's title gains, so that both APIs read a title alike.
+CONTEXT_ON_SUBJECT = CONTEXT_GAIN
+CONTEXT_OFF_SUBJECT = CONTEXT_GAIN_OFF_TOPIC
 AUDIO_TEXT_WEIGHT = 0.35  # how much of the shot an audio segment "hears"
+# How far a prompt term leans towards each concept that gives it partial credit, per unit
+# of that credit. Below 1 because a cosine adds the leans up where v1.2 takes the best
+# one: a segment that has several of them (a dance shot is also "performing", near
+# "music") would otherwise match a prompt about one of their siblings ("a live music
+# concert") better than v1.2 lets it.
+LEAN = 0.7
 REFLECTIONS = 6  # Householder reflections that hide the layout
 
 
@@ -144,6 +158,11 @@ def _trigrams(grams: Iterable[str]) -> Floats:
     return _sum((" tri:" + g, TRIGRAM_WEIGHT) for g in grams)
 
 
+def _leans(credits: tuple[tuple[str, float], ...]) -> list[tuple[str, float]]:
+    """A term's lean towards the concepts that give it partial credit (see `LEAN`)."""
+    return [(f, LEAN * c) for f, c in credits]
+
+
 @functools.lru_cache(maxsize=8192)
 def text_embedding(text: str) -> Vector:
     """A text query's embedding (`embed-v2`, input_type text): deterministic, unit length.
@@ -158,7 +177,7 @@ def text_embedding(text: str) -> Vector:
     for alt in prompt.alternatives:
         part = np.zeros(SHARED, dtype=np.float64)
         for term in alt.terms:
-            part += term.weight * _sum(((term.feature, 1.0), *term.credits))
+            part += term.weight * _sum(((term.feature, 1.0), *_leans(term.credits)))
         shared += part / alt.total_weight
     if not prompt.alternatives:  # nothing but stopwords: the words themselves
         shared = _sum((f, 1.0) for f in features(text))

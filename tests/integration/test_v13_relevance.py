@@ -28,11 +28,11 @@ from tests.emulator.test_relevance import (
 )
 from tests.support.gateway import collect, running_gateway
 
-# name -> (minimum recall, minimum precision). The blind dev2 set does NOT meet the
-# targets through v1.3 (recall and precision are both below them; docs/emulator.md,
-# "Generalisation", gives the figures): its entry is a regression floor a little below
-# what was measured, not the target, which stays open for v1.3.
-TARGETS: dict[str, tuple[float, float]] = {"dev2": (0.77, 0.82)}
+# name -> (minimum recall, minimum precision). The blind dev2 set meets the recall
+# target through v1.3 but NOT the precision target (docs/emulator.md, "Generalisation",
+# gives the figures): its precision floor is a regression floor a little below what was
+# measured, not the target, which stays open for v1.3.
+TARGETS: dict[str, tuple[float, float]] = {"dev2": (MIN_RECALL, 0.86)}
 
 
 @pytest.mark.parametrize("name", list(CASE_FILES))
