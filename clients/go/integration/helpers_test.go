@@ -17,6 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
@@ -64,9 +65,16 @@ func skipOn(t *testing.T, api, why string) {
 	}
 }
 
-// newStack returns the running stack, with the emulator reset and its faults
-// cleared again when the test ends. It fails the test (never skips) when the
-// stack's variables are missing.
+// newStack returns the running stack, with the emulator's faults and journal
+// cleared, and its faults cleared again when the test ends. It fails the test
+// (never skips) when the stack's variables are missing.
+//
+// The gateway runs the shipped defaults: coalescing, the page cache and, on v1.3, the
+// embedding caches are on, for the whole suite. So the emulator is not reset between
+// tests: it keeps its classifications, as the real upstream keeps them for their
+// tokens' life, so that a page the gateway cached in an earlier test still resumes
+// upstream. A test that counts upstream requests or needs a fault met asks its own
+// question (ownQuestion) and sends `cache-control: no-cache` (fresh).
 func newStack(t *testing.T) *stackEnv {
 	t.Helper()
 	e := &stackEnv{
@@ -86,9 +94,32 @@ func newStack(t *testing.T) *stackEnv {
 	if b := backend(); b != "v1.2" && b != "v1.3" {
 		t.Fatalf("CLASSIFY_GATEWAY_UPSTREAM_API=%q: want v1.2 or v1.3", b)
 	}
-	e.admin(t, http.MethodPost, "/_emulator/reset", nil, nil)
+	e.clearFaults(t)
+	e.clearJournal(t)
 	t.Cleanup(func() { e.admin(t, http.MethodDelete, "/_emulator/faults", nil, nil) })
 	return e
+}
+
+// fresh adds the call metadata `cache-control: no-cache` (docs/clients.md): the call
+// reads no stored page and joins no chain started before it; it goes to the upstream
+// and refreshes the page cache. v1.3's embedding caches still answer it (a text's
+// embedding and a video's segments do not change), so on v1.3 a test whose upstream
+// calls must happen also asks its own question (ownQuestion).
+func fresh(ctx context.Context) context.Context {
+	return metadata.AppendToOutgoingContext(ctx, "cache-control", "no-cache")
+}
+
+// ownQuestion makes req a question no other test of the suite asks: every prompt
+// carries the test's name. Nothing the gateway shares (a chain, a cached page, v1.3's
+// prompt embeddings) can then answer it from another test's calls.
+func ownQuestion(t *testing.T, req *classifyv1.ClassifyRequest) *classifyv1.ClassifyRequest {
+	t.Helper()
+	for _, c := range req.GetClasses() {
+		for i, p := range c.GetPrompts() {
+			c.Prompts[i] = fmt.Sprintf("%s (%s)", p, t.Name())
+		}
+	}
+	return req
 }
 
 // client dials the gateway with the project's service config (classify.Dial).
@@ -314,6 +345,29 @@ func (e *stackEnv) someVideos(t *testing.T, n int) []string {
 	return out
 }
 
+// unsharedVideos returns n video ids that no other test of the suite asks about: from
+// the last indexes of the corpus, while someVideos takes the first index's and
+// TestClassifyIndex classifies the first index. On v1.3 the gateway has not fetched
+// their segments yet (its caches keep them for the whole run), so a fault on their
+// retrieval is met.
+func (e *stackEnv) unsharedVideos(t *testing.T, n int) []string {
+	t.Helper()
+	indexes, videos := e.corpus(t)
+	shared := append(slices.Clone(videos[indexes[0]]), e.someVideos(t, testVideos)...)
+	var out []string
+	for i := len(indexes) - 1; i > 0 && len(out) < n; i-- {
+		for _, v := range videos[indexes[i]] {
+			if len(out) < n && !slices.Contains(out, v) && !slices.Contains(shared, v) {
+				out = append(out, v)
+			}
+		}
+	}
+	if len(out) < n {
+		t.Fatalf("the emulator has %d videos outside the first index, the test needs %d", len(out), n)
+	}
+	return out
+}
+
 // demoRequest is a multi-page classification of the given videos: every
 // field set, low thresholds so that every video is listed.
 func demoRequest(videos []string, pageLimit int32) *classifyv1.ClassifyRequest {
@@ -344,6 +398,8 @@ func demoRequest(videos []string, pageLimit int32) *classifyv1.ClassifyRequest {
 // faultRequest is the small classification of the fault tests: 3 videos and, on v1.3,
 // one class with one prompt, so that on either backend a classification starts with
 // exactly one upstream call (v1.2's POST /classify, v1.3's embed-v2 of its one prompt).
+// It is the test's own question (ownQuestion), and the tests send it with fresh: the
+// call reaches the upstream, whatever the suite asked before.
 func (e *stackEnv) faultRequest(t *testing.T) *classifyv1.ClassifyRequest {
 	t.Helper()
 	req := demoRequest(e.someVideos(t, 3), testPageLimit)
@@ -351,7 +407,7 @@ func (e *stackEnv) faultRequest(t *testing.T) *classifyv1.ClassifyRequest {
 		req.Classes = req.Classes[:1]
 		req.Classes[0].Prompts = req.Classes[0].Prompts[:1]
 	}
-	return req
+	return ownQuestion(t, req)
 }
 
 // distinctPrompts is how many embed-v2 calls a v1.3 classification of req makes.
@@ -438,9 +494,10 @@ func upstreamBody(req *classifyv1.ClassifyRequest) (path string, body map[string
 // expectedPages is the answer the gateway must give to req, each page with the
 // backend's scoring. v1.2: the emulator's own answer (upstreamPages). v1.3 has no
 // classify upstream to ask: the pages the gateway streams for req on a connection of
-// their own (checked for their scoring and page numbers here), so that each test
-// checks that its way of getting them (resuming, paging by hand, after a fault...)
-// gives the same pages.
+// their own (checked for their scoring and page numbers here), computed for this call
+// (fresh: not read from the page cache, which may hold what the test itself was
+// streamed), so that each test checks that its way of getting them (resuming, paging
+// by hand, after a fault...) gives the same pages.
 func (e *stackEnv) expectedPages(t *testing.T, req *classifyv1.ClassifyRequest) []*classifyv1.GetClassifyPageResponse {
 	t.Helper()
 	if !isV13() {
@@ -450,7 +507,7 @@ func (e *stackEnv) expectedPages(t *testing.T, req *classifyv1.ClassifyRequest) 
 		}
 		return pages
 	}
-	got, err := streamPages(testCtx(t, 30*time.Second), e.plainClient(t), req)
+	got, err := streamPages(fresh(testCtx(t, 30*time.Second)), e.plainClient(t), req)
 	if err != nil {
 		t.Fatalf("Classify (the expected pages): %s", describe(err))
 	}
