@@ -37,6 +37,7 @@ import io.grpc.Metadata;
 import io.grpc.MethodDescriptor;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
+import io.grpc.stub.MetadataUtils;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashSet;
@@ -45,23 +46,37 @@ import java.util.List;
 import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 import java.util.concurrent.atomic.AtomicInteger;
+import java.util.function.Consumer;
 import java.util.stream.Collectors;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.TestInfo;
 import org.junit.jupiter.api.TestInstance;
 import org.junit.jupiter.api.Timeout;
 
 /**
  * The gateway's contract, checked through the generated Java stubs against the real gateway
- * and the upstream emulator started by tools/stack.py. Each test starts from a reset emulator
- * (no faults, empty journal). The suite runs against either backend (make test-java, make
- * test-java-v13; CLASSIFY_GATEWAY_UPSTREAM_API): on v1.2 the emulator's own classify answers
- * are the oracle; v1.3 has no classify upstream to ask, so the pages the gateway streams for
- * the same request are, and faults go to the v1.3 calls (embed-v2, video retrievals).
+ * and the upstream emulator started by tools/stack.py. The suite runs against either backend
+ * (make test-java, make test-java-v13; CLASSIFY_GATEWAY_UPSTREAM_API): on v1.2 the emulator's
+ * own classify answers are the oracle; v1.3 has no classify upstream to ask, so the pages the
+ * gateway streams for the same request are, and faults go to the v1.3 calls (embed-v2, video
+ * retrievals).
+ *
+ * <p>The gateway runs the shipped defaults: coalescing, the page cache and, on v1.3, the
+ * embedding caches are on for the whole suite. So each test asks its own question (every prompt
+ * of {@link #request()} carries the test's name): no chain or cached page of another test can
+ * answer it. A test that counts upstream requests or needs a fault met also sends {@code
+ * cache-control: no-cache} ({@link #fresh}), so that it does not read what an earlier call of
+ * its own cached. Each test starts with no faults and an empty journal; the emulator keeps its
+ * classifications between tests, as the real upstream keeps them for their tokens' life, so that
+ * a page the gateway cached still resumes upstream.
  */
 @TestInstance(TestInstance.Lifecycle.PER_CLASS)
 @Timeout(value = 60, unit = TimeUnit.SECONDS)
@@ -79,8 +94,17 @@ class ClassifyGatewayIT {
   private ManagedChannel channel;
   private ClassifyClient client;
   private ClassifyServiceGrpc.ClassifyServiceBlockingStub stub;
+  /**
+   * {@link #stub} with the call metadata {@code cache-control: no-cache} (docs/clients.md): the
+   * call reads no stored page and joins no chain started before it; it goes upstream and
+   * refreshes the page cache. v1.3's embedding caches still answer it (a text's embedding and a
+   * video's segments do not change), which is why the prompts are the test's own as well.
+   */
+  private ClassifyServiceGrpc.ClassifyServiceBlockingStub fresh;
   private List<String> videos;
   private boolean v13;
+  /** The running test's method name: every prompt carries it (own questions). */
+  private String testName = "";
 
   @BeforeAll
   void connect() {
@@ -90,8 +114,15 @@ class ClassifyGatewayIT {
     channel = ClassifyClient.channelBuilder(stack.gatewayAddr).build();
     client = ClassifyClient.of(channel);
     stub = ClassifyServiceGrpc.newBlockingStub(channel);
+    Metadata noCache = new Metadata();
+    noCache.put(Metadata.Key.of("cache-control", Metadata.ASCII_STRING_MARSHALLER), "no-cache");
+    fresh = stub.withInterceptors(MetadataUtils.newAttachHeadersInterceptor(noCache));
     stack.reset();
     videos = pickVideos();
+    // One call that reaches no upstream (a missing page_token), so that the channel is
+    // connected and gRPC's classes loaded before any test times a call of its own.
+    assertThrows(StatusRuntimeException.class,
+        () -> stub.getClassifyPage(GetClassifyPageRequest.getDefaultInstance()));
   }
 
   @AfterAll
@@ -102,8 +133,10 @@ class ClassifyGatewayIT {
   }
 
   @BeforeEach
-  void resetEmulator() {
-    stack.reset();
+  void clearEmulator(TestInfo info) {
+    testName = info.getTestMethod().map(m -> m.getName()).orElse(info.getDisplayName());
+    stack.clearFaults();
+    stack.clearJournal();
   }
 
   @AfterEach
@@ -136,11 +169,11 @@ class ClassifyGatewayIT {
         .addClasses(
             ClassDefinition.newBuilder()
                 .setName("Dance")
-                .addPrompts("dance tutorial")
-                .addPrompts("dance group"))
-        .addClasses(ClassDefinition.newBuilder().setName("Cooking").addPrompts("cooking tutorial"))
-        .addClasses(ClassDefinition.newBuilder().setName("Sports").addPrompts("sports match"))
-        .addClasses(ClassDefinition.newBuilder().setName("News").addPrompts("news report"))
+                .addPrompts(own("dance tutorial"))
+                .addPrompts(own("dance group")))
+        .addClasses(ClassDefinition.newBuilder().setName("Cooking").addPrompts(own("cooking tutorial")))
+        .addClasses(ClassDefinition.newBuilder().setName("Sports").addPrompts(own("sports match")))
+        .addClasses(ClassDefinition.newBuilder().setName("News").addPrompts(own("news report")))
         .setPageLimit(PAGE_LIMIT)
         .setIncludeClips(true)
         .setShowDetailedScore(true)
@@ -149,6 +182,11 @@ class ClassifyGatewayIT {
                 .setMinVideoScore(0)
                 .setMinClipScore(0)
                 .setMinDurationRatio(0.01));
+  }
+
+  /** A prompt of the running test's own, so that the question is asked by no other test. */
+  private String own(String prompt) {
+    return prompt + " (" + testName + ")";
   }
 
   /**
@@ -160,9 +198,16 @@ class ClassifyGatewayIT {
     ClassifyRequest.Builder b = request();
     if (v13) {
       b.clearClasses().addClasses(
-          ClassDefinition.newBuilder().setName("Dance").addPrompts("dance tutorial"));
+          ClassDefinition.newBuilder().setName("Dance").addPrompts(own("dance tutorial")));
     }
     return b.build();
+  }
+
+  /** {@link ClassifyClient#streamAll} with {@code cache-control: no-cache} ({@link #fresh}). */
+  private String streamFresh(ClassifyRequest request, Duration deadline,
+      Consumer<ClassifyResponse> onPage) {
+    return ClassifyClient.streamAll(
+        fresh.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS), request, onPage);
   }
 
   /** How many embed-v2 calls a v1.3 classification of the request makes. */
@@ -183,15 +228,18 @@ class ClassifyGatewayIT {
 
   /**
    * The expected pages of a request: on v1.2 the emulator's own answer (upstreamPages); on
-   * v1.3 the pages the gateway streams for it (each with v1.3's scoring), which each test then
-   * compares with what its own way of getting them gives.
+   * v1.3 the pages the gateway streams for it (each with v1.3's scoring), computed for this call
+   * (no-cache: not read from the page cache, which may hold what the test was streamed), which
+   * each test then compares with what its own way of getting them gives.
    */
   private List<GetClassifyPageResponse> expectedPages(ClassifyRequest r) {
     if (!v13) {
       return upstreamPages(r);
     }
     List<GetClassifyPageResponse> out = new ArrayList<>();
-    for (ClassifyResponse p : stream(r)) {
+    List<ClassifyResponse> streamed = new ArrayList<>();
+    streamFresh(r, DEADLINE, streamed::add);
+    for (ClassifyResponse p : streamed) {
       assertEquals(wantScoring(), p.getScoring(), "scoring of an expected page");
       out.add(GetClassifyPageResponse.newBuilder().addAllData(p.getDataList())
           .setPageInfo(p.getPageInfo()).setScoring(p.getScoring()).build());
@@ -210,10 +258,10 @@ class ClassifyGatewayIT {
     options.add("conversation");
     body.add("options", options);
     JsonArray classes = new JsonArray();
-    classes.add(upstreamClass("Dance", "dance tutorial", "dance group"));
-    classes.add(upstreamClass("Cooking", "cooking tutorial"));
-    classes.add(upstreamClass("Sports", "sports match"));
-    classes.add(upstreamClass("News", "news report"));
+    classes.add(upstreamClass("Dance", own("dance tutorial"), own("dance group")));
+    classes.add(upstreamClass("Cooking", own("cooking tutorial")));
+    classes.add(upstreamClass("Sports", own("sports match")));
+    classes.add(upstreamClass("News", own("news report")));
     body.add("classes", classes);
     body.addProperty("page_limit", PAGE_LIMIT);
     body.addProperty("include_clips", true);
@@ -380,8 +428,7 @@ class ClassifyGatewayIT {
         "the last message's next_page_token says where to resume");
     if (v13) {
       // v1.3 ranks every video before page 1 (the cap cannot save those calls), once.
-      assertEquals(distinctPrompts(request().build()), classifyPosts().size(), "one embed-v2 per prompt");
-      assertEquals(videos.size(), pageGets().size(), "one retrieval per video: " + stack.journal());
+      assertComputedOnce(stack.journal().size());
       return;
     }
     assertEquals(1, classifyPosts().size(), "one classification started");
@@ -444,7 +491,7 @@ class ClassifyGatewayIT {
     stack.addFault(fault("POST", startPath(), 0, -1, action("latency", "ms", latencyMs)));
     long started = System.nanoTime();
     StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
-        () -> client.streamAll(faultRequest(), Duration.ofMillis(800), page -> fail("no page expected")));
+        () -> streamFresh(faultRequest(), Duration.ofMillis(800), page -> fail("no page expected")));
     long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
     assertEquals(Status.Code.DEADLINE_EXCEEDED, e.getStatus().getCode(), e.getStatus().toString());
     assertTrue(ms < latencyMs, "the call ends at its deadline, not after the upstream: " + ms + " ms");
@@ -467,9 +514,12 @@ class ClassifyGatewayIT {
     assertTrue(data(got).stream().flatMap(v -> v.getClassesList().stream())
         .allMatch(c -> c.getClipsCount() == 0), "no clips without include_clips");
     if (v13) {
-      // v1.3 walks the index's video listing; the same request streamed again is the oracle.
-      assertFalse(journal("GET", "/v1.3/indexes/" + index + "/videos").isEmpty(),
-          "index_id walks GET /v1.3/indexes/{id}/videos: " + stack.journal());
+      // v1.3 walks the index's video listing (which the gateway may have cached when another
+      // test looked its videos up there): every video classified is one of the index's. The
+      // same request streamed again is the oracle.
+      List<String> listed = videoIdsOf(data(got));
+      assertTrue(stack.videoIds(index).containsAll(listed) && !listed.isEmpty(),
+          "the index's videos, and only them: " + listed);
       List<GetClassifyPageResponse> want = expectedPages(indexRequest);
       assertTrue(want.size() >= 2, "precondition: a multi-page index, got " + want.size());
       assertEquals(want.size(), got.size(), "as many pages as streamed before");
@@ -530,14 +580,16 @@ class ClassifyGatewayIT {
       stack.addFault(fault("GET", "/classify/", 0, -1, action("latency", "ms", latencyMs)));
     }
 
+    int beforeCancel;
     Context.CancellableContext ctx = Context.current().withCancellation();
     Context previous = ctx.attach();
     try {
       Iterator<ClassifyResponse> it =
-          stub.withDeadlineAfter(DEADLINE.toMillis(), TimeUnit.MILLISECONDS).classify(request().build());
+          fresh.withDeadlineAfter(DEADLINE.toMillis(), TimeUnit.MILLISECONDS).classify(request().build());
       ClassifyResponse first = it.next();
       assertEquals(1, first.getPageNumber());
       assertFalse(first.getPageInfo().getNextPageToken().isEmpty(), "precondition: more pages");
+      beforeCancel = stack.journal().size();
       ctx.cancel(null);
       StatusRuntimeException e = assertThrows(StatusRuntimeException.class, () -> {
         while (it.hasNext()) {
@@ -550,7 +602,7 @@ class ClassifyGatewayIT {
     }
 
     if (v13) {
-      assertNoUpstreamCallAfterPageOne();
+      assertNoUpstreamCallAfterPageOne(beforeCancel);
       return;
     }
     // Past the injected latency, the in-flight page request must show up as abandoned by the
@@ -580,15 +632,17 @@ class ClassifyGatewayIT {
       }
     }
     AtomicInteger delivered = new AtomicInteger();
-    Stop thrown = assertThrows(Stop.class, () -> client.streamAll(request().build(), DEADLINE, page -> {
+    AtomicInteger beforeThrow = new AtomicInteger();
+    Stop thrown = assertThrows(Stop.class, () -> streamFresh(request().build(), DEADLINE, page -> {
       assertFalse(page.getPageInfo().getNextPageToken().isEmpty(), "precondition: more pages");
       delivered.incrementAndGet();
+      beforeThrow.set(stack.journal().size());
       throw new Stop();
     }));
     assertEquals("consumer gives up", thrown.getMessage(), "the consumer's exception, unchanged");
     assertEquals(1, delivered.get());
     if (v13) {
-      assertNoUpstreamCallAfterPageOne();
+      assertNoUpstreamCallAfterPageOne(beforeThrow.get());
       return;
     }
 
@@ -603,13 +657,29 @@ class ClassifyGatewayIT {
     }
   }
 
-  /** v1.3: the calls of request() (all made before page 1), and none after them. */
-  private void assertNoUpstreamCallAfterPageOne() throws InterruptedException {
+  /**
+   * v1.3: the calls of request() were all made before page 1, when the journal held {@code
+   * atPageOne} requests, and none followed.
+   */
+  private void assertNoUpstreamCallAfterPageOne(int atPageOne) throws InterruptedException {
     Thread.sleep(500);
+    assertEquals(atPageOne, stack.journal().size(),
+        "no upstream call after page 1: " + stack.journal());
+    assertComputedOnce(atPageOne);
+  }
+
+  /**
+   * v1.3, the journal being the computation of request() (the test's own prompts): one embed-v2
+   * per distinct prompt, and at most one retrieval per video (another test may have fetched a
+   * video's segments before: the gateway's caches keep them for the whole suite). {@code
+   * journalSize}: how many requests the journal held, for the message.
+   */
+  private void assertComputedOnce(int journalSize) {
     assertEquals(distinctPrompts(request().build()), classifyPosts().size(),
-        "only the embed-v2 calls made before page 1: " + stack.journal());
-    assertEquals(videos.size(), pageGets().size(),
-        "only the video retrievals made before page 1: " + stack.journal());
+        "one embed-v2 per distinct prompt (" + journalSize + " requests): " + stack.journal());
+    List<String> gets = pageGets().stream().map(r -> r.get("path").getAsString()).toList();
+    assertEquals(gets.size(), new HashSet<>(gets).size(), "no video fetched twice: " + gets);
+    assertTrue(gets.size() <= videos.size(), "at most one retrieval per video: " + gets);
   }
 
   @Test
@@ -650,7 +720,7 @@ class ClassifyGatewayIT {
     long started = System.nanoTime();
     try {
       StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
-          () -> client.streamAll(faultRequest(), Duration.ofSeconds(2), p -> fail("no page expected")));
+          () -> streamFresh(faultRequest(), Duration.ofSeconds(2), p -> fail("no page expected")));
       long ms = TimeUnit.NANOSECONDS.toMillis(System.nanoTime() - started);
 
       assertEquals(Status.Code.RESOURCE_EXHAUSTED, e.getStatus().getCode(), e.getStatus().toString());
@@ -676,13 +746,14 @@ class ClassifyGatewayIT {
         + " to fail; resuming from a token is resumesFromAPageToken's");
     List<ClassifyResponse> full = stream(request().build());
     assertTrue(full.size() >= 3, "precondition: a multi-page result");
-    stack.reset();
+    stack.clearJournal();
 
-    // The first page request succeeds, every later one fails with HTTP 500.
+    // The first page request succeeds, every later one fails with HTTP 500. No-cache: the
+    // pages come from the upstream, not from the cache the first stream filled.
     stack.addFault(fault("GET", "/classify/", 1, -1, action("status", "status", 500)));
     List<ClassifyResponse> received = new ArrayList<>();
     StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
-        () -> client.streamAll(request().build(), DEADLINE, received::add));
+        () -> streamFresh(request().build(), DEADLINE, received::add));
 
     assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode(), e.getStatus().toString());
     assertEquals(2, received.size(), "page 1 (POST) and page 2 (first GET) arrived before the failure");
@@ -694,7 +765,8 @@ class ClassifyGatewayIT {
         "resume_page_token is the token of the first page not received");
 
     stack.clearFaults();
-    List<ClassifyResponse> rest = stream(ClassifyRequest.newBuilder().setPageToken(resume).build());
+    List<ClassifyResponse> rest = new ArrayList<>();
+    streamFresh(ClassifyRequest.newBuilder().setPageToken(resume).build(), DEADLINE, rest::add);
     List<ClassifyResponse> joined = new ArrayList<>(received);
     joined.addAll(rest);
     assertEquals(full.size(), joined.size(), "no page lost or repeated");
@@ -730,7 +802,7 @@ class ClassifyGatewayIT {
     stack.addFault(unavailable);
     StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
         () -> ClassifyClient.streamAll(
-            stub.withInterceptors(tracing).withDeadlineAfter(30, TimeUnit.SECONDS),
+            fresh.withInterceptors(tracing).withDeadlineAfter(30, TimeUnit.SECONDS),
             faultRequest(), p -> { }));
     assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode(), e.getStatus().toString());
     assertEquals("500", errorInfoOf(e).getMetadataOrDefault("http_status", ""));
@@ -745,10 +817,69 @@ class ClassifyGatewayIT {
     // (each upstream POST starts a new classification and spends quota).
     stack.addFault(fault("POST", startPath(), 0, -1, action("status", "status", 503)));
     StatusRuntimeException e = assertThrows(StatusRuntimeException.class,
-        () -> ClassifyClient.streamAll(stub.withDeadlineAfter(30, TimeUnit.SECONDS), faultRequest(), p -> { }));
+        () -> ClassifyClient.streamAll(fresh.withDeadlineAfter(30, TimeUnit.SECONDS), faultRequest(), p -> { }));
     assertEquals(Status.Code.UNAVAILABLE, e.getStatus().getCode(), e.getStatus().toString());
     assertEquals("503", errorInfoOf(e).getMetadataOrDefault("http_status", ""));
     assertEquals(GATEWAY_ATTEMPTS, classifyPosts().size(),
         "only the gateway's own attempts reached the upstream: " + stack.journal());
+  }
+
+  /**
+   * The shipped gateway shares work (docs/clients.md): the same question asked again is answered
+   * from the page cache, every page as the first caller got it, at no upstream request, and so
+   * is GetClassifyPage for one of its tokens. With {@code cache-control: no-cache} the question
+   * goes to the upstream again (v1.2: a new classification; v1.3 computes it anew from its
+   * embedding caches, docs/design.md).
+   */
+  @Test
+  void aRepeatedCallIsServedFromTheCache() {
+    List<ClassifyResponse> first = stream(request().build());
+    assertTrue(first.size() >= 3, "precondition: a multi-page result, got " + first.size());
+    assertFalse(classifyPosts().isEmpty(), "the first call reached the upstream: " + stack.journal());
+
+    stack.clearJournal();
+    List<ClassifyResponse> again = stream(request().build());
+    assertEquals(first, again, "the repeat's pages are the first call's, tokens included");
+    GetClassifyPageResponse second = client.getPage(first.get(0).getPageInfo().getNextPageToken());
+    assertEquals(first.get(1).getDataList(), second.getDataList(), "page 2 by token");
+    assertEquals(first.get(1).getPageInfo(), second.getPageInfo(), "page 2's page_info");
+    assertEquals(List.of(), stack.journal(), "the repeat cost no upstream request");
+
+    if (v13) {
+      return;
+    }
+    List<ClassifyResponse> renewed = new ArrayList<>();
+    streamFresh(request().build(), DEADLINE, renewed::add);
+    assertEquals(data(first), data(renewed), "no-cache: the same answer");
+    assertEquals(1, classifyPosts().size(), "no-cache: a new classification: " + stack.journal());
+    assertEquals(first.size() - 1, pageGets().size(), "no-cache: every further page fetched");
+    assertFalse(first.get(0).getPageInfo().getNextPageToken()
+        .equals(renewed.get(0).getPageInfo().getNextPageToken()), "no-cache: a new chain's tokens");
+  }
+
+  /** Identical calls at the same time share one upstream chain: one start, every page to all. */
+  @Test
+  void concurrentIdenticalCallsShareOneChain() throws Exception {
+    int callers = 3;
+    // A slow start, so that every caller arrives while the first one's is in flight.
+    stack.addFault(fault("POST", startPath(), 0, -1, action("latency", "ms", 700)));
+    ClassifyRequest request = faultRequest(); // one upstream start on either backend
+    ExecutorService pool = Executors.newFixedThreadPool(callers);
+    try {
+      List<Future<List<ClassifyResponse>>> calls = new ArrayList<>();
+      for (int i = 0; i < callers; i++) {
+        calls.add(pool.submit(() -> stream(request)));
+      }
+      List<ClassifyResponse> one = calls.get(0).get(DEADLINE.toSeconds(), TimeUnit.SECONDS);
+      assertFalse(one.isEmpty(), "pages");
+      for (Future<List<ClassifyResponse>> call : calls) {
+        assertEquals(one, call.get(DEADLINE.toSeconds(), TimeUnit.SECONDS),
+            "every caller of one chain gets the same pages");
+      }
+    } finally {
+      pool.shutdownNow();
+    }
+    assertEquals(1, classifyPosts().size(),
+        callers + " identical calls at once start one classification: " + stack.journal());
   }
 }

@@ -129,6 +129,11 @@ final class Stack {
     return a;
   }
 
+  /** Empties the request journal; the emulator keeps its classifications and their tokens. */
+  void clearJournal() {
+    send(HttpRequest.newBuilder(uri("/_emulator/requests")).DELETE(), false).expectOk();
+  }
+
   /** The emulator's request journal, oldest first. */
   List<JsonObject> journal() {
     JsonObject body = get("/_emulator/requests", false).expectOk().json().getAsJsonObject();
