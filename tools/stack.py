@@ -4,9 +4,12 @@
 `classify-gateway serve` as child processes, waits until both answer, runs CMD
 with their addresses in the environment, then stops both (SIGTERM, then SIGKILL
 after a grace) and exits with CMD's exit code. The Go and Java suites use it
-(`make test-go`, `make test-java`), so that they test the same processes a
-person would run. The processes are started by classify_emulator/stack.py, the
-code the demo and the Python tests use too; their logs go to .cache/stack-logs/.
+(`make test-go`, `make test-java`, and `-v13`), so that they test the same processes a
+person would run, with the settings that ship: coalescing, the page cache and v1.3's
+embedding caches are on (docs/clients.md, "How the suites live with the cache", says how
+the tests count upstream requests all the same). The processes are started by
+classify_emulator/stack.py, the code the demo and the Python tests use too; their logs
+go to .cache/stack-logs/.
 
 Environment given to CMD:
   CLASSIFY_GATEWAY_ADDR         host:port of the gateway's gRPC listener
