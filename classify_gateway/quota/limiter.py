@@ -6,7 +6,8 @@ round trip to Redis when it is configured, nothing but a function call when not)
 - the quota is `UPSTREAM_RPS` / `UPSTREAM_BURST` (and `UPSTREAM_DAILY_QUOTA`) per
   upstream API key, for all replicas and workers together; an upstream that limits
   some endpoints on their own (v1.3: embed, videos) has a bucket per endpoint, each
-  with its own rate (`Settings.endpoint_rates`);
+  with its own rate (`Settings.endpoint_rates`), while the daily budget stays one per
+  key, spent by every endpoint (it is the key's budget at the upstream);
 - each calling service (classify_gateway/quota/callers.py) gets at least its weighted share
   while the quota is contended, and any share it leaves unused goes to the others;
 - pages 2..N of an admitted stream reserve their slot ahead (and wait for it), while a
@@ -38,7 +39,14 @@ from classify_gateway.config import Settings
 from classify_gateway.core.call import DEADLINE_MARGIN, CallContext, within
 from classify_gateway.core.errors import own_error
 from classify_gateway.quota.callers import load_weights, share_of
-from classify_gateway.state.shared_state import QuotaAsk, SharedState, SizeHooks, bucket_of, build
+from classify_gateway.state.shared_state import (
+    QuotaAsk,
+    SharedState,
+    SizeHooks,
+    bucket_of,
+    build,
+    endpoint_bucket,
+)
 
 log = logging.getLogger("classify_gateway.quota.limiter")
 
@@ -126,7 +134,7 @@ class SharedLimiter:
         self._sem = asyncio.Semaphore(max_concurrency)
         self._clock = clock
         self._sleep = sleep
-        self._buckets: dict[str, str] = {}
+        self._buckets: dict[tuple[str, str], str] = {}
         self._labels: set[str] = set()
 
     def _label(self, caller: str) -> str:
@@ -142,15 +150,14 @@ class SharedLimiter:
         return "other"
 
     def _bucket(self, key: str, endpoint: str = "") -> str:
-        if endpoint:
-            # The name the v1.3 client gave its buckets before they had rates of their
-            # own: the same Redis keys across an upgrade.
-            key = f"{key}#{endpoint}"
-        bucket = self._buckets.get(key)
+        """The bucket of `key` (and `endpoint`): an endpoint's bucket lives under the
+        key's, so that both spend the key's one daily budget (shared_state.budget_of)."""
+        memo = (key, endpoint)
+        bucket = self._buckets.get(memo)
         if bucket is None:
             if len(self._buckets) > 1000:  # callers' own keys: keep the memo small
                 self._buckets.clear()
-            bucket = self._buckets[key] = bucket_of(key)
+            bucket = self._buckets[memo] = endpoint_bucket(bucket_of(key), endpoint)
         return bucket
 
     async def acquire(

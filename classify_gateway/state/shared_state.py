@@ -29,7 +29,9 @@ rate is the caller's weighted share of `rps` among the callers active in the las
 for it, up to its deadline, if it continues a stream; a first page only takes a slot
 that is free now, so pages 2..N of admitted streams go first). A caller over its
 share may still use the slack (work-conserving), but only while at least one more
-slot stays free for callers within their share.
+slot stays free for callers within their share. An upstream that limits some endpoints
+on their own (v1.3) has a GCRA per endpoint bucket (`endpoint_bucket`); the daily budget
+stays one count per API key (`budget_of`), whichever endpoint spends it.
 """
 
 from __future__ import annotations
@@ -77,11 +79,24 @@ def bucket_of(api_key: str) -> str:
     return hashlib.sha256(api_key.encode()).hexdigest()[:24]
 
 
+def endpoint_bucket(bucket: str, endpoint: str) -> str:
+    """The bucket of one upstream endpoint category with a rate of its own (v1.3: embed,
+    videos) under a key's bucket: its own rate and learned blocks, but the key's one
+    daily budget (`budget_of`), since the upstream counts a key's day across endpoints."""
+    return f"{bucket}/{endpoint}" if endpoint else bucket
+
+
+def budget_of(bucket: str) -> str:
+    """The bucket that holds the daily budget of `bucket`: the API key's own, shared by
+    every endpoint bucket under it."""
+    return bucket.partition("/")[0]
+
+
 @dataclass(frozen=True)
 class QuotaAsk:
     """One upstream request asking for a slot."""
 
-    bucket: str  # bucket_of(api_key)
+    bucket: str  # bucket_of(api_key), or an endpoint_bucket under it
     rps: float  # the quota for all replicas together (> 0)
     burst: int
     caller: str = ""  # calling service ("" when identity is off)
@@ -169,24 +184,25 @@ class _Buckets:
     tat: dict[str, float]
     active: dict[str, dict[str, tuple[float, float]]]  # bucket -> caller -> (seen, weight)
     blocked: dict[str, float]
-    daily: dict[str, tuple[int, int]]  # bucket -> (day number, used)
+    daily: dict[str, tuple[int, int]]  # budget_of(bucket) -> (day number, used)
 
 
 def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     """One reservation at `now` (milliseconds); mirrors _RESERVE_LUA line by line."""
     b = ask.bucket
+    budget = budget_of(b)
     blocked = state.blocked.get(b, 0.0)
     if blocked > now:
         return Grant(False, retry_in=(blocked - now) / 1000, reason="upstream")
     day = int(now // DAY_MS)
     used = -1
     if ask.daily_quota > 0:
-        used_day, used = state.daily.get(b, (day, 0))
+        used_day, used = state.daily.get(budget, (day, 0))
         if used_day != day:
             used = 0
         if ask.daily_day == day:
             used = max(used + ask.daily_add, ask.daily_floor, used)
-            state.daily[b] = (day, used)
+            state.daily[budget] = (day, used)
         if used >= ask.daily_quota:
             return Grant(
                 False,
@@ -243,9 +259,9 @@ def _decide(state: _Buckets, ask: QuotaAsk, now: float) -> Grant:
     state.tat[gkey] = max(tatg, at) + ig
     state.tat[ckey] = max(tatc, at) + ic
     if ask.daily_quota > 0:
-        used_day, used = state.daily.get(b, (day, 0))
+        used_day, used = state.daily.get(budget, (day, 0))
         used = (used if used_day == day else 0) + 1
-        state.daily[b] = (day, used)
+        state.daily[budget] = (day, used)
     return Grant(True, wait=wait / 1000, daily_used=used, day=day)
 
 
@@ -467,8 +483,10 @@ return redis.call('ZCARD', KEYS[1])
 class RedisState(SharedState):
     """State in Redis: one quota and one cache for every replica and worker.
 
-    Quota keys are `<prefix>:q:{<bucket>}:...`: the braces are a Redis Cluster hash tag,
-    so every key of one script (the day counter it builds too) lives in one slot. The
+    Quota keys are `<prefix>:q:{<bucket>}:...`, and an endpoint bucket's
+    `<prefix>:q:{<bucket>}/<endpoint>:...`: the braces are a Redis Cluster hash tag, so
+    every key of one script (the key's day counter, shared by its endpoint buckets, too)
+    lives in one slot. The
     other keys (`<prefix>:replicas`, `<prefix>:kv:<key>`) are each the only key of their
     command, so they may land anywhere (tests/support/slot_audit.py checks every test's
     commands). Every failure (refused, reset, timed out, an error reply) raises
@@ -485,7 +503,9 @@ class RedisState(SharedState):
         self._heartbeat = client.register_script(_HEARTBEAT_LUA)
 
     def _q(self, bucket: str, *parts: str) -> str:
-        return ":".join((self._prefix, "q", "{" + bucket + "}", *parts))
+        key, _, endpoint = bucket.partition("/")
+        head = "{" + key + "}" + (f"/{endpoint}" if endpoint else "")
+        return ":".join((self._prefix, "q", head, *parts))
 
     def _kv(self, key: str) -> str:
         return f"{self._prefix}:kv:{key}"
@@ -506,7 +526,7 @@ class RedisState(SharedState):
             self._q(b, "active"),
             self._q(b, "weights"),
             self._q(b, "blocked"),
-            self._q(b, "day"),
+            self._q(budget_of(b), "day"),
         ]
         args: list[Any] = [
             ask.caller,
@@ -675,12 +695,14 @@ class ResilientState(SharedState):
         return True, result
 
     def _day_count(self, bucket: str) -> _DayCount:
+        """The day's count of `bucket`'s key: one for all its endpoint buckets."""
+        budget = budget_of(bucket)
         today = utc_day(self._wall())
-        count = self._days.get(bucket)
+        count = self._days.get(budget)
         if count is None or count.day != today:
             if len(self._days) > 1000:  # callers' own keys: keep the memo small
                 self._days.clear()
-            count = self._days[bucket] = _DayCount(today)
+            count = self._days[budget] = _DayCount(today)
         return count
 
     async def reserve(self, ask: QuotaAsk) -> Grant:
@@ -777,6 +799,8 @@ __all__ = [
     "SharedStateUnavailable",
     "SizeHooks",
     "bucket_of",
+    "budget_of",
     "build",
+    "endpoint_bucket",
     "quota_share",
 ]

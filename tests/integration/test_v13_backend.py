@@ -19,7 +19,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_emulator.corpus import Corpus
 from classify_gateway.backends.v1_3 import tokens
-from tests.support.gateway import collect, error_details, running_gateway
+from tests.support.gateway import collect, error_details, error_info, running_gateway
 from tests.support.quota_load import max_in_window
 
 CASES = Path(__file__).parents[1] / "emulator" / "relevance_cases.toml"
@@ -308,3 +308,44 @@ async def test_each_v13_endpoint_is_limited_at_its_own_rate(
     assert max_in_window(embeds, 0.99) <= 3
     # Videos: held neither to the embed rate (7 s) nor to UPSTREAM_RPS (14 s).
     assert videos[-1] - videos[0] < 5.0, videos
+
+
+@pytest.mark.parametrize("state", ["in-process", "redis"])
+async def test_the_daily_quota_is_one_budget_for_both_v13_endpoints(
+    emulator: Any, state: str, request: pytest.FixtureRequest
+) -> None:
+    """UPSTREAM_DAILY_QUOTA is the key's budget at the upstream: embed and videos spend
+    one count between them, then RESOURCE_EXHAUSTED with v1.2's ErrorInfo. A cold
+    `dance()` needs 17 requests (2 prompts, a listing page, 14 retrievals); before,
+    each endpoint had the whole budget, and 2 + 6 = 8 went out against a quota of 6."""
+    quota = 6
+    overrides: dict[str, Any] = {"upstream_daily_quota": quota}
+    if state == "redis":
+        overrides["redis_url"] = request.getfixturevalue("redis").url
+    async with v13(emulator, **overrides) as gw:
+        _, err = await collect(gw.stub.Classify(dance(), timeout=10))
+        sent = [r["path"] for r in emulator.admin.requests()]
+        # A question that needs nothing but embed-v2 is refused too, without a request.
+        _, again = await collect(
+            gw.stub.Classify(
+                dance(classes=[pb.ClassDefinition(name="x", prompts=["a new prompt"])])
+            )
+        )
+    assert len(sent) == quota and all(p.startswith("/v1.3/") for p in sent), sent
+    assert sum(p.startswith("/v1.3/embed-v2") for p in sent) == 2  # the prompts went first
+    assert len(emulator.admin.requests()) == quota
+    emulator.admin.clear_requests()
+    async with v12(emulator, upstream_daily_quota=1) as gw:
+        await collect(gw.stub.Classify(dance()))
+        _, v12_err = await collect(gw.stub.Classify(dance(page_limit=3)))
+    assert v12_err is not None and len(emulator.admin.requests()) == 1
+    want = error_info(v12_err)
+    assert want is not None and want.reason == "GATEWAY_RATE_LIMITED"
+    for refused in (err, again):
+        assert refused is not None
+        assert refused.code() == v12_err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = error_info(refused)
+        assert info is not None and (info.reason, info.domain) == (want.reason, want.domain)
+        assert "UPSTREAM_DAILY_QUOTA" in (refused.details() or "")
+        retry = error_details(refused).retry
+        assert retry is not None and retry.retry_delay.seconds > 0

@@ -20,6 +20,7 @@ from classify_gateway.state.shared_state import (
     SharedState,
     bucket_of,
     build,
+    endpoint_bucket,
 )
 from tests.support.redis_server import redis_server
 
@@ -130,6 +131,28 @@ async def test_daily_quota(state: SharedState) -> None:
     assert not g.ok and g.reason == "daily" and 0 < g.retry_in <= 86400
 
 
+async def test_endpoint_buckets_spend_one_daily_budget_at_their_own_rates(
+    state: SharedState,
+) -> None:
+    """v1.3's endpoint buckets (embed, videos) each have a rate, but the key has one daily
+    budget at the upstream: 3 a day is 3 in all, not 3 per endpoint (before: 6). On the
+    cluster the day counter and both buckets' keys must share a slot (no CROSSSLOT)."""
+    embed, videos = (
+        endpoint_bucket(bucket_of(KEY), "embed"),
+        endpoint_bucket(bucket_of(KEY), "videos"),
+    )
+    daily = {"daily_quota": 3, "first_page": False}
+    # The rate is per endpoint: embed's burst of 1 is spent, videos' is not.
+    assert (await state.reserve(ask(bucket=embed, rps=0.5, burst=1, **daily))).ok
+    assert not (await state.reserve(ask(bucket=embed, rps=0.5, burst=1, **daily))).ok
+    assert (await state.reserve(ask(bucket=videos, rps=100, burst=10, **daily))).ok
+    # The day is the key's: the key's own bucket (v1.2) counts in it too.
+    assert (await state.reserve(ask(rps=100, burst=10, **daily))).ok
+    for bucket in (videos, bucket_of(KEY)):
+        g = await state.reserve(ask(bucket=bucket, rps=100, burst=10, **daily))
+        assert not g.ok and g.reason == "daily" and g.daily_used == 3, g
+
+
 async def test_heartbeat_counts_live_members(state: SharedState) -> None:
     assert await state.heartbeat("a", ttl=0.3) == 1
     assert await state.heartbeat("b", ttl=0.3) == 2
@@ -227,4 +250,35 @@ async def test_fallback_divides_the_rate_by_live_replicas(redis: Any) -> None:
         assert [g.ok for g in grants] == [True, True, True, False, False]
     finally:
         redis.resume()
+    await state.aclose()
+
+
+async def test_the_fallback_spends_the_keys_one_daily_budget_across_endpoints(redis: Any) -> None:
+    """While Redis is away a replica spends its share of what was left of the key's day,
+    whichever endpoint asks (before: a share per endpoint bucket, so twice as much)."""
+    state = build(_settings(redis_url=redis.url, redis_timeout_ms=50))
+    assert isinstance(state, ResilientState)
+    state._retry_after = 0.05
+    embed, videos = (
+        endpoint_bucket(bucket_of(KEY), "embed"),
+        endpoint_bucket(bucket_of(KEY), "videos"),
+    )
+    daily = {"daily_quota": 6, "first_page": False, "rps": 100, "burst": 10}
+    for _ in range(2):
+        assert (await state.reserve(ask(bucket=embed, **daily))).ok
+    redis.kill()
+    try:
+        grants = [await state.reserve(ask(bucket=b, **daily)) for b in (videos, embed) * 4]
+        assert state.falling_back
+        # 6 - 2 = 4 left, one replica: 4 in all, then "daily" for both endpoints.
+        assert [g.ok for g in grants] == [True] * 4 + [False] * 4
+        assert {g.reason for g in grants[4:]} == {"daily"}
+    finally:
+        redis.start()
+    await asyncio.sleep(0.1)
+    # Back on Redis (which came back empty): the day's 6 are known, for both endpoints.
+    for bucket in (videos, embed):
+        g = await state.reserve(ask(bucket=bucket, **daily))
+        assert not g.ok and g.reason == "daily", g
+    assert not state.falling_back
     await state.aclose()
