@@ -61,6 +61,20 @@ def one_classification() -> int:
     return 2 + 1 + len(Corpus.load(None).indexes[SOCIAL].video_ids)
 
 
+def unminted(pages: list[pb.ClassifyResponse]) -> list[bytes]:
+    """The pages without what each replica mints for itself (tokens and their expiry)."""
+    out = []
+    for p in pages:
+        q = pb.ClassifyResponse()
+        q.CopyFrom(p)
+        q.page_number = 0
+        q.page_info.ClearField("next_page_token")
+        q.page_info.ClearField("prev_page_token")
+        q.page_info.ClearField("page_expired_at")
+        out.append(q.SerializeToString())
+    return out
+
+
 async def test_identical_calls_over_two_replicas_cost_one_classification(
     emu: Any, redis: Any
 ) -> None:
@@ -74,7 +88,12 @@ async def test_identical_calls_over_two_replicas_cost_one_classification(
             assert all(err is None for _, err in results)
             first = pages_bytes(results[0][0])
             assert len(first) >= 2
-            assert all(pages_bytes(p) == first for p, _ in results)
+            # Where the two replicas joined one chain, the very same pages. A replica
+            # whose follower gave up on a stalled holder (a loaded machine) computes its
+            # own: the same results, with tokens of its own minting.
+            assert all(unminted(p) == unminted(results[0][0]) for p, _ in results), (
+                "two replicas disagree on the results"
+            )
             # At most one classification's requests per replica, and the second replica
             # found most of the first one's embeddings in Redis.
             assert v13_requests(emu) <= 2 * one_classification()
@@ -82,7 +101,9 @@ async def test_identical_calls_over_two_replicas_cost_one_classification(
             again_a, err_a = await collect(stub_a.Classify(request()))
             again_b, err_b = await collect(stub_b.Classify(request()))
             assert err_a is None and err_b is None
-            assert pages_bytes(again_a) == first and pages_bytes(again_b) == first
+            # The repeat is read from the shared page store: one chain for both replicas.
+            assert pages_bytes(again_a) == pages_bytes(again_b)
+            assert unminted(again_a) == unminted(results[0][0])
             # A token minted by one replica is served by the other.
             token = results[0][0][0].page_info.next_page_token
             page = await stub_b.GetClassifyPage(pb.GetClassifyPageRequest(page_token=token))
