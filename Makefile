@@ -14,6 +14,8 @@ BUF := $(VENV)/bin/buf
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 PYTEST_ARGS ?=
+# Most tests wait on sockets and child processes, so three workers keep two cores busy.
+PYTEST_WORKERS ?= 3
 # The official SDK 1.3.6 tests: their own locked environment (tests/sdk13/pyproject.toml).
 SDK13 := tests/sdk13
 SDK13_VENV := $(SDK13)/.venv
@@ -98,8 +100,14 @@ lint: venv
 	$(BUF) format -d --exit-code
 	bash tools/buf-breaking.sh $(BUF)
 
+# The suite in two parts: everything but the `alone` tests spread over PYTEST_WORKERS
+# processes (pytest-xdist, a module per worker at a time: module fixtures stay whole),
+# then the `alone` tests, which time what they measure under load, with nothing else
+# running. PYTEST_WORKERS=0 runs the first part in this process (for a debugger). A part
+# that PYTEST_ARGS leaves empty (pytest's exit code 5) is not a failure.
 test-python: venv redis-server promtool
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
 
 # The SDK's tests start the emulator with the main environment's python.
 test-sdk13: venv $(SDK13_VENV)/.synced

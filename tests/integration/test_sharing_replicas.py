@@ -17,6 +17,9 @@ from tests.support.emulators import reset_around
 from tests.support.gateway import collect, read_rest
 from tests.support.sharing import Gateway, any_key_emulator, pages_bytes, upstream
 
+# Times what it measures under load: run with nothing else running (make test-python).
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(scope="module")
 def open_emulator() -> Iterator[Any]:

@@ -32,6 +32,9 @@ from tests.support.gateway import (
 from tests.support.logs import events
 from tests.support.processes import drain_pipe, free_port, serve_process, stop
 
+# Times what it measures under load: run with nothing else running (make test-python).
+pytestmark = pytest.mark.alone
+
 GRACE = 3.0
 EXIT_MARGIN = 2.0
 LONG = 100  # 12 pages, 400 ms each upstream: they outlive the grace

@@ -17,11 +17,15 @@ from collections import Counter
 from typing import Any
 
 import grpc
+import pytest
 from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 
 from tests.support.classify import classify_request
 from tests.support.gateway import NO_CACHE, error_details, no_cache_gateway_for
 from tests.support.resources import gauge, rss, settle
+
+# Times what it measures under load: run with nothing else running (make test-python).
+pytestmark = pytest.mark.alone
 
 LIMIT = 500
 TOTAL = 2000
