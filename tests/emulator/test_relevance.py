@@ -58,12 +58,13 @@ CASE_FILES: dict[str, Path] = {
     "dev": HERE / "relevance_dev.toml",
     "dev2": HERE / "relevance_dev2.toml",
     "heldout": HERE / "relevance_heldout.toml",
+    "heldout2": HERE / "relevance_heldout2.toml",
 }
 OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
 MIN_RECALL = 0.85
 MIN_PRECISION = 0.9
-MIN_CLASSES = {"tuned": 30, "dev": 40, "dev2": 40, "heldout": 40}
+MIN_CLASSES = {"tuned": 30, "dev": 40, "dev2": 40, "heldout": 40, "heldout2": 40}
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 
 
@@ -172,7 +173,7 @@ def test_cases_are_well_formed(corpus: Corpus, name: str) -> None:
     unknown = sum(len((c.expected | c.either) - known) for c in cases)
     assert unknown == 0, f"{unknown} videos named that the corpus does not hold"
     assert not any(c.expected & c.either for c in cases), "a video both expected and either"
-    if name != "heldout":  # its make-up is its writer's
+    if not name.startswith("heldout"):  # its make-up is its writer's
         # Both sides of the measure are exercised.
         assert sum(len(c.expected) for c in cases) >= 60
         assert any(not c.expected for c in cases)
@@ -190,12 +191,16 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # regression floor a little below what that run measured (docs/emulator.md,
 # "Generalisation", gives the figures), not the target, which stays unmet. Raise it to
 # (MIN_RECALL, MIN_PRECISION) only with a held-out set that nobody has tuned on.
+# The second held-out set (written blind in round 3, before that round's tuning) was
+# measured once when that tuning was final and misses the precision target too.
 HELDOUT_FLOOR = (0.92, 0.70)
+HELDOUT2_FLOOR = (0.86, 0.84)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
     "dev2": (MIN_RECALL, MIN_PRECISION),
     "heldout": HELDOUT_FLOOR,
+    "heldout2": HELDOUT2_FLOOR,
 }
 
 
@@ -212,7 +217,7 @@ def test_everyday_classes_find_what_a_person_would_pick(
         f"\n  recall    {tally.recall:.3f} ({tally.hits}/{tally.expected} expected videos listed)"
         f"\n  precision {tally.precision:.3f} ({tally.hits}/{tally.judged_listed} judged listings)"
     )
-    if name == "heldout":
+    if name.startswith("heldout"):
         report = [f"  ({len(report)} classes not exact; not shown: the set stays blind)"]
     print("\n".join(report) or "  every class exact")
     min_recall, min_precision = TARGETS[name]
