@@ -20,7 +20,7 @@ PYTEST_WORKERS ?= 3
 SDK13 := tests/sdk13
 SDK13_VENV := $(SDK13)/.venv
 
-.PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 release-check demo bench soak clean
+.PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 test-clients-go test-clients-java release-check demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
@@ -138,7 +138,21 @@ release-check:
 	$(MAKE) -C clients/go release-check
 	$(MAKE) -C clients/java release-check
 
-test: redis-server lint test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 release-check
+# The client suites in two lanes side by side, each in its own order: Go (v1.2, v1.3,
+# release-check) and Java (the same). Each lane starts stacks of its own on free ports;
+# their output is printed a lane at a time.
+test-clients-go:
+	$(MAKE) -j1 test-go
+	$(MAKE) -j1 test-go-v13
+	$(MAKE) -j1 -C clients/go release-check
+
+test-clients-java:
+	$(MAKE) -j1 test-java
+	$(MAKE) -j1 test-java-v13
+	$(MAKE) -j1 -C clients/java release-check
+
+test: redis-server lint test-python test-sdk13
+	$(MAKE) -j2 --output-sync=target test-clients-go test-clients-java
 
 demo: venv
 	$(VENV)/bin/classify-gateway demo
