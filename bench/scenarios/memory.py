@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -43,10 +44,22 @@ def _upstream_requests(stage: Stage) -> int:
     return int(r.json()["requests"])
 
 
-async def _mode(stage: Stage, mode: str, levels: list[int]) -> dict[str, Any]:
+async def _mode(
+    stage: Stage,
+    mode: str,
+    levels: list[int],
+    cmd: list[str] | None = None,
+    settings: dict[str, object] | None = None,
+    at_level: Callable[[procs.Process, int], None] | None = None,
+) -> dict[str, Any]:
+    """One gateway (`cmd` and `settings` on top of UNCAPPED, for bench/memory_ab.py) from
+    idle to each level of open streams; `at_level` runs once each level is measured."""
     stage.serve("docs", 2)
     gateway = procs.start_gateway(
-        stage.upstream.url, procs.UNCAPPED, log=f"gateway_memory_{mode}.log"
+        stage.upstream.url,
+        {**procs.UNCAPPED, **(settings or {})},
+        cmd,
+        log=f"gateway_memory_{mode}.log",
     )
     # No BDP probing: windows stay at 64 KB, so a caller that does not read stops the gateway.
     # Distinct questions: with the shipped coalescing, identical waiting calls would share
@@ -70,6 +83,8 @@ async def _mode(stage: Stage, mode: str, levels: list[int]) -> dict[str, Any]:
         await asyncio.sleep(1.0)
         idle = ps.memory_info().rss
         base = _upstream_requests(stage)
+        if at_level is not None:
+            at_level(gateway, 0)
         for n in levels:
             while len(calls) < n:
                 stub = client.stubs[len(calls) % CHANNELS]
@@ -94,6 +109,8 @@ async def _mode(stage: Stage, mode: str, levels: list[int]) -> dict[str, Any]:
                     "kib_per_stream": r3((rss - idle) / 1024 / n),
                 }
             )
+            if at_level is not None:
+                at_level(gateway, n)
     finally:
         for c in calls:
             c.cancel()
