@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import tracemalloc
+
 import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
@@ -83,3 +85,17 @@ def test_the_api_key_is_not_in_any_key() -> None:
     secret = "sk-very-secret"
     h = api_key_hash(secret)
     assert secret not in h and secret not in key(req(), secret)
+
+
+def test_the_key_is_kept_in_a_buffer_of_its_own_size() -> None:
+    """The canonical bytes live in the call's Question while its chain is read: they must
+    not keep orjson's 4 KiB write buffer (10,000 waiting streams would hold 40 MB of it)."""
+    r = req()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        keys = [canonical_json(r) for _ in range(100)]
+        per_key = (tracemalloc.get_traced_memory()[0] - before) / len(keys)
+    finally:
+        tracemalloc.stop()
+    assert per_key < 4 * len(keys[0]) + 100, per_key

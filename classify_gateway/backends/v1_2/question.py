@@ -62,5 +62,9 @@ def canonical_body(
 
 
 def canonical_json(request: pb.ClassifyRequest, sent: dict[str, Any] | None = None) -> bytes:
-    """`canonical_body` as bytes: the fields in the order above, no whitespace."""
-    return orjson.dumps(canonical_body(request, sent))
+    """`canonical_body` as bytes: the fields in the order above, no whitespace.
+
+    In a bytes object of its own size (as `translate.request_body`): the key lives in the
+    call's `Question` as long as its chain is read, and orjson's output keeps the 4 KiB
+    buffer it was written to."""
+    return bytes(memoryview(orjson.dumps(canonical_body(request, sent))))
