@@ -63,6 +63,7 @@ class RawUpstream:
         self.connections = 0  # accepted in all
         self.most_open = 0  # open at the same time, at most
         self.answered = asyncio.Event()
+        self._arrived = asyncio.Event()  # set on each request
         self.extra_sent = asyncio.Event()
 
     async def __aenter__(self) -> RawUpstream:
@@ -78,6 +79,12 @@ class RawUpstream:
         self._server.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wait_closed(), 2)
+
+    async def received(self, n: int) -> None:
+        """Until `n` requests have arrived (whole: head and body)."""
+        while len(self.requests) < n:
+            self._arrived.clear()
+            await self._arrived.wait()
 
     async def wait_closed(self) -> None:
         """Until every connection has been closed (by either side)."""
@@ -104,6 +111,7 @@ class RawUpstream:
                         length = int(value)
                 body = await reader.readexactly(length) if length else b""
                 self.requests.append(head + body)
+                self._arrived.set()
                 if self._delay:
                     await asyncio.sleep(self._delay)
                 answer = self._answers.popleft() if self._answers else (b"", "close")

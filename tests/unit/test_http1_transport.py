@@ -255,6 +255,36 @@ async def test_a_request_on_a_connection_closed_under_it_goes_out_once_more() ->
         r = await send(t, up, "POST", "/classify", content=b"{}")
         await t.aclose()
     assert r.content == b"two" and up.connections == 2 and len(up.requests) == 3
+    assert up.requests[2] == up.requests[1]  # the same bytes, serialized again
+
+
+async def test_a_request_waiting_on_its_answer_keeps_no_copy_of_its_bytes() -> None:
+    """Every stream waiting on the upstream holds one exchange: the request's bytes (head
+    and body) are needed only until they are written; a resend on a stale connection
+    serializes them again."""
+    import tracemalloc
+
+    body = bytes(200_000)
+    async with RawUpstream([ok(b"{}")], delay=1.0) as up:
+        t = transport()
+        request = httpx.Request(
+            "POST", up.url + "/classify", stream=httpx.ByteStream(body),
+            extensions={"timeout": {"connect": 2.0}},
+        )  # fmt: skip
+        tracemalloc.start()
+        try:
+            task = asyncio.create_task(t.handle_async_request(request))
+            await asyncio.wait_for(up.received(1), 5)
+            held = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, "*/backends/v1_2/transport.py")]
+            )
+        finally:
+            tracemalloc.stop()
+        answer = await asyncio.wait_for(task, 5)
+        await t.aclose()
+    assert answer.status_code == 200 and up.requests[0].endswith(body)
+    size = sum(stat.size for stat in held.statistics("filename"))
+    assert size < len(body) // 4, size
 
 
 async def test_a_fresh_connection_closed_before_answering_is_not_retried() -> None:
@@ -696,3 +726,35 @@ def test_a_late_extra_answer_is_never_taken_for_an_answer_unmarked(
             await t.aclose()
 
     asyncio.run(run())
+
+
+async def test_an_exchange_waiting_on_its_answer_is_small() -> None:
+    """What each waiting stream holds in the wire, allocated here: the connection and its
+    socket transport; no parser until bytes of an answer arrive, no list of provenance
+    watchers until someone watches, no request bytes once written."""
+    import tracemalloc
+
+    n = 50
+    async with RawUpstream([ok(b"{}")] * n, delay=1.0) as up:
+        t = transport(max_connections=n)
+        requests = [
+            httpx.Request(
+                "POST", up.url + "/classify", headers={"x-api-key": "k"},
+                stream=httpx.ByteStream(b'{"a": 1}'), extensions={"timeout": {"connect": 2.0}},
+            )
+            for _ in range(n)
+        ]  # fmt: skip
+        tracemalloc.start()
+        try:
+            tasks = [asyncio.create_task(t.handle_async_request(r)) for r in requests]
+            await asyncio.wait_for(up.received(n), 5)
+            held = tracemalloc.take_snapshot().filter_traces(
+                [tracemalloc.Filter(True, "*/backends/v1_2/transport.py")]
+            )
+        finally:
+            tracemalloc.stop()
+        answers = await asyncio.wait_for(asyncio.gather(*tasks), 5)
+        await t.aclose()
+    assert all(a.status_code == 200 for a in answers)
+    per_exchange = sum(stat.size for stat in held.statistics("filename")) / n
+    assert per_exchange < 1100, per_exchange

@@ -125,23 +125,27 @@ class Provenance:
         self.unsolicited = False
         # Told once when `unsolicited` turns true (a store that keeps answers elsewhere,
         # Redis, drops them there); the latest ones only, as a busy connection lives long.
-        self._watchers: collections.deque[Callable[[], None]] = collections.deque(maxlen=WATCHERS)
+        # Made on the first watcher: every connection has a Provenance, and an empty deque
+        # is a block of 64 slots that a stream waiting on its answer would hold for nothing.
+        self._watchers: collections.deque[Callable[[], None]] | None = None
 
     def watch(self, watcher: Callable[[], None]) -> None:
         """Call `watcher` once when this connection is found to carry unsolicited bytes
         (at once if it already was)."""
         if self.unsolicited:
             watcher()
-        else:
-            self._watchers.append(watcher)
+            return
+        if self._watchers is None:
+            self._watchers = collections.deque(maxlen=WATCHERS)
+        self._watchers.append(watcher)
 
     def mark(self) -> None:
         """The connection carried bytes nobody asked for: every answer it gave is suspect."""
         if self.unsolicited:
             return
         self.unsolicited = True
-        watchers, self._watchers = list(self._watchers), collections.deque(maxlen=WATCHERS)
-        for watcher in watchers:
+        watchers, self._watchers = self._watchers or (), None
+        for watcher in list(watchers):
             watcher()
 
 
@@ -269,7 +273,9 @@ class Connection(asyncio.Protocol):
         self.key = key
         self._cap = cap
         self._loop = asyncio.get_running_loop()
-        self._parser = httptools.HttpResponseParser(self)
+        # Made when the first bytes of an answer arrive: a connection waiting on its first
+        # answer (every stream waiting on the upstream holds one) needs no parser yet.
+        self._parser: httptools.HttpResponseParser | None = None
         self.transport: asyncio.Transport | None = None
         self._fd = -1
         self._tls = False
@@ -387,10 +393,6 @@ class Connection(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         self._fd = sock.fileno() if sock is not None else -1
         self._tls = transport.get_extra_info("sslcontext") is not None
-        if self._fd >= 0:
-            # Registered once: each check before reuse is then one poll(2) and nothing else.
-            self._poller = select.poll()
-            self._poller.register(self._fd, select.POLLIN | select.POLLPRI)
 
     def data_received(self, data: bytes) -> None:
         waiter = self._waiter
@@ -413,8 +415,11 @@ class Connection(asyncio.Protocol):
                 else:
                     piece, data = data, b""
             self._body_fed = False
+            parser = self._parser
+            if parser is None:
+                parser = self._parser = httptools.HttpResponseParser(self)
             try:
-                self._parser.feed_data(piece)
+                parser.feed_data(piece)
             except httptools.HttpParserUpgrade:
                 self._extra = True
                 self._error = self._error or _protocol_error(
@@ -500,6 +505,7 @@ class Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         if self._complete or self._error is not None:
             return
+        assert self._parser is not None  # a parser callback: it is feeding
         status = self._parser.get_status_code()
         if 100 <= status < 200:
             self._headers = []  # informational: the final answer follows
@@ -531,6 +537,7 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if self._in_body and self._error is None and not self._complete:
             self._complete = True
+            assert self._parser is not None  # a parser callback: it is feeding
             self.keep_alive = self._parser.should_keep_alive()
 
     def _count(self, size: int) -> None:
@@ -559,6 +566,9 @@ class Connection(asyncio.Protocol):
         if read_timeout is not None:
             self._arm_read_timer()
         self.transport.write(data)
+        # Written, or copied into the transport's buffer: an exchange waiting on its answer
+        # (every stream waiting on the upstream) keeps no copy of the request.
+        del data
         try:
             return await waiter
         finally:
@@ -577,9 +587,15 @@ class Connection(asyncio.Protocol):
         loop last looked would otherwise be read as, or cut, the next answer. A connection
         that is not quiet is closed here; unread plaintext bytes mark its answers
         unsolicited (TLS records cannot be told apart unread: a close_notify is no attack)."""
-        if self.closed or self._poller is None:
+        if self.closed or self._fd < 0:
             return False
-        if not self._poller.poll(0):  # no wait: far cheaper than a failed MSG_PEEK recv
+        poller = self._poller
+        if poller is None:
+            # Registered once, at the first reuse (a connection waiting on its first answer
+            # needs none): each check is then one poll(2) and nothing else.
+            poller = self._poller = select.poll()
+            poller.register(self._fd, select.POLLIN | select.POLLPRI)
+        if not poller.poll(0):  # no wait: far cheaper than a failed MSG_PEEK recv
             return True
         if not self._tls:
             waiting = b""
@@ -844,6 +860,7 @@ class Http1Transport(httpx.AsyncBaseTransport):
             content = b"".join(stream)  # in memory already: no async iteration
         else:
             content = await request.aread()
+        data: bytes | None
         data, credential = self._serialize(request, content)
         url = request.url
         origin = (url.raw_scheme, url.raw_host, url.port or (443 if url.scheme == "https" else 80))
@@ -852,8 +869,12 @@ class Http1Transport(httpx.AsyncBaseTransport):
         pool = self.pool
         for fresh in (False, True):
             conn = await pool.acquire(key, request, connect, fresh=fresh)
+            if data is None:  # a resend: serialized again rather than kept while waiting
+                data = self._serialize(request, content)[0]
             try:
-                status, headers, body = await conn.exchange(request, data, read)
+                # The exchange holds the bytes only until it has written them.
+                exchange, data = conn.exchange(request, data, read), None
+                status, headers, body = await exchange
             except _Stale:
                 pool.discard(conn)
                 continue  # the upstream had closed it while idle; once more, on a new one
