@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 
 import httpx
@@ -195,7 +195,7 @@ class Exchange:
         self.health.record(alive)
         return alive
 
-    async def call(
+    def call(
         self,
         method: str,
         route: str,
@@ -207,15 +207,25 @@ class Exchange:
         first_page: bool,
         wires: Provenances | None = None,
         endpoint: str = "",
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Parsed JSON of a 2xx answer, after the retries the error table allows; the
         connection it came on is added to `wires`. `endpoint`: the upstream endpoint
-        category whose quota bucket the request spends ("" for the key's one bucket)."""
-        return await self.retrying.run(
+        category whose quota bucket the request spends ("" for the key's one bucket).
+
+        The retries' coroutine, without one of its own (every stream waiting on the
+        upstream holds the frames it awaits through)."""
+        return self.retrying.run(
             method,
             route,
             call,
-            lambda: self.attempt(method, path, content, headers, call, wires, endpoint),
+            self.attempt,
+            method,
+            path,
+            content,
+            headers,
+            call,
+            wires,
+            endpoint,
             first_page=first_page,
             endpoint=endpoint,
         )

@@ -15,7 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVarTuple
 
 from classify_gateway.backends.base import HealthRecorder
 from classify_gateway.core.call import DEADLINE_MARGIN, CallContext
@@ -24,6 +24,7 @@ from classify_gateway.quota.limiter import Limiter
 from classify_gateway.telemetry.observability import Metrics
 
 log = logging.getLogger("classify_gateway.backends.retry")
+Ts = TypeVarTuple("Ts")
 
 
 @dataclass(frozen=True)
@@ -55,14 +56,16 @@ class Retrying:
         method: str,
         route: str,
         quota: CallContext,
-        attempt: Callable[[], Awaitable[Any]],
-        *,
+        attempt: Callable[[*Ts], Awaitable[Any]],
+        *args: *Ts,
         first_page: bool,
         endpoint: str = "",
     ) -> Any:
-        """`attempt()`'s answer, after the retries the error table allows. `quota` is the
-        call as the limiter should count it (its key and `endpoint` name the bucket) and
-        its deadline bounds every attempt and wait."""
+        """`attempt(*args)`'s answer, after the retries the error table allows. `quota` is
+        the call as the limiter should count it (its key and `endpoint` name the bucket)
+        and its deadline bounds every attempt and wait. (The attempt's arguments apart
+        rather than in a closure or a partial: every stream waiting on the upstream holds
+        them.)"""
         deadline = quota.deadline
         number = 0
         while True:
@@ -74,7 +77,7 @@ class Retrying:
                 self.metrics.rate_limit_wait(waited)
             started = time.monotonic()
             try:
-                body = await attempt()
+                body = await attempt(*args)
             except GatewayError as failure:
                 err = failure
             else:

@@ -117,3 +117,23 @@ async def test_no_time_left_is_deadline_exceeded_without_a_request(
         await client.page(call(0.05), "p1")
     assert info.value.reason == "DEADLINE_EXCEEDED"
     assert upstream[0].headers == []
+
+
+async def test_calls_share_their_request_headers_unless_they_forward_a_trace(
+    client: UpstreamClient, upstream: tuple[FakeUpstream, str]
+) -> None:
+    """Every waiting stream would hold its own headers: calls with the same API key and no
+    trace context share them, and a traced call's headers stay its own (its traceparent
+    reaches no other call's request)."""
+    plain = [CallContext(key, time.monotonic() + 10) for key in ("k", "k", "k2")]
+    traced = call()
+    assert client._headers(plain[0]) is client._headers(plain[1])
+    assert client._headers(plain[0]) is not client._headers(plain[2])
+    assert client._headers(traced) is not client._headers(plain[0])
+    for ctx in (plain[0], traced, plain[2], plain[1]):
+        async with contextlib.aclosing(client.pages(ctx, client.question(request()))) as pages:
+            await anext(pages)
+    sent = [(h["x-api-key"], h.get("traceparent")) for h in upstream[0].headers]
+    assert sent[0] == ("k", None) and sent[-1] == ("k", None)
+    assert ("k", "00-x-y-01") in sent and ("k2", None) in sent
+    assert all(h["content-type"] == "application/json" for h in upstream[0].headers[:1])

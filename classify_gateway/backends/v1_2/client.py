@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Coroutine, Mapping
 from typing import Any
 
 import httpx
@@ -51,22 +51,28 @@ REFUSED_TOKEN = (
 )
 
 
+# API keys whose request headers are kept for reuse (the oldest is dropped past it).
+SHARED_HEADERS = 256
+
+
 class _Headers:
-    """The headers of one chain's requests, each kind built once per chain (not per page)
-    and only when first needed (a stream waiting on its POST holds no GET headers): each
-    request copies the list instead of normalising every header again."""
+    """The headers of the requests made with one API key and trace context, each kind built
+    once (not per page) and only when first needed (a stream waiting on its POST holds no
+    GET headers): each request copies the list (httpx.Request does) instead of normalising
+    every header again. Calls without a trace context share one per API key
+    (`UpstreamClient._headers`): every waiting stream would otherwise hold its own."""
 
-    __slots__ = ("_call", "_get", "_post")
+    __slots__ = ("_api_key", "_get", "_post", "_trace")
 
-    def __init__(self, call: CallContext) -> None:
-        self._call = call
+    def __init__(self, api_key: str, trace: Mapping[str, str]) -> None:
+        self._api_key = api_key
+        self._trace = trace
         self._get: httpx.Headers | None = None
         self._post: httpx.Headers | None = None
 
     def _build(self, *extra: tuple[str, str]) -> httpx.Headers:
-        call = self._call
         return httpx.Headers(
-            [*DEFAULT_HEADERS, ("x-api-key", call.api_key), *call.trace.items(), *extra]
+            [*DEFAULT_HEADERS, ("x-api-key", self._api_key), *self._trace.items(), *extra]
         )
 
     @property
@@ -105,9 +111,23 @@ class UpstreamClient:
         self._drain: Interruptions = drain or Unwatched()
         self._transport = self._exchange.transport  # tests count its connections
         self.identity = f"v1.2 {self._exchange.base}"
+        self._shared_headers: dict[str, _Headers] = {}
 
     async def aclose(self) -> None:
         await self._exchange.aclose()
+
+    def _headers(self, call: CallContext) -> _Headers:
+        """The headers of `call`'s requests: shared by every call with its API key and no
+        trace context to forward."""
+        if call.trace:
+            return _Headers(call.api_key, call.trace)
+        shared = self._shared_headers
+        headers = shared.get(call.api_key)
+        if headers is None:
+            if len(shared) >= SHARED_HEADERS:
+                del shared[next(iter(shared))]
+            headers = shared[call.api_key] = _Headers(call.api_key, call.trace)
+        return headers
 
     # -- one classification ---------------------------------------------------------
 
@@ -133,7 +153,7 @@ class UpstreamClient:
         the generator cancels the page being prefetched at once.
         """
         drain = self._drain
-        headers = _Headers(call)
+        headers = self._headers(call)
         wires = Provenances()
         # Every token this chain has fetched: one seen again is a loop (an upstream that
         # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
@@ -178,7 +198,7 @@ class UpstreamClient:
 
     async def page(self, call: CallContext, token: str) -> Page:
         """One page by its token (GetClassifyPage)."""
-        headers = _Headers(call)
+        headers = self._headers(call)
         wires = Provenances()
         body = await self._drain.run(self._get_page(token, call, headers, True, wires))
         refusal = _token_refusal(next_token_of(body), {token})
@@ -212,7 +232,7 @@ class UpstreamClient:
 
     # -- one request, with retries ---------------------------------------------------
 
-    async def _call(
+    def _call(
         self,
         method: str,
         path: str,
@@ -221,11 +241,12 @@ class UpstreamClient:
         headers: httpx.Headers,
         first_page: bool,
         wires: Provenances | None = None,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Parsed JSON of a 2xx answer, after the retries the error table allows; the
-        connection it came on is added to `wires`."""
+        connection it came on is added to `wires`. Not a coroutine of its own: every
+        stream waiting on the upstream holds the frames it awaits through."""
         route = PAGE_ROUTE if method == "GET" else f"{method} {path}"
-        return await self._exchange.call(
+        return self._exchange.call(
             method, route, path, content, headers, call, first_page=first_page, wires=wires
         )
 
