@@ -44,7 +44,7 @@ from classify_gateway.core.page import Page
 T = TypeVar("T")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Question:
     """A new classification as a backend sees it (`Backend.question`).
 

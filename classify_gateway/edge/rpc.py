@@ -85,6 +85,23 @@ class Rpcs:
 class Rpc:
     """One call: admission, upstream setup, pages sent, and its final status."""
 
+    # Slots: every open stream holds one.
+    __slots__ = (
+        "_call",
+        "_context",
+        "_forward",
+        "_metadata",
+        "_rpcs",
+        "_secrets",
+        "method",
+        "pages",
+        "resume",
+        "sources",
+        "started",
+        "stream",
+        "trace_id",
+    )
+
     def __init__(self, rpcs: Rpcs, method: str, context: Context, *, stream: bool, resume: str):
         self._rpcs = rpcs
         self._context = context
@@ -98,6 +115,7 @@ class Rpc:
         # new classification: then the caller resumes by sending the request again).
         self.resume = resume
         self._metadata: list[tuple[str, str | bytes]] = list(context.invocation_metadata() or ())
+        self._call: CallContext | None = None
         self._forward = forwardable_trace_context(self._metadata)
         self.trace_id = trace_id_from(self._forward)
         # Every key this call could have sent upstream: redacted from all it gets back.
@@ -171,7 +189,10 @@ class Rpc:
 
     def context(self) -> CallContext:
         """The call as every layer below reads it: API key, caller, absolute deadline,
-        cache-control, trace context."""
+        cache-control, trace context. Read once: the metadata is then let go (a stream
+        holds its context, not the list it came from)."""
+        if self._call is not None:
+            return self._call
         settings = self._rpcs.settings
         # Every x-api-key entry counts: a repeated or empty one is refused, never
         # skipped in favour of the configured key.
@@ -192,7 +213,7 @@ class Rpc:
                 v for k, v in self._metadata if k.lower() == "cache-control" and isinstance(v, str)
             )
         )
-        return CallContext(
+        ctx = self._call = CallContext(
             api_key,
             time.monotonic() + budget,
             identity_of(md, settings.caller_identity),
@@ -200,6 +221,8 @@ class Rpc:
             no_store=no_store,
             trace=self._forward,
         )
+        self._metadata = []
+        return ctx
 
     async def write(self, page: Page, source: str = "upstream") -> None:
         """Send one page of a stream; afterwards the caller resumes after it.

@@ -51,7 +51,7 @@ class Lagged(Exception):
     """The reader fell more than the hub's buffer behind; continue it elsewhere."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ChainStart:
     """Where a chain begins: the question (position 1, no token) or the page a token
     names, at `position`."""

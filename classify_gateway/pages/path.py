@@ -49,7 +49,7 @@ def _nothing() -> None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Call:
     """One call as the page path reads it: its context and where its pages start."""
 
