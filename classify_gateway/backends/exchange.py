@@ -150,10 +150,11 @@ class Exchange:
     async def aclose(self) -> None:
         await self.transport.aclose()
 
-    async def send(
+    def send(
         self, method: str, path: str, content: bytes | None, headers: httpx.Headers
-    ) -> tuple[httpx.Response, bytes]:
-        """One HTTP exchange and its body; httpx exceptions as the transport raises them."""
+    ) -> Coroutine[Any, Any, httpx.Response]:
+        """One HTTP exchange; httpx exceptions as the transport raises them. The transport's
+        own coroutine, without one of its own (`attempt` joins the body)."""
         url = self._urls.get(path)
         # `stream=`, not `content=`: httpx then skips encoding the body and normalising
         # every header again to add Host and Content-Length (about 25 us per request);
@@ -165,13 +166,7 @@ class Exchange:
             stream=_EMPTY if content is None else httpx.ByteStream(content),
             extensions={"timeout": self._timeouts},
         )
-        response = await self.transport.handle_async_request(request)
-        stream = response.stream
-        if isinstance(stream, httpx.ByteStream):
-            # The transport's answers come whole and decoded: joined here, without the
-            # decoder and chunker generators of `aread()` (about 20 us per answer).
-            return response, b"".join(stream)
-        return response, await response.aread()
+        return self.transport.handle_async_request(request)
 
     async def probe(self, api_key: str) -> bool:
         """One cheap request (`GET /indexes?page_limit=1`, not the classify quota) that
@@ -180,9 +175,10 @@ class Exchange:
         try:
             async with asyncio.timeout(min(5.0, self.settings.upstream_timeout)):
                 key = [("x-api-key", api_key)] if api_key else []
-                response, _ = await self.send(
+                response = await self.send(
                     "GET", "/indexes?page_limit=1", None, httpx.Headers([*DEFAULT_HEADERS, *key])
                 )
+                await response.aread()
             alive = response.status_code < 500
             status = str(response.status_code)
         except TimeoutError:
@@ -254,7 +250,14 @@ class Exchange:
         try:
             # The one bound on the whole exchange (connect, send, a trickled body).
             async with asyncio.timeout(per_attempt):
-                response, raw = await self.send(method, path, content, headers)
+                response = await self.send(method, path, content, headers)
+                stream = response.stream
+                if isinstance(stream, httpx.ByteStream):
+                    # The transport's answers come whole and decoded: joined here, without
+                    # the decoder and chunker generators of `aread()` (about 20 us each).
+                    raw = b"".join(stream)
+                else:
+                    raw = await response.aread()
         except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
             cause = f"no whole answer within {per_attempt:.3g} s"
             if per_attempt < self.settings.upstream_timeout:

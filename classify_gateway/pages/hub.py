@@ -33,8 +33,9 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from classify_gateway.backends.base import Question
 from classify_gateway.core.call import CallContext, within
@@ -220,34 +221,57 @@ class Hub:
             if self._on_finish is not None:
                 self._on_finish(self)
 
-    async def _fetch(self, reader: Subscription) -> None:
-        """Fetch the next page for the readers: in the reader's own task when it reads
-        alone, else in a task of the hub's that the reader only waits for."""
-        if len(self._subs) > 1 or self._source_deadline > reader.deadline:
-            self._fetching = True
-            self._task = asyncio.create_task(self._pull_task(), name="chain page")
-            await reader.wait()
-            return
-        self._fetching = True
-        try:
-            if not self.bounded:
-                # Another replica's pages come by polling, which no request deadline
-                # bounds: this reader's own deadline does.
-                async with asyncio.timeout_at(reader.deadline - READER_DEADLINE_MARGIN):
-                    await self._pull()
+    async def _read(self, reader: Subscription) -> tuple[Page, bool] | None:
+        """`Subscription.next`: here, in one frame with the fetch of a lone reader (every
+        stream waiting on the upstream holds this chain of frames).
+
+        The next page is fetched in the reader's own task when it reads alone, else in a
+        task of the hub's that the reader only waits for."""
+        while True:
+            if reader.position < self.first_kept:
+                raise Lagged()
+            page = self._pages.get(reader.position)
+            if page is not None:
+                count = self._deliveries.get(reader.position, 0)
+                self._deliveries[reader.position] = count + 1
+                reader.position += 1
+                return page, count > 0
+            if self.finished:
+                if isinstance(self.error, GatewayError):
+                    # A copy per reader: one exception object raised in many tasks would
+                    # collect all their tracebacks.
+                    raise dataclasses.replace(self.error)
+                if self.error is not None:
+                    raise self.error
+                return None
+            if self._fetching:
+                await reader.wait()
+            elif len(self._subs) > 1 or self._source_deadline > reader.deadline:
+                self._fetching = True
+                self._task = asyncio.create_task(self._pull_task(), name="chain page")
+                await reader.wait()
             else:
-                # The backend ends its requests by the chain's deadline, this reader's.
-                await self._pull()
-        except asyncio.CancelledError:
-            # The lone reader left mid-request: its source went with it.
-            self._source = None
-            raise
-        except TimeoutError:
-            self._source = None
-            raise own_error("DEADLINE_EXCEEDED") from None
-        finally:
-            self._fetching = False
-            self._notify()
+                self._fetching = True
+                try:
+                    if not self.bounded:
+                        # Another replica's pages come by polling, which no request
+                        # deadline bounds: this reader's own deadline does.
+                        async with asyncio.timeout_at(reader.deadline - READER_DEADLINE_MARGIN):
+                            await self._pull()
+                    else:
+                        # The backend ends its requests by the chain's deadline, this
+                        # reader's.
+                        await self._pull()
+                except asyncio.CancelledError:
+                    # The lone reader left mid-request: its source went with it.
+                    self._source = None
+                    raise
+                except TimeoutError:
+                    self._source = None
+                    raise own_error("DEADLINE_EXCEEDED") from None
+                finally:
+                    self._fetching = False
+                    self._notify()
 
     async def _pull_task(self) -> None:
         try:
@@ -343,35 +367,14 @@ class Subscription:
         self.last_position = last_position
         self.closed = False
 
-    async def next(self) -> tuple[Page, bool] | None:
+    def next(self) -> Coroutine[Any, Any, tuple[Page, bool] | None]:
         """(page, shared) for the next position, or None when the chain has no more pages.
 
         `shared` is True when another reader already received this page (a request
         saved). Raises the chain's error at the position where it happened, and Lagged
-        when the page is no longer held.
+        when the page is no longer held. (The hub's coroutine, `Hub._read`.)
         """
-        hub = self.hub
-        while True:
-            if self.position < hub.first_kept:
-                raise Lagged()
-            page = hub._pages.get(self.position)
-            if page is not None:
-                count = hub._deliveries.get(self.position, 0)
-                hub._deliveries[self.position] = count + 1
-                self.position += 1
-                return page, count > 0
-            if hub.finished:
-                if isinstance(hub.error, GatewayError):
-                    # A copy per reader: one exception object raised in many tasks would
-                    # collect all their tracebacks.
-                    raise dataclasses.replace(hub.error)
-                if hub.error is not None:
-                    raise hub.error
-                return None
-            if hub._fetching:
-                await self.wait()
-            else:
-                await hub._fetch(self)
+        return self.hub._read(self)
 
     async def wait(self) -> None:
         """Wait for the hub to change, at most until this reader's own deadline: the
