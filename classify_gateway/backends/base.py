@@ -31,6 +31,7 @@ stop the backend's work at once, its in-flight request included.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import AsyncGenerator, Awaitable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
@@ -48,16 +49,23 @@ T = TypeVar("T")
 class Question:
     """A new classification as a backend sees it (`Backend.question`).
 
-    `key` is the question's canonical bytes: two requests whose keys are equal get the
-    same pages from this backend for the same API key (defaults written out, sets
-    sorted), so the page path may share one chain between them. `prepared` is the
-    backend's own, built once per call (v1.2: the POST body); the page path never
-    reads it.
+    `key` names the question's canonical form (`question_key` of its bytes): two requests
+    whose keys are equal get the same pages from this backend for the same API key
+    (defaults written out, sets sorted), so the page path may share one chain between
+    them. `prepared` is the backend's own, built once per call (v1.2: the POST body); the
+    page path never reads it.
     """
 
     request: pb.ClassifyRequest
     key: bytes
     prepared: Any = field(default=None, compare=False, repr=False)
+
+
+def question_key(canonical: bytes) -> bytes:
+    """A question's key: the SHA-256 of its canonical bytes. The key lives in the call's
+    `Question` as long as its chain is read, in every stream waiting on the backend: 32
+    bytes rather than the canonical JSON (hundreds of bytes, more with many classes)."""
+    return hashlib.sha256(canonical).digest()
 
 
 class Interruptions(Protocol):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
-KEY_VERSION = "v2"  # bump when the canonical form or the key layout changes
+KEY_VERSION = "v3"  # bump when the canonical form or the key layout changes
 
 
 def _digest(*parts: bytes) -> str:

@@ -137,3 +137,16 @@ async def test_calls_share_their_request_headers_unless_they_forward_a_trace(
     assert sent[0] == ("k", None) and sent[-1] == ("k", None)
     assert ("k", "00-x-y-01") in sent and ("k2", None) in sent
     assert all(h["content-type"] == "application/json" for h in upstream[0].headers[:1])
+
+
+def test_a_question_is_kept_by_a_digest_of_its_canonical_form(client: UpstreamClient) -> None:
+    """Every waiting stream's chain holds its Question: its key is 32 bytes whatever the
+    size of the question, and still equal exactly for the same canonical question."""
+    many = request(page_limit=10)
+    many.classes.extend(pb.ClassDefinition(name=f"c{i}", prompts=["p" * 50]) for i in range(40))
+    key = client.question(many).key
+    assert len(key) == 32
+    same = request()  # page_limit 10 is the upstream default
+    same.classes.extend(many.classes[1:])
+    assert client.question(same).key == key
+    assert client.question(request()).key != key

@@ -21,7 +21,13 @@ from typing import Any
 import httpx
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
-from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
+from classify_gateway.backends.base import (
+    HealthRecorder,
+    Interruptions,
+    Question,
+    Unwatched,
+    question_key,
+)
 from classify_gateway.backends.exchange import DEFAULT_HEADERS, Exchange, Provenances
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import (
@@ -135,7 +141,7 @@ class UpstreamClient:
         """The canonical question (backends/v1_2/question.py) and the POST body, from one
         `request_to_json`."""
         sent = request_to_json(request)
-        return Question(request, canonical_json(request, sent), request_body(sent))
+        return Question(request, question_key(canonical_json(request, sent)), request_body(sent))
 
     async def pages(
         self,

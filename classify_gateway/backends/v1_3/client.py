@@ -47,7 +47,13 @@ import orjson
 from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from google.protobuf import timestamp_pb2
 
-from classify_gateway.backends.base import HealthRecorder, Interruptions, Question, Unwatched
+from classify_gateway.backends.base import (
+    HealthRecorder,
+    Interruptions,
+    Question,
+    Unwatched,
+    question_key,
+)
 from classify_gateway.backends.exchange import DEFAULT_HEADERS, Exchange, Provenances
 from classify_gateway.backends.v1_2.question import canonical_json
 from classify_gateway.backends.v1_2.translate import request_to_json
@@ -265,7 +271,7 @@ class V13Client:
 
     def question(self, request: pb.ClassifyRequest) -> Question:
         """The v1.2 canonical question (the same numbers come from the same question)."""
-        return Question(request, canonical_json(request, request_to_json(request)))
+        return Question(request, question_key(canonical_json(request, request_to_json(request))))
 
     async def pages(
         self,
