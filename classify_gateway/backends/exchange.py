@@ -63,28 +63,34 @@ class Provenances:
     __slots__ = ("_seen", "_watchers")
 
     def __init__(self) -> None:
-        self._seen: list[Provenance] = []
-        self._watchers: list[Callable[[], None]] = []
+        # Lists made on the first entry: a stream waiting on its first answer has none.
+        self._seen: list[Provenance] | None = None
+        self._watchers: list[Callable[[], None]] | None = None
 
     def add(self, provenance: Provenance) -> None:
-        if provenance not in self._seen:  # by identity (Provenance has no __eq__)
-            self._seen.append(provenance)
-            for watcher in self._watchers:
+        seen = self._seen
+        if seen is None:
+            seen = self._seen = []
+        if provenance not in seen:  # by identity (Provenance has no __eq__)
+            seen.append(provenance)
+            for watcher in self._watchers or ():
                 provenance.watch(watcher)
 
     def include(self, other: Provenances) -> None:
         """Every connection of `other` too (what one answer came on, in a whole run's)."""
-        for provenance in other._seen:
+        for provenance in other._seen or ():
             self.add(provenance)
 
     def unsolicited(self) -> bool:
-        return any(p.unsolicited for p in self._seen)
+        return any(p.unsolicited for p in self._seen or ())
 
     def watch(self, watcher: Callable[[], None]) -> None:
         """Call `watcher` when any connection of these answers, now or later, turns out to
         carry unsolicited bytes (`Page.watch_unsolicited`); at most once per connection."""
+        if self._watchers is None:
+            self._watchers = []
         self._watchers.append(watcher)
-        for provenance in self._seen:
+        for provenance in self._seen or ():
             provenance.watch(watcher)
 
 
@@ -133,19 +139,15 @@ class Exchange:
             settings.upstream_body_cap,
             proxy=proxy_for(settings.upstream_url, settings.upstream_proxy, os.environ),
             ca_file=settings.upstream_ca_file,
+            # One timeout per layer: the transport bounds the connect (a dead host fails
+            # fast and is retried); each attempt as a whole is bounded in `attempt` by the
+            # per-attempt timeout or the caller's deadline, whichever ends first. The
+            # transport's own, so that no request carries a timeout extension of its own.
+            timeouts={"connect": settings.upstream_connect_timeout, "read": None},
         )
         self.transport = instrument_transport(wire)
         self.base = settings.upstream_base
         self._urls = {p: httpx.URL(self.base + p) for p in fixed_paths}
-        # One timeout per layer: the transport bounds the connect (a dead host fails fast
-        # and is retried); each attempt as a whole is bounded in `attempt` by the
-        # per-attempt timeout or the caller's deadline, whichever ends first.
-        self._timeouts = {
-            "connect": settings.upstream_connect_timeout,
-            "read": None,
-            "write": None,
-            "pool": None,
-        }
 
     async def aclose(self) -> None:
         await self.transport.aclose()
@@ -164,7 +166,6 @@ class Exchange:
             url if url is not None else httpx.URL(self.base + path),
             headers=headers,
             stream=_EMPTY if content is None else httpx.ByteStream(content),
-            extensions={"timeout": self._timeouts},
         )
         return self.transport.handle_async_request(request)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TypeAlias
 
@@ -77,7 +78,10 @@ class Rpcs:
     async def escaped(self, method: str, context: Context, exc: Exception) -> None:
         """The outermost net: an exception that got out of a handler without passing
         through its `Rpc` (code before the `async with`) ends the call exactly as one
-        inside would: INTERNAL_ERROR, logged with its traceback, counted."""
+        inside would: INTERNAL_ERROR, logged with its traceback, counted. Nothing to do
+        when the call is over already (and counted)."""
+        if self.call_over(context) is not None:
+            return
         rpc = Rpc(self, method, context, stream=False, resume="")
         await rpc.__aexit__(type(exc), exc, exc.__traceback__)
 
@@ -110,11 +114,14 @@ class Rpc:
         self.started = time.monotonic()
         self.pages = 0
         # Where its pages came from (page_delivery.FROM_*), for the log line and metrics.
-        self.sources: dict[str, int] = {}
+        # (Made at the first page: an open stream waiting on its first holds no dict.)
+        self.sources: dict[str, int] | None = None
         # Token of the first page the caller has not received ("" before page 1 of a
         # new classification: then the caller resumes by sending the request again).
         self.resume = resume
-        self._metadata: list[tuple[str, str | bytes]] = list(context.invocation_metadata() or ())
+        self._metadata: Sequence[tuple[str, str | bytes]] = list(
+            context.invocation_metadata() or ()
+        )
         self._call: CallContext | None = None
         self._forward = forwardable_trace_context(self._metadata)
         self.trace_id = trace_id_from(self._forward)
@@ -221,7 +228,7 @@ class Rpc:
             no_store=no_store,
             trace=self._forward,
         )
-        self._metadata = []
+        self._metadata = ()
         return ctx
 
     async def write(self, page: Page, source: str = "upstream") -> None:
@@ -248,7 +255,10 @@ class Rpc:
         return page.body
 
     def _count(self, source: str) -> None:
-        self.sources[source] = self.sources.get(source, 0) + 1
+        sources = self.sources
+        if sources is None:
+            sources = self.sources = {}
+        sources[source] = sources.get(source, 0) + 1
         self._rpcs.metrics.page_delivered(source)
 
     def _check_size(self, size: int) -> None:
@@ -268,7 +278,7 @@ class Rpc:
             "method": self.method,
             "code": code.name,
             "pages": self.pages,
-            "pages_from": self.sources,
+            "pages_from": self.sources or {},
             "duration_ms": round(seconds * 1000, 2),
             "trace_id": self.trace_id,
         }

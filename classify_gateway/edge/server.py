@@ -13,7 +13,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -71,24 +71,6 @@ def server_options(s: Settings) -> list[tuple[str, Any]]:
     ]
 
 
-def _guarded(rpcs: Rpcs, method: str, handler: Callable[[Any, Any], Awaitable[Any]]) -> Any:
-    """`handler`, with any exception that escapes it ended as INTERNAL_ERROR (see
-    Rpcs.escaped), never as grpc's UNKNOWN with the exception's text."""
-
-    async def run(request: Any, context: Any) -> Any:
-        try:
-            return await handler(request, context)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            raise
-        except Exception as exc:  # the point: nothing gets past
-            if rpcs.call_over(context) is not None:
-                return None  # the call is over and already counted: nothing to send
-            await rpcs.escaped(method, context, exc)
-            return None
-
-    return run
-
-
 def passthrough(message_type: type[Message]) -> Callable[[Any], bytes]:
     """The response serializer of a method: a message is serialized, bytes (a page
     already serialized once for every reader, `core.page.Page.wire`) go as they are."""
@@ -108,15 +90,15 @@ def add_classify_service(
     """Register ClassifyService like the generated `add_..._to_server`, with two changes:
     requests are parsed by `validation.lenient`, so that bytes that do not decode reach
     the handler (which answers INVALID_ARGUMENT) instead of ending the call UNKNOWN with
-    the parser's exception text; and each handler is `_guarded`."""
+    the parser's exception text."""
     handlers = {
         "Classify": grpc.unary_stream_rpc_method_handler(
-            _guarded(rpcs, "Classify", servicer.Classify),
+            servicer.Classify,
             request_deserializer=lenient(pb.ClassifyRequest),
             response_serializer=passthrough(pb.ClassifyResponse),
         ),
         "GetClassifyPage": grpc.unary_unary_rpc_method_handler(
-            _guarded(rpcs, "GetClassifyPage", servicer.GetClassifyPage),
+            servicer.GetClassifyPage,
             request_deserializer=lenient(pb.GetClassifyPageRequest),
             response_serializer=passthrough(pb.GetClassifyPageResponse),
         ),

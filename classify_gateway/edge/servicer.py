@@ -7,11 +7,15 @@ accounting, deadline, metrics, the log line, the final status with its resume to
 is `Rpc`. Handlers use `context.write` rather than yielding so that a cancelled call
 leaves its chain at once; the last reader out cancels the in-flight upstream request
 (closing its connection: the upstream sees the disconnect).
+
+Each handler is its own outermost net (`Rpcs.escaped`): an exception that gets out of its
+`Rpc` (raised before it took the call) ends the call INTERNAL_ERROR, never grpc's UNKNOWN
+with the exception's text. In the handler rather than in a wrapper around it: every open
+stream holds each wrapper's frame.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import grpc
@@ -32,18 +36,31 @@ class ClassifyServicer(pb_grpc.ClassifyServiceServicer):
     async def Classify(  # type: ignore[override]
         self, request: pb.ClassifyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
-        async with self._rpcs.stream("Classify", context) as rpc:
-            validate_classify(request, self._max_pages_cap)
-            rpc.resume = request.page_token  # until page 1, resume where it started
-            pages = self._pages.pages(request, rpc.context())
-            async with contextlib.aclosing(pages):
-                async for page, source in pages:
-                    await rpc.write(page, source)
+        try:
+            async with self._rpcs.stream("Classify", context) as rpc:
+                validate_classify(request, self._max_pages_cap)
+                rpc.resume = request.page_token  # until page 1, resume where it started
+                pages = self._pages.pages(request, rpc.context())
+                try:
+                    async for page, source in pages:
+                        await rpc.write(page, source)
+                finally:
+                    await pages.aclose()
+        except grpc.aio.AbortError:
+            raise  # the call's status, sent
+        except Exception as exc:
+            await self._rpcs.escaped("Classify", context, exc)
 
     async def GetClassifyPage(  # type: ignore[override]
         self, request: pb.GetClassifyPageRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> bytes:
-        async with self._rpcs.unary("GetClassifyPage", context) as rpc:
-            validate_page_request(request)
-            page, source = await self._pages.page(request.page_token, rpc.context())
-            return rpc.sent(page, source)  # the page's serialized response
+    ) -> bytes | None:
+        try:
+            async with self._rpcs.unary("GetClassifyPage", context) as rpc:
+                validate_page_request(request)
+                page, source = await self._pages.page(request.page_token, rpc.context())
+                return rpc.sent(page, source)  # the page's serialized response
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await self._rpcs.escaped("GetClassifyPage", context, exc)
+            return None

@@ -243,7 +243,8 @@ class PagePath:
         assert self._backend is not None and hub.call is not None
         cap = hub.max_wanted()
         limit = 0 if cap is None else max(1, cap - start.position + 1)
-        call = hub.call.with_deadline(hub.deadline())
+        deadline = hub.deadline()
+        call = hub.call if hub.call.deadline == deadline else hub.call.with_deadline(deadline)
         question = None if start.token else start.question
         return self._backend.pages(call, question, start.token, limit=limit)
 

@@ -758,3 +758,17 @@ async def test_an_exchange_waiting_on_its_answer_is_small() -> None:
     assert all(a.status_code == 200 for a in answers)
     per_exchange = sum(stat.size for stat in held.statistics("filename")) / n
     assert per_exchange < 1100, per_exchange
+
+
+async def test_a_request_without_a_timeout_extension_has_the_transports_own() -> None:
+    """The upstream client gives its timeouts to the transport once, so that no request
+    (one per waiting stream) carries a dict of its own."""
+    with pytest.raises(ValueError, match="connect and read"):
+        Http1Transport(httpx.Limits(), timeouts={"connect": 1.0, "write": 1.0})
+    with listener(full=False) as port:
+        t = Http1Transport(httpx.Limits(), timeouts={"connect": 2.0, "read": 0.2})
+        request = httpx.Request("GET", f"http://127.0.0.1:{port}/")
+        assert "timeout" not in request.extensions
+        with pytest.raises(httpx.ReadTimeout):
+            await asyncio.wait_for(t.handle_async_request(request), 5)
+        await t.aclose()

@@ -161,11 +161,7 @@ class UpstreamClient:
         drain = self._drain
         headers = self._headers(call)
         wires = Provenances()
-        # Every token this chain has fetched: one seen again is a loop (an upstream that
-        # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
-        seen: set[str] = set()
         if start_token:
-            seen.add(start_token)
             first = self._get_page(start_token, call, headers, True, wires)
         else:
             assert question is not None, "a chain starts from a question or a token"
@@ -175,6 +171,10 @@ class UpstreamClient:
             path = classify_path(question.request)
             first = self._call("POST", path, body, call, headers.post, True, wires)
         answer = await drain.run(first)
+        # Every token this chain has fetched: one seen again is a loop (an upstream that
+        # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
+        # Made once the first answer is in (a stream waiting on it holds no empty set).
+        seen = {start_token} if start_token else set()
         number = 0
         prefetch: asyncio.Task[Any] | None = None
         try:

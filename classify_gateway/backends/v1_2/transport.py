@@ -836,8 +836,14 @@ class Http1Transport(httpx.AsyncBaseTransport):
         *,
         proxy: str | None = None,
         ca_file: str | None = None,
+        timeouts: dict[str, float | None] | None = None,
     ) -> None:
+        """`timeouts` (httpx's `connect` and `read`) are those of a request that has no
+        `timeout` extension: a client that sends every request with the same ones then
+        gives none, and no request carries a dict of its own."""
         self._cap = max_body_bytes
+        self._timeouts = timeouts or {}
+        _check_timeouts(self._timeouts)
         expiry = limits.keepalive_expiry if limits.keepalive_expiry is not None else 15.0
         self._ssl: ssl.SSLContext | None = None
         # Every connection goes through this HTTP proxy's CONNECT tunnels (docs/operations.md,
@@ -852,9 +858,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
         self._lines: dict[tuple[str, bytes], bytes] = {}
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        timeout = request.extensions.get("timeout", {})
-        if timeout.get("write") is not None or timeout.get("pool") is not None:
-            raise ValueError("Http1Transport honours only the connect and read timeouts")
+        timeout = request.extensions.get("timeout")
+        if timeout is None:
+            timeout = self._timeouts
+        else:
+            _check_timeouts(timeout)
         stream = request.stream
         if isinstance(stream, httpx.ByteStream):
             content = b"".join(stream)  # in memory already: no async iteration
@@ -968,6 +976,11 @@ class Http1Transport(httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         self.pool.aclose()
+
+
+def _check_timeouts(timeout: dict[str, float | None]) -> None:
+    if timeout.get("write") is not None or timeout.get("pool") is not None:
+        raise ValueError("Http1Transport honours only the connect and read timeouts")
 
 
 def _unsendable(text: bytes) -> bool:
