@@ -138,7 +138,9 @@ class Hub:
         self.finished = False  # no more pages will be published
         self.complete = False  # the last page of the chain was published
         self.error: Exception | None = None  # a GatewayError, or what the source raised
-        self._subs: set[Subscription] = set()
+        # A list, not a set: a chain has one reader or a few, and every waiting stream
+        # holds its hub (an empty set is four times the size of a list of one).
+        self._subs: list[Subscription] = []
         self._changed: asyncio.Event | None = None
         self._source: AsyncGenerator[Page, None] | None = None
         self._source_deadline = 0.0
@@ -162,7 +164,7 @@ class Hub:
     ) -> Subscription:
         """A reader from `position` that wants pages up to `last_position` (None: all)."""
         sub = Subscription(self, position, deadline, last_position)
-        self._subs.add(sub)
+        self._subs.append(sub)
         return sub
 
     @property
@@ -197,7 +199,7 @@ class Hub:
         await self._changed.wait()
 
     async def _leave(self, sub: Subscription) -> None:
-        self._subs.discard(sub)
+        self._subs.remove(sub)  # once per reader (Subscription.close)
         if self._subs or self.finished:
             self._notify()
             return
