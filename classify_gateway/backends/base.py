@@ -31,8 +31,10 @@ stop the backend's work at once, its in-flight request included.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 from collections.abc import AsyncGenerator, Awaitable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -76,8 +78,9 @@ class Interruptions(Protocol):
         """The drain's grace is over: start no new request."""
         ...
 
-    async def run(self, request: Awaitable[T]) -> T:
-        """Run a request in the current task, interruptible by the cut-off."""
+    def inline(self) -> AbstractContextManager[None]:
+        """Hold the request the current task awaits inside it (`with interruptions.inline():
+        await request`), interruptible by the cut-off."""
         ...
 
     def start(self, request: Awaitable[T]) -> Any:
@@ -98,14 +101,17 @@ class HealthRecorder(Protocol):
     def record_failure(self, code: grpc.StatusCode) -> None: ...
 
 
+_NOTHING_HELD = contextlib.nullcontext()
+
+
 class Unwatched:
     """Interruptions and a health recorder for a backend outside a gateway (tests, tools,
     bench): nothing cuts its requests off, and nobody reads its health."""
 
     cutoff = False
 
-    async def run(self, request: Awaitable[T]) -> T:
-        return await request
+    def inline(self) -> AbstractContextManager[None]:
+        return _NOTHING_HELD
 
     def start(self, request: Awaitable[T]) -> asyncio.Task[T]:
         return asyncio.ensure_future(request)

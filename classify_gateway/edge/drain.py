@@ -3,7 +3,7 @@
 The server (classify_gateway/edge/server.py) owns the lifecycle and flips these flags;
 each RPC counts itself in and out (classify_gateway/edge/rpc.py), and every upstream
 request runs under it (a prefetch as a task started here, the first request of a call
-in the task that waits for it, `run`), so that the end of the grace period can
+in the task that waits for it, `inline`), so that the end of the grace period can
 interrupt them all and each open stream can still tell its caller where to resume.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
+from types import TracebackType
 from typing import Any, TypeVar
 
 from classify_gateway.core.errors import GatewayError, own_error
@@ -24,6 +25,36 @@ def _interrupted() -> GatewayError:
     return own_error("GATEWAY_SHUTTING_DOWN").replace(pushback=True)
 
 
+class Inline:
+    """`DrainState.inline`: a request awaited in the current task."""
+
+    __slots__ = ("_drain", "_task")
+
+    def __init__(self, drain: DrainState, task: asyncio.Task[Any] | None) -> None:
+        self._drain = drain
+        self._task = task  # None outside a task (never in the gateway): nothing to interrupt
+
+    def __enter__(self) -> None:
+        if self._task is not None:
+            self._drain._inline.add(self._task)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task = self._task
+        if task is None:
+            return
+        drain = self._drain
+        drain._inline.discard(task)
+        if task in drain._cut:
+            drain._cut.discard(task)
+            if isinstance(exc, asyncio.CancelledError) and task.uncancel() == 0:
+                raise _interrupted() from None
+
+
 class DrainState:
     """Draining flag, open streams, and the upstream requests that a cut-off interrupts."""
 
@@ -32,8 +63,8 @@ class DrainState:
         self.cutoff = False
         self.streams = 0
         self._upstream_tasks: set[asyncio.Task[Any]] = set()
-        # Tasks inside `run` (a request in the task that waits for it), and those of them
-        # the cut-off cancelled.
+        # Tasks inside `inline` (a request in the task that waits for it), and those of
+        # them the cut-off cancelled.
         self._inline: set[asyncio.Task[Any]] = set()
         self._cut: set[asyncio.Task[Any]] = set()
 
@@ -42,29 +73,18 @@ class DrainState:
         """Upstream requests the end of the drain would interrupt now."""
         return len(self._upstream_tasks) + len(self._inline)
 
-    async def run(self, call: Awaitable[T]) -> T:
-        """Run one upstream request in the current task, interruptible by the drain.
+    def inline(self) -> Inline:
+        """Hold the upstream request the current task awaits inside it (`with
+        drain.inline(): await request`), interruptible by the drain.
 
         For a request nothing else runs beside (the first page of a call): no task of its
-        own, one less hand-over between tasks. The cut-off cancels the current task; the
-        cancellation it caused becomes GATEWAY_SHUTTING_DOWN here, as in `wait`; one from
-        anywhere else (the caller went away) stays a cancellation.
+        own, one less hand-over between tasks, and no frame of its own either (every stream
+        waiting on the upstream holds the frames it awaits through). The cut-off cancels
+        the current task; the cancellation it caused becomes GATEWAY_SHUTTING_DOWN as the
+        block is left, as in `wait`; one from anywhere else (the caller went away) stays a
+        cancellation.
         """
-        task = asyncio.current_task()
-        if task is None:  # not in a task (never in the gateway): nothing to interrupt
-            return await call
-        self._inline.add(task)
-        try:
-            return await call
-        except asyncio.CancelledError:
-            if task in self._cut:
-                self._cut.discard(task)
-                if task.uncancel() == 0:
-                    raise _interrupted() from None
-            raise
-        finally:
-            self._inline.discard(task)
-            self._cut.discard(task)
+        return Inline(self, asyncio.current_task())
 
     def start(self, call: Awaitable[T]) -> asyncio.Task[T]:
         """Run one upstream request as a task that the end of the drain can interrupt."""

@@ -55,7 +55,8 @@ class CountingSource:
                     self.gets += 1
                 try:
                     async with asyncio.timeout_at(deadline - 0.1):
-                        await self.drain.run(self._wait())
+                        with self.drain.inline():
+                            await self._wait()
                 except TimeoutError:
                     raise own_error("DEADLINE_EXCEEDED") from None
                 if self.fail_at == i:

@@ -170,7 +170,8 @@ class UpstreamClient:
                 body = request_body(request_to_json(question.request))
             path = classify_path(question.request)
             first = self._call("POST", path, body, call, headers.post, True, wires)
-        answer = await drain.run(first)
+        with drain.inline():
+            answer = await first
         # Every token this chain has fetched: one seen again is a loop (an upstream that
         # answered a page with its own token once made a stream fetch 7,395 pages in 10 s).
         # Made once the first answer is in (a stream waiting on it holds no empty set).
@@ -206,7 +207,8 @@ class UpstreamClient:
         """One page by its token (GetClassifyPage)."""
         headers = self._headers(call)
         wires = Provenances()
-        body = await self._drain.run(self._get_page(token, call, headers, True, wires))
+        with self._drain.inline():
+            body = await self._get_page(token, call, headers, True, wires)
         refusal = _token_refusal(next_token_of(body), {token})
         if refusal is not None:
             raise refusal

@@ -294,7 +294,8 @@ class V13Client:
         else:
             raise own_error("INTERNAL_ERROR", "a chain needs a question or a start token")
         wires = Provenances()
-        ranked = await self._drain.run(self._ranked(request, call, wires))
+        with self._drain.inline():
+            ranked = await self._ranked(request, call, wires)
         page_limit = request.page_limit or 10
         number = 0
         while True:
@@ -311,7 +312,8 @@ class V13Client:
         key = tokens.mac_key(call.api_key)
         request, ref = await self._resolve(key, token, call)
         wires = Provenances()
-        ranked = await self._drain.run(self._ranked(request, call, wires))
+        with self._drain.inline():
+            ranked = await self._ranked(request, call, wires)
         return await self._page_at(key, request, ranked, ref.offset, ref.page_limit, call, wires)
 
     async def probe(self, api_key: str) -> bool:
