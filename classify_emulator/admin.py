@@ -1,8 +1,9 @@
 """The emulator's own control API under /_emulator (not part of upstream; no auth).
 
 Tests drive the emulator through it from any language (the Go and Java suites
-use plain HTTP): health, reset, fault rules, the request journal and runtime
-settings. Admin requests are never journaled and never faulted.
+use plain HTTP): health, reset, fault rules, the request journal, runtime
+settings, and moving a video to another index (an index's videos changing
+upstream). Admin requests are never journaled and never faulted.
 """
 
 from __future__ import annotations
@@ -82,6 +83,24 @@ def admin_mount(state: EmulatorState) -> Mount:
             return _bad_request(str(exc))
         return _json(config.runtime_view())
 
+    async def move_video(request: Request) -> Response:
+        try:
+            body = await _body(request)
+        except orjson.JSONDecodeError:
+            return _bad_request("The body is not valid JSON.")
+        index_id = body.get("index_id") if isinstance(body, dict) else None
+        if not isinstance(index_id, str) or not index_id:
+            return _bad_request('The body must be {"index_id": "<an index id>"}.')
+        video_id = request.path_params["video_id"]
+        try:
+            was = state.move_video(video_id, index_id)
+        except KeyError as exc:
+            missing = "index" if exc.args and exc.args[0] == index_id else "video"
+            return _json(
+                {"code": "resource_not_exist", "message": f"No {missing} {exc.args[0]}."}, 404
+            )
+        return _json({"video_id": video_id, "index_id": index_id, "previous_index_id": was})
+
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/reset", reset, methods=["POST"]),
@@ -92,5 +111,6 @@ def admin_mount(state: EmulatorState) -> Mount:
         Route("/requests", clear_journal, methods=["DELETE"]),
         Route("/config", get_config, methods=["GET"]),
         Route("/config", put_config, methods=["PUT"]),
+        Route("/videos/{video_id}/index", move_video, methods=["PUT"]),
     ]
     return Mount(PREFIX, routes=routes)

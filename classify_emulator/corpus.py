@@ -8,6 +8,7 @@ classification request only analyses its prompts.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import zlib
 from dataclasses import dataclass
@@ -86,6 +87,31 @@ class Corpus:
             resource["video_count"] = len(ids)
             resource["total_duration"] = round(sum(self.videos[v].duration for v in ids), 3)
             self.indexes[index_id] = Index(index_id, ids, resource)
+
+    def with_video_in(self, video_id: str, index_id: str) -> Corpus:
+        """This corpus with `video_id` moved into `index_id` (the last it holds), out of
+        the index it was in: a video added to one index and removed from another, as a
+        user's upload or delete changes an index upstream (admin `PUT .../index`).
+
+        A new Corpus sharing every unchanged object: the loaded one is cached per process
+        and shared by every emulator app in it, so it is never changed in place. A
+        video's content (segments, what scoring reads) is the same wherever it is."""
+        video = self.videos[video_id]
+        if index_id not in self.indexes:
+            raise KeyError(index_id)
+        moved = dataclasses.replace(video, index_id=index_id)
+        out = Corpus.__new__(Corpus)
+        out.videos = {**self.videos, video_id: moved}
+        out.indexes = dict(self.indexes)
+        for changed in {video.index_id, index_id}:
+            ids = [v for v in self.indexes[changed].video_ids if v != video_id]
+            if changed == index_id:
+                ids.append(video_id)
+            resource = dict(self.indexes[changed].resource)
+            resource["video_count"] = len(ids)
+            resource["total_duration"] = round(sum(out.videos[v].duration for v in ids), 3)
+            out.indexes[changed] = Index(changed, tuple(ids), resource)
+        return out
 
     @staticmethod
     def _video(raw: dict[str, Any]) -> Video:

@@ -40,10 +40,13 @@ class EmulatorState:
         self.config = config  # base plus runtime overrides
         self._overrides: dict[str, Any] = {}
         self._keys = frozenset(config.api_keys)
-        self.corpus = load_corpus(config.corpus.resolve() if config.corpus else None)
-        self.classifier = Classifier(self.corpus)
+        self.loaded = load_corpus(config.corpus.resolve() if config.corpus else None)
+        # Which index each video is in may change at runtime (`move_video`); what the
+        # videos are does not, so scoring and embeddings keep the loaded corpus.
+        self.corpus = self.loaded
+        self.classifier = Classifier(self.loaded)
         self.pages = PageStore()
-        self.embeddings = embedding_space(self.corpus)
+        self.embeddings = embedding_space(self.loaded)
         self.searches = SearchStore()
         self.faults = FaultRegistry()
         self.journal = Journal(config.journal_limit)
@@ -68,8 +71,16 @@ class EmulatorState:
         self.config = config
         return config
 
+    def move_video(self, video_id: str, index_id: str) -> str:
+        """Put a video in another index (out of its own); return the index it was in.
+        KeyError names an unknown video or index."""
+        was = self.corpus.videos[video_id].index_id
+        self.corpus = self.corpus.with_video_in(video_id, index_id)
+        return was
+
     def reset(self) -> None:
-        """Back to a fresh start: no faults, journal, tokens, results, quotas or overrides."""
+        """Back to a fresh start: no faults, journal, tokens, results, quotas or overrides,
+        every video in the index it was loaded in."""
         self.faults.clear()
         self.journal.clear()
         self.pages.clear()
@@ -78,3 +89,4 @@ class EmulatorState:
         self.rate.clear()
         self._overrides = {}
         self.config = self.base_config
+        self.corpus = self.loaded

@@ -62,6 +62,11 @@ class AdminClient:
     def clear_requests(self) -> None:
         self._call("DELETE", "/requests")
 
+    def move_video(self, video_id: str, index_id: str) -> str:
+        """Put a video in another index, out of its own (until reset); return that one."""
+        answer = self._call("PUT", f"/videos/{video_id}/index", {"index_id": index_id})
+        return str(answer["previous_index_id"])
+
     def set_config(self, **settings: Any) -> dict[str, Any]:
         """Override latency_ms, rate_limit(_embed, _videos, _search), rate_window_seconds,
         page_ttl_seconds."""

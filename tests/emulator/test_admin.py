@@ -8,9 +8,10 @@ from typing import Any
 
 import httpx
 
+from classify_emulator.state import load_corpus
 from classify_emulator.testing import RunningEmulator
 
-from .conftest import DANCE_CLASS
+from .conftest import DANCE_CLASS, LOW_THRESHOLD
 
 BODY: dict[str, Any] = {
     "video_ids": ["6656fa67d22b3a3c97befb0d", "6656fa33d22b3a3c97befb0c"],
@@ -106,3 +107,54 @@ def test_a_request_offering_an_h2c_upgrade_is_served_with_its_body(emu: RunningE
             answer += chunk
     assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
     assert emu.admin.set_config()["latency_ms"] == 7
+
+
+def test_a_video_moved_to_another_index_is_listed_served_and_classified_there(
+    api: httpx.Client, emu: RunningEmulator, raw: httpx.Client
+) -> None:
+    """An index's videos change at runtime, as an upload or a delete changes them
+    upstream: both APIs list, serve and classify the video in its new index only, until
+    reset. The loaded corpus (shared by every emulator app in the process) is untouched."""
+    social, sports = "6650701a27f0a43b740fd011", "664f13a0a71303ec18b99e04"
+    loaded = load_corpus(None)
+    video = loaded.indexes[social].video_ids[0]
+    v13 = {"x-api-key": emu.api_key}
+
+    def listed(index: str) -> list[str]:
+        body = api.get(f"/indexes/{index}/videos", params={"page_limit": 50}).json()
+        return [v["_id"] for v in body["data"]]
+
+    def bulk(index: str) -> set[str]:
+        body = {"index_id": index, "options": ["visual"], "classes": [DANCE_CLASS]}
+        body |= {"threshold": LOW_THRESHOLD, "page_limit": 50}
+        return {v["video_id"] for v in api.post("/classify/bulk", json=body).json()["data"]}
+
+    assert emu.admin.move_video(video, sports) == social
+    assert video not in listed(social) and video in listed(sports)
+    assert api.get(f"/indexes/{sports}").json()["video_count"] == 14
+    assert raw.get(f"/v1.3/indexes/{sports}/videos/{video}", headers=v13).status_code == 200
+    assert raw.get(f"/v1.3/indexes/{social}/videos/{video}", headers=v13).status_code == 404
+    v13_listing = raw.get(f"/v1.3/indexes/{sports}/videos?page_limit=50", headers=v13).json()
+    assert video in [v["_id"] for v in v13_listing["data"]]
+    assert video in bulk(sports) and video not in bulk(social)
+    assert loaded.videos[video].index_id == social and video in loaded.indexes[social].video_ids
+    emu.admin.reset()
+    assert sorted(listed(social)) == sorted(loaded.indexes[social].video_ids)
+    assert video not in listed(sports)
+
+
+def test_moving_a_video_refuses_unknown_ids_and_bad_bodies(
+    emu: RunningEmulator, raw: httpx.Client
+) -> None:
+    video = load_corpus(None).indexes["6650701a27f0a43b740fd011"].video_ids[0]
+    url = f"/_emulator/videos/{video}/index"
+    assert (
+        raw.put(
+            "/_emulator/videos/nope/index", json={"index_id": "664f13a0a71303ec18b99e04"}
+        ).status_code
+        == 404
+    )
+    assert raw.put(url, json={"index_id": "nope"}).status_code == 404
+    for bad in ({}, {"index_id": 5}, [1]):
+        assert raw.put(url, json=bad).status_code == 400, bad
+    assert raw.put(url, content=b"{").status_code == 400
