@@ -19,7 +19,7 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 
 from classify_emulator.corpus import Corpus
 from classify_gateway.backends.v1_3 import tokens
-from tests.support.gateway import collect, error_details, error_info, running_gateway
+from tests.support.gateway import NO_CACHE, collect, error_details, error_info, running_gateway
 from tests.support.quota_load import max_in_window
 
 CASES = Path(__file__).parents[1] / "emulator" / "relevance_cases.toml"
@@ -349,3 +349,83 @@ async def test_the_daily_quota_is_one_budget_for_both_v13_endpoints(
         assert "UPSTREAM_DAILY_QUOTA" in (refused.details() or "")
         retry = error_details(refused).retry
         assert retry is not None and retry.retry_delay.seconds > 0
+
+
+SPORTS = "664f13a0a71303ec18b99e04"  # the demo corpus's sports-and-news index
+
+
+def found(pages: list[pb.ClassifyResponse]) -> set[str]:
+    return {v.video_id for p in pages for v in p.data}
+
+
+def upstream_since(emu: Any, seen: int) -> list[str]:
+    return upstream_paths(emu)[seen:]
+
+
+@pytest.mark.parametrize("cache_ttl", [300.0, 0.0], ids=["page-cache", "no-page-cache"])
+async def test_no_cache_sees_a_change_of_an_indexs_videos_and_so_do_the_calls_after(
+    emulator: Any, cache_ttl: float
+) -> None:
+    """docs/clients.md: after changing the videos of an index, a call with
+    `cache-control: no-cache` goes to the upstream. On v1.3 it re-reads the index
+    listings (not the embeddings, which do not change) and refreshes the caches, so the
+    plain calls after it see the change too, from the page cache or (without one) the
+    backend's own caches. Before, both kept answering from the cached listings: a video
+    moved out of an index was still classified in it, and not in its new index."""
+    async with v13(emulator, cache_ttl=cache_ttl) as gw:
+        social, err = await collect(gw.stub.Classify(dance()))
+        assert err is None
+        moved = social[0].data[0].video_id  # the best dance video
+        sports, err = await collect(gw.stub.Classify(dance(index_id=SPORTS)))
+        assert err is None and moved not in found(sports)
+        assert emulator.admin.move_video(moved, SPORTS) == SOCIAL
+        seen = len(upstream_paths(emulator))
+        plain, _ = await collect(gw.stub.Classify(dance()))
+        assert moved in found(plain)  # cached, as promised until a no-cache call
+        assert upstream_since(emulator, seen) == []
+
+        fresh, err = await collect(gw.stub.Classify(dance(), metadata=NO_CACHE))
+        assert err is None and found(fresh) == found(social) - {moved}
+        # The listing only: the other videos' segments and the prompts' vectors are kept.
+        listing = f"/v1.3/indexes/{SOCIAL}/videos"
+        assert upstream_since(emulator, seen) == [listing]
+        seen = len(upstream_paths(emulator))
+        fresh_sports, err = await collect(
+            gw.stub.Classify(dance(index_id=SPORTS), metadata=NO_CACHE)
+        )
+        assert err is None and moved in found(fresh_sports)
+        assert upstream_since(emulator, seen) == [
+            f"/v1.3/indexes/{SPORTS}/videos",
+            f"/v1.3/indexes/{SPORTS}/videos/{moved}",  # new to this index: fetched
+        ]
+
+        seen = len(upstream_paths(emulator))
+        after, _ = await collect(gw.stub.Classify(dance()))
+        after_sports, _ = await collect(gw.stub.Classify(dance(index_id=SPORTS)))
+        assert found(after) == found(fresh) and moved in found(after_sports)
+        # Another question on the same index: the refreshed listing, with no request
+        # but its new prompt's embedding.
+        other = dance(classes=[pb.ClassDefinition(name="d", prompts=["dance moves"])])
+        other_pages, _ = await collect(gw.stub.Classify(other))
+        assert moved not in found(other_pages)
+        assert upstream_since(emulator, seen) == ["/v1.3/embed-v2"]
+
+
+async def test_no_cache_finds_a_moved_video_of_video_ids_anew(emulator: Any) -> None:
+    """`video_ids` carry no index: the gateway keeps a directory of where each video is.
+    A no-cache call reads it from the upstream's listings again and refreshes it."""
+    moved = Corpus.load(None).indexes[SOCIAL].video_ids[0]
+    ask = dance(index_id="", video_ids=[moved])
+    async with v13(emulator, cache_ttl=0.0) as gw:
+        before, err = await collect(gw.stub.Classify(ask))
+        assert err is None
+        emulator.admin.move_video(moved, SPORTS)
+        seen = len(upstream_paths(emulator))
+        fresh, err = await collect(gw.stub.Classify(ask, metadata=NO_CACHE))
+        assert err is None and [p.data for p in fresh] == [p.data for p in before]
+        asked = upstream_since(emulator, seen)
+        assert asked[0] == "/v1.3/indexes" and asked[-1] == f"/v1.3/indexes/{SPORTS}/videos/{moved}"
+        seen = len(upstream_paths(emulator))
+        again, err = await collect(gw.stub.Classify(ask))
+        assert err is None and [p.data for p in again] == [p.data for p in before]
+        assert upstream_since(emulator, seen) == []

@@ -213,3 +213,37 @@ async def test_a_drain_cuts_a_long_classification_off_with_shutting_down(emu: An
     info = error_info(err)
     assert info is not None and info.reason == "GATEWAY_SHUTTING_DOWN"
     assert took < 1 + 2 and exit_code == 0
+
+
+async def test_a_no_cache_call_on_one_replica_refreshes_the_listings_for_the_others(
+    emu: Any, redis: Any
+) -> None:
+    """Both replicas hold the index's listing (each fetched it or read it in Redis); a
+    video moves out of the index; a no-cache call on A sees it, and so does a new question
+    on B at once, from the listing A refreshed in Redis (before, B kept its own copy for
+    the listing's TTL)."""
+    a = Gateway(emu, redis_url=redis.url, **V13)
+    b = Gateway(emu, redis_url=redis.url, **V13)
+    try:
+        async with a.stub() as stub_a, b.stub() as stub_b:
+            pages, err = await collect(stub_a.Classify(request()))
+            assert err is None
+            moved = pages[0].data[0].video_id
+            _, err = await collect(stub_b.Classify(request(page_limit=3)))
+            assert err is None
+            emu.admin.move_video(moved, "664f13a0a71303ec18b99e04")
+            fresh, err = await collect(
+                stub_a.Classify(request(), metadata=(("cache-control", "no-cache"),))
+            )
+            assert err is None and moved not in {v.video_id for p in fresh for v in p.data}
+            other = request(page_limit=4)
+            other.classes.add(name="dancers", prompts=["dancers on a stage"])
+            later, err = await collect(stub_b.Classify(other))
+            assert err is None and later
+            # (Normally from Redis, with no request but the new prompt's embedding; not
+            # asserted: a Redis answer later than REDIS_TIMEOUT_MS on a loaded machine sends
+            # B to its fallback, which asks the upstream, and sees the change that way.)
+            assert moved not in {v.video_id for p in later for v in p.data}
+    finally:
+        a.stop()
+        b.stop()

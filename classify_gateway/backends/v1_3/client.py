@@ -19,9 +19,16 @@ drain) serves it unchanged. Per classification it:
 Caches: an in-process LRU bounded by `V13_CACHE_MAX_BYTES`, and with Redis the
 shared state too, so that replicas share what one of them fetched. A repeat of a
 question within the TTLs costs no upstream request at all (and the page cache
-above usually answers before this runs). Nothing that came on a connection later
-found to carry unsolicited bytes (a late extra answer may have been read as it: issue
-25 item 3) is kept, or served from a cache, or used for a page the page store keeps.
+above usually answers before this runs). What changes upstream when a user changes an
+index's videos (its listing pages, the index each video is in) is re-read by a call with
+`cache-control: no-cache`, which refreshes the caches for every call after it, on every
+replica (with Redis these are read from the shared state each time, never from an older
+copy of this process's); embeddings (a prompt's, a video's segments) are what the model
+made of a text or a video id's content, which does not change, and are kept.
+
+Nothing that came on a connection later found to carry unsolicited bytes (a late extra
+answer may have been read as it: issue 25 item 3) is kept, or served from a cache, or
+used for a page the page store keeps.
 
 Every upstream request goes through the shared quota limiter, in a bucket per
 v1.3 endpoint category (`embed`, `videos`), with the v1.2 client's retry policy,
@@ -537,8 +544,11 @@ class V13Client:
     async def _listing_page(
         self, path: str, page: int, call: CallContext, kh: str, wires: Provenances
     ) -> tuple[list[str], bool]:
+        """One listing page: cached, unless the call says `no-cache` (an index's videos
+        change; a call made after changing them must see the change), in which case it is
+        read from the upstream and the cache refreshed with it for the calls after."""
         cache_key = f"v13:list:{kh}:{path}:{page}"
-        cached = await self._cache_get(cache_key, wires)
+        cached = None if call.no_cache else await self._cache_get(cache_key, wires, fact=True)
         if cached is not None:
             ids, last = orjson.loads(cached)
             return list(ids), bool(last)
@@ -569,13 +579,20 @@ class V13Client:
 
         v1.3 names a video only within its index, and classify's `video_ids` carry no
         index: the key's indexes are listed (once per segment TTL; the directory is
-        cached) until every id is found. An id in none of them is NOT_FOUND.
+        cached) until every id is found. An id in none of them is NOT_FOUND. A `no-cache`
+        call reads no directory entry and no cached listing: it finds every id from the
+        upstream's listings now, and leaves the directory as it found it (an id found
+        nowhere loses its entry), for the calls after it too.
         """
         kh = api_key_hash(call.api_key)
         where: dict[str, str] = {}
         missing: set[str] = set()
         for video_id in dict.fromkeys(video_ids):
-            found = await self._cache_get(f"v13:where:{kh}:{video_id}", wires)
+            found = (
+                None
+                if call.no_cache
+                else await self._cache_get(f"v13:where:{kh}:{video_id}", wires, fact=True)
+            )
             if found is not None:
                 where[video_id] = found.decode()
             else:
@@ -597,6 +614,9 @@ class V13Client:
                 if not missing:
                     break
         if missing:
+            if call.no_cache:
+                for video_id in missing:  # where it was is no longer true
+                    await self._cache_drop(f"v13:where:{kh}:{video_id}")
             first = sorted(missing)[0]
             raise own_error(
                 "RESOURCE_NOT_EXIST",
@@ -608,10 +628,19 @@ class V13Client:
 
     # -- caches --------------------------------------------------------------------------
 
-    async def _cache_get(self, key: str, wires: Provenances | None = None) -> bytes | None:
+    async def _cache_get(
+        self, key: str, wires: Provenances | None = None, *, fact: bool = False
+    ) -> bytes | None:
         """A cached value; the connections it was fetched on (when this process fetched
-        it) join `wires`. One whose connection turned suspect is dropped, not served."""
+        it) join `wires`. One whose connection turned suspect is dropped, not served.
+
+        `fact`: a value that changes upstream (an index listing, the index a video is
+        in), which a `no-cache` call on any replica may refresh: with a shared state it
+        is read there every time, so that this replica sees another's refresh at once
+        (the local tier then only says which connection the value came on)."""
         now = time.monotonic()
+        if fact and self._shared is not None:
+            return await self._shared_fact(key, wires, now)
         local = self._local.get(key, now)
         if local is not None:
             value, origin = local
@@ -632,6 +661,25 @@ class V13Client:
             # suspect (`_cache_put`).
             self._local.put(key, shared, now + 60.0)
         return shared
+
+    async def _shared_fact(self, key: str, wires: Provenances | None, now: float) -> bytes | None:
+        assert self._shared is not None
+        value = await self._shared.get(key)
+        local = self._local.get(key, now)
+        if value is None or local is None or local[0] != value or local[1] is None:
+            return value  # fetched by another replica (or its local copy is stale)
+        origin = local[1]
+        if origin.unsolicited():
+            self._forget(key)
+            return None
+        if wires is not None:
+            wires.include(origin)
+        return value
+
+    async def _cache_drop(self, key: str) -> None:
+        self._local.drop(key)
+        if self._shared is not None:
+            await self._shared.delete(key)
 
     async def _cache_put(
         self, key: str, value: bytes, ttl: float, origin: Provenances | None = None
