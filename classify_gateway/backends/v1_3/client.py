@@ -587,12 +587,15 @@ class V13Client:
         kh = api_key_hash(call.api_key)
         where: dict[str, str] = {}
         missing: set[str] = set()
-        for video_id in dict.fromkeys(video_ids):
-            found = (
-                None
-                if call.no_cache
-                else await self._cache_get(f"v13:where:{kh}:{video_id}", wires, fact=True)
+        unique = list(dict.fromkeys(video_ids))
+        if call.no_cache:
+            known: list[bytes | None] = [None] * len(unique)
+        else:
+            # At once: with Redis each is a round trip (facts are read there every time).
+            known = await asyncio.gather(
+                *(self._cache_get(f"v13:where:{kh}:{v}", wires, fact=True) for v in unique)
             )
+        for video_id, found in zip(unique, known, strict=True):
             if found is not None:
                 where[video_id] = found.decode()
             else:
