@@ -222,8 +222,10 @@ async def test_a_no_cache_call_on_one_replica_refreshes_the_listings_for_the_oth
     video moves out of the index; a no-cache call on A sees it, and so does a new question
     on B at once, from the listing A refreshed in Redis (before, B kept its own copy for
     the listing's TTL)."""
-    a = Gateway(emu, redis_url=redis.url, **V13)
-    b = Gateway(emu, redis_url=redis.url, **V13)
+    # A refresh that cannot reach Redis reaches only its own replica (docs/design.md):
+    # Redis may be slow on a loaded machine, but not 2 s slow.
+    a = Gateway(emu, redis_url=redis.url, redis_timeout_ms=2000, **V13)
+    b = Gateway(emu, redis_url=redis.url, redis_timeout_ms=2000, **V13)
     try:
         async with a.stub() as stub_a, b.stub() as stub_b:
             pages, err = await collect(stub_a.Classify(request()))
@@ -240,9 +242,6 @@ async def test_a_no_cache_call_on_one_replica_refreshes_the_listings_for_the_oth
             other.classes.add(name="dancers", prompts=["dancers on a stage"])
             later, err = await collect(stub_b.Classify(other))
             assert err is None and later
-            # (Normally from Redis, with no request but the new prompt's embedding; not
-            # asserted: a Redis answer later than REDIS_TIMEOUT_MS on a loaded machine sends
-            # B to its fallback, which asks the upstream, and sees the change that way.)
             assert moved not in {v.video_id for p in later for v in p.data}
     finally:
         a.stop()
