@@ -21,16 +21,9 @@ from tests.support.sharing import (
     KEY_B,
     NO_CACHE,
     Gateway,
-    any_key_emulator,
     pages_bytes,
     upstream,
 )
-
-
-@pytest.fixture(scope="module")
-def open_emulator() -> Iterator[Any]:
-    with any_key_emulator() as emu:
-        yield emu
 
 
 @pytest.fixture

@@ -15,16 +15,10 @@ from classify_gateway_proto.v1 import classify_service_pb2_grpc as pb_grpc
 from tests.support.classify import classify_request
 from tests.support.emulators import reset_around
 from tests.support.gateway import collect, read_rest
-from tests.support.sharing import Gateway, any_key_emulator, pages_bytes, upstream
+from tests.support.sharing import Gateway, pages_bytes, upstream
 
 # Times what it measures under load: run with nothing else running (make test-python).
 pytestmark = pytest.mark.alone
-
-
-@pytest.fixture(scope="module")
-def open_emulator() -> Iterator[Any]:
-    with any_key_emulator() as emu:
-        yield emu
 
 
 @pytest.fixture

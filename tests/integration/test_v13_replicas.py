@@ -21,16 +21,10 @@ from classify_gateway_proto.v1 import classify_service_pb2 as pb
 from classify_emulator.corpus import Corpus
 from tests.support.emulators import reset_around
 from tests.support.gateway import collect, error_info
-from tests.support.sharing import Gateway, any_key_emulator, pages_bytes
+from tests.support.sharing import Gateway, pages_bytes
 
 SOCIAL = "6650701a27f0a43b740fd011"
 V13 = {"upstream_api": "v1.3"}
-
-
-@pytest.fixture(scope="module")
-def open_emulator() -> Iterator[Any]:
-    with any_key_emulator() as emu:
-        yield emu
 
 
 @pytest.fixture
