@@ -39,6 +39,10 @@ class Page:
     watch_unsolicited: Callable[[Callable[[], None]], None] | None = field(
         default=None, compare=False, repr=False
     )
+    # True for a page read back from the shared state (a chain another hub published,
+    # or the store), not fetched by this process: where a page came from is a property
+    # of the page, since a hub can switch from following to fetching mid-chain.
+    from_shared: bool = field(default=False, compare=False, repr=False)
 
     @classmethod
     def from_message(

@@ -39,7 +39,7 @@ from classify_gateway.telemetry.observability import Metrics
 FROM_UPSTREAM = "upstream"  # this call's chain fetched it, and this call got it first
 FROM_COALESCED = "coalesced"  # fetched once for an identical call in flight
 FROM_CACHE = "cache"  # served from the page store
-FROM_REPLICA = "replica"  # fetched by another replica's chain, read through Redis
+FROM_REPLICA = "replica"  # fetched by another chain (replica or earlier holder), via Redis
 
 # A reader with at least this much time left goes on when its chain ran out of time.
 RETRY_AFTER_CHAIN_DEADLINE = 1.0
@@ -212,7 +212,7 @@ class PagePath:
                     chain_id = page.chain_id
                     sent += 1
                     position += 1
-                    yield page, self._source_of(hub, shared)
+                    yield page, self._source_of(page, shared)
                     # After the last page the chain still says whether it ended cleanly.
                     token = page.next_token
             except Lagged:
@@ -230,10 +230,13 @@ class PagePath:
                 await sub.close()
 
     @staticmethod
-    def _source_of(hub: Hub, shared: bool) -> str:
+    def _source_of(page: Page, shared: bool) -> str:
         if shared:
             return FROM_COALESCED
-        return FROM_REPLICA if hub.remote else FROM_UPSTREAM
+        # Per page, not per hub: a hub that claims a chain first replays what an earlier
+        # holder published (read from Redis), and a follower that takes over fetches the
+        # rest itself.
+        return FROM_REPLICA if page.from_shared else FROM_UPSTREAM
 
     # -- the hubs' two ends -------------------------------------------------------
 

@@ -91,7 +91,7 @@ def encode_page(page: Page) -> bytes:
 def decode_page(raw: bytes) -> Page:
     head, _, body = raw.partition(b"\n")
     meta = orjson.loads(head)
-    return Page(body, meta["next"], meta["prev"], meta["exp"], meta["chain"])
+    return Page(body, meta["next"], meta["prev"], meta["exp"], meta["chain"], from_shared=True)
 
 
 class PageStore:

@@ -108,6 +108,36 @@ async def test_a_reader_takes_over_when_the_holder_dies(r: Redis) -> None:
     assert (up.posts, up.gets) == (0, 3)  # pages 3, 4, 5 from the token of page 2
 
 
+async def test_pages_replayed_from_an_earlier_holder_are_not_counted_as_upstream(
+    r: Redis,
+) -> None:
+    """A reader that stays on a chain nobody holds any more (a lagged reader's new hub, a
+    resume from a stored token) claims it and first replays what the earlier holder
+    published: those pages come from Redis, and the per-RPC accounting must say so."""
+    up = CountingSource(4)
+    a, b = Replica(r, up, ttl=0), Replica(r, up, ttl=0)
+    first: list[Page] = []
+    gen: Any = a.delivery.deliver(call())
+    async for page, source in gen:
+        assert source == "upstream"
+        first.append(page)
+    assert (up.posts, up.gets) == (1, 3)
+    resume = Call(
+        CallContext("k", time.monotonic() + 30),
+        "chain",
+        ChainStart(3, first[1].next_token),
+        0,
+        first[0].chain_id,
+    )
+    got: list[tuple[bytes, str]] = []
+    gen = b.delivery.deliver(resume)
+    async for page, source in gen:
+        got.append((page.body, source))
+    assert [body for body, _ in got] == [p.body for p in first[2:]]
+    assert (up.posts, up.gets) == (1, 3)  # nothing fetched again
+    assert [s for _, s in got] == [FROM_REPLICA, FROM_REPLICA]
+
+
 async def test_upstream_error_reaches_readers_on_the_other_replica(r: Redis) -> None:
     up = CountingSource(5, delay=0.02, fail_at=3)
     a, b = Replica(r, up, ttl=0), Replica(r, up, ttl=0)
