@@ -411,6 +411,33 @@ async def test_no_cache_sees_a_change_of_an_indexs_videos_and_so_do_the_calls_af
         assert upstream_since(emulator, seen) == ["/v1.3/embed-v2"]
 
 
+async def test_a_plain_call_finds_a_moved_video_where_it_is_now(emulator: Any) -> None:
+    """The directory says where a video of `video_ids` was. After the video moved, a
+    plain call whose segments are not cached (here: another option) is answered 404 at
+    the old place: the gateway then looks it up in the listings again, once, fetches it
+    where it is, and corrects the directory for the calls after it. Before, the call
+    failed NOT_FOUND, and so did every such call until a no-cache one."""
+    moved = Corpus.load(None).indexes[SOCIAL].video_ids[1]
+    async with v13(emulator, cache_ttl=0.0) as gw:
+        _, err = await collect(gw.stub.Classify(dance(index_id="", video_ids=[moved], options=[V])))
+        assert err is None
+        assert emulator.admin.move_video(moved, SPORTS) == SOCIAL
+        seen = len(upstream_paths(emulator))
+        ask = dance(index_id="", video_ids=[moved], options=[C])
+        pages, err = await collect(gw.stub.Classify(ask))
+        assert err is None, err
+        assert pages and pages[-1].page_info.total_results == len(found(pages))
+        asked = upstream_since(emulator, seen)
+        assert asked[0] == f"/v1.3/indexes/{SOCIAL}/videos/{moved}"  # 404: not there now
+        assert "/v1.3/indexes" in asked
+        assert asked[-1] == f"/v1.3/indexes/{SPORTS}/videos/{moved}"
+        assert asked.count(f"/v1.3/indexes/{SPORTS}/videos/{moved}") == 1
+        seen = len(upstream_paths(emulator))
+        again, err = await collect(gw.stub.Classify(ask))
+        assert err is None and [p.data for p in again] == [p.data for p in pages]
+        assert upstream_since(emulator, seen) == []  # the directory now says SPORTS
+
+
 async def test_no_cache_finds_a_moved_video_of_video_ids_anew(emulator: Any) -> None:
     """`video_ids` carry no index: the gateway keeps a directory of where each video is.
     A no-cache call reads it from the upstream's listings again and refreshes it."""

@@ -38,6 +38,7 @@ deadlines and error table.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import logging
@@ -471,13 +472,14 @@ class V13Client:
             )
         else:
             located = self._locate(list(request.video_ids), call, wires)
+        fetch = self._video if request.index_id else self._video_anywhere
         window = self._settings.v13_fetch_concurrency
         pending: list[asyncio.Task[VideoVectors]] = []
         order = 0
         try:
             async for index_id, video_id in located:
                 pending.append(
-                    asyncio.ensure_future(self._video(index_id, video_id, options, call, wires))
+                    asyncio.ensure_future(fetch(index_id, video_id, options, call, wires))
                 )
                 if len(pending) >= window:
                     yield order, await pending.pop(0)
@@ -516,6 +518,28 @@ class V13Client:
             cache_key, pack_video(video, options), self._settings.v13_segment_ttl, origin
         )
         return video
+
+    async def _video_anywhere(
+        self,
+        index_id: str,
+        video_id: str,
+        options: Sequence[str],
+        call: CallContext,
+        wires: Provenances,
+    ) -> VideoVectors:
+        """`_video` for a `video_ids` request: where the directory said, and when the
+        upstream no longer has it there (moved to another index since the directory
+        learnt it), where the upstream's listings say now, once. Without this a moved
+        video was NOT_FOUND on every replica until a no-cache call or the entry's TTL."""
+        try:
+            return await self._video(index_id, video_id, options, call, wires)
+        except GatewayError as err:
+            if err.reason != "RESOURCE_NOT_EXIST" or call.no_cache:
+                raise  # a no-cache call located it from the listings just now
+        fresh = dataclasses.replace(call, no_cache=True)
+        async for now_in, _ in self._locate([video_id], fresh, wires):
+            return await self._video(now_in, video_id, options, call, wires)
+        raise AssertionError("_locate yields every id it was given or raises")
 
     async def _index_videos(
         self, index_id: str, call: CallContext, wires: Provenances
