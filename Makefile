@@ -19,6 +19,9 @@ PYTEST_WORKERS ?= 3
 # The official SDK 1.3.6 tests: their own locked environment (tests/sdk13/pyproject.toml).
 SDK13 := tests/sdk13
 SDK13_VENV := $(SDK13)/.venv
+# import-linter: its own locked environment (tools/lint-imports/pyproject.toml says why).
+LINT_IMPORTS := tools/lint-imports
+LINT_IMPORTS_VENV := $(LINT_IMPORTS)/.venv
 
 .PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 test-clients-go test-clients-java release-check demo bench soak clean
 
@@ -48,6 +51,10 @@ venv: $(VENV)/.synced
 # twelvelabs 1.3.6 cannot share .venv with the 0.3.2 pinned there (same package name).
 $(SDK13_VENV)/.synced: $(SDK13)/uv.lock $(SDK13)/pyproject.toml | $(UV)
 	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(SDK13_VENV) $(UV) sync --frozen --project $(SDK13)
+	@touch $@
+
+$(LINT_IMPORTS_VENV)/.synced: $(LINT_IMPORTS)/uv.lock $(LINT_IMPORTS)/pyproject.toml | $(UV)
+	UV_PROJECT_ENVIRONMENT=$(CURDIR)/$(LINT_IMPORTS_VENV) $(UV) sync --frozen --project $(LINT_IMPORTS)
 	@touch $@
 
 # The tests start real redis-server processes on free loopback ports
@@ -91,11 +98,14 @@ fmt: venv
 	$(VENV)/bin/ruff check --fix classify_gateway classify_emulator tests tools bench
 	$(BUF) format -w
 
-lint: venv
+# lint-imports runs from the root: it reads [tool.importlinter] in pyproject.toml and finds
+# classify_gateway on sys.path (it puts the working directory there); grimp parses the
+# source and imports none of it, so its environment needs nothing of the gateway's.
+lint: venv $(LINT_IMPORTS_VENV)/.synced
 	$(VENV)/bin/ruff check classify_gateway classify_emulator tests tools bench
 	$(VENV)/bin/ruff format --check classify_gateway classify_emulator tests tools bench
 	$(VENV)/bin/mypy
-	$(VENV)/bin/lint-imports
+	$(LINT_IMPORTS_VENV)/bin/lint-imports
 	$(BUF) lint
 	$(BUF) format -d --exit-code
 	bash tools/buf-breaking.sh $(BUF)
@@ -164,4 +174,4 @@ soak: venv
 	$(PY) -m tests.reliability.soak --seconds $(or $(SOAK_SECONDS),600)
 
 clean:
-	rm -rf $(VENV) $(SDK13_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(SDK13_VENV) $(LINT_IMPORTS_VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache

@@ -24,6 +24,7 @@ from classify_gateway.config import (
     check_listen,
     from_env,
     proxy_for,
+    secrets_of,
     url_secret,
 )
 from classify_gateway.quota.callers import load_weights, trust_warnings
@@ -116,7 +117,6 @@ def _serve(ns: argparse.Namespace) -> int:
     except (ConfigError, TracingConfigError) as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
         return 2
-    from classify_gateway.state.redis_conn import secrets_of
     from classify_gateway.telemetry.observability import setup_logging
 
     setup_logging(

@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from classify_gateway.core.redis_url import url_problem
 
@@ -590,3 +590,17 @@ def check_listen(var: str, listen: str) -> None:
                 else f"cannot be bound ({exc.strerror})"
             )
             raise ConfigError(f"{PREFIX}{var} {listen} {why}") from None
+
+
+def secrets_of(settings: Settings) -> list[str]:
+    """The Redis secrets the log formatter must redact, should they ever appear."""
+    out = [settings.redis_password] if settings.redis_password else []
+    _, sep, rest = settings.redis_url.partition("://")
+    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+    if sep and at and ":" in userinfo:
+        password = userinfo.partition(":")[2]
+        if password:
+            out.append(password)
+            if unquote(password) != password:
+                out.append(unquote(password))
+    return out

@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from classify_gateway.backends.base import Backend
 from classify_gateway.backends.v1_2.client import UpstreamClient
-from classify_gateway.backends.v1_3.client import V13Client
 from classify_gateway.config import Settings
 from classify_gateway.edge.drain import DrainState
 from classify_gateway.edge.health import UpstreamHealth
@@ -125,6 +124,9 @@ class Gateway:
         shared = self.shared_state if settings.redis_url else None
         self.upstream: Backend
         if settings.upstream_api == "v1.3":
+            # Here, not at the top: numpy (its scoring) loads only in a v1.3 gateway.
+            from classify_gateway.backends.v1_3.client import V13Client
+
             self.upstream = V13Client(
                 settings, self.metrics, self.upstream_health, limiter or built, self.drain, shared
             )

@@ -31,7 +31,6 @@ import contextlib
 import time
 from collections.abc import Awaitable
 from typing import Any
-from urllib.parse import unquote
 
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -61,20 +60,6 @@ CLUSTER_MAX_CONNECTIONS_PER_NODE = 4 * MAX_CONNECTIONS
 MASTER_CHECK_INTERVAL = 1.0
 
 Client = Redis | RedisCluster
-
-
-def secrets_of(settings: Settings) -> list[str]:
-    """The Redis secrets the log formatter must redact, should they ever appear."""
-    out = [settings.redis_password] if settings.redis_password else []
-    _, sep, rest = settings.redis_url.partition("://")
-    userinfo, at, _ = rest.partition("/")[0].rpartition("@")
-    if sep and at and ":" in userinfo:
-        password = userinfo.partition(":")[2]
-        if password:
-            out.append(password)
-            if unquote(password) != password:
-                out.append(unquote(password))
-    return out
 
 
 async def _as_redis_error(command: Awaitable[Any]) -> Any:

@@ -47,13 +47,15 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
-
-from redis.asyncio import Redis
-from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import RedisClusterException, RedisError
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from classify_gateway.config import Settings
+
+if TYPE_CHECKING:
+    # redis-py is imported only by a process whose REDIS_URL is set (RedisState, `build`):
+    # a gateway without Redis does not pay for loading it at start-up.
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
 
 log = logging.getLogger("classify_gateway.state.shared_state")
 T = TypeVar("T")
@@ -496,6 +498,11 @@ class RedisState(SharedState):
     backend = "redis"
 
     def __init__(self, client: Redis | RedisCluster, prefix: str = "classify-gateway") -> None:
+        from redis.exceptions import RedisClusterException, RedisError
+
+        # RedisClusterException is the cluster client's own (no slot map, no node for a
+        # slot) and no RedisError: it too must fall back, not fail a call.
+        self._failures = (RedisError, RedisClusterException, OSError, TimeoutError)
         self._r = client
         self._prefix = prefix
         self._reserve = client.register_script(_RESERVE_LUA)
@@ -513,9 +520,7 @@ class RedisState(SharedState):
     async def _call(self, op: Awaitable[T]) -> T:
         try:
             return await op
-        # RedisClusterException is the cluster client's own (no slot map, no node for a
-        # slot) and no RedisError: it too must fall back, not fail a call.
-        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
+        except self._failures as exc:
             raise SharedStateUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def reserve(self, ask: QuotaAsk) -> Grant:
@@ -775,9 +780,11 @@ def build(
 ) -> SharedState:
     """The shared state a gateway process uses, from Settings: its in-process store (the
     whole state, or Redis's fallback) bounded by CACHE_MAX_BYTES."""
+    local = InProcessState(max_bytes=settings.cache_max_bytes, hooks=hooks)
+    if not settings.redis_url:
+        return local
     from classify_gateway.state.redis_conn import connect
 
-    local = InProcessState(max_bytes=settings.cache_max_bytes, hooks=hooks)
     client = connect(settings)
     if client is None:
         return local

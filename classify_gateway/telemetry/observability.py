@@ -392,7 +392,12 @@ class JsonFormatter(logging.Formatter):
 
 
 def _span_ids() -> dict[str, str]:
-    """trace_id and span_id of the span active in this context, if any."""
+    """trace_id and span_id of the span active in this context, if any.
+
+    No span can be active in a process that never loaded OpenTelemetry (tracing off):
+    then there is nothing to read, and nothing is imported for it."""
+    if "opentelemetry.trace" not in sys.modules:
+        return {}
     from opentelemetry import trace
 
     ctx = trace.get_current_span().get_span_context()

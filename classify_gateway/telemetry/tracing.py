@@ -37,13 +37,16 @@ import inspect
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from importlib import metadata
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
-import httpx
 
 from classify_gateway.config import Settings
 from classify_gateway.telemetry.grpc_metrics import rebuilt
+
+if TYPE_CHECKING:
+    # Types only: `check-config` reads this module's settings helpers and needs no HTTP client.
+    import httpx
 
 EXPORTERS = ("none", "console", "otlp")
 OTLP_PROTOCOLS = ("grpc", "http/protobuf")

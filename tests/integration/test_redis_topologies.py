@@ -16,8 +16,8 @@ import pytest
 import redis.asyncio
 from redis.cluster import key_slot
 
-from classify_gateway.config import ConfigError, from_env
-from classify_gateway.state.redis_conn import connect, parse_url, secrets_of
+from classify_gateway.config import ConfigError, from_env, secrets_of
+from classify_gateway.state.redis_conn import connect, parse_url
 from classify_gateway.state.shared_state import (
     QuotaAsk,
     RedisState,

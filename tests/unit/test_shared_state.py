@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis.asyncio
 
-from classify_gateway.config import from_env
-from classify_gateway.state.redis_conn import connect, secrets_of
+from classify_gateway.config import from_env, secrets_of
+from classify_gateway.state.redis_conn import connect
 from classify_gateway.state.shared_state import (
     InProcessState,
     QuotaAsk,
