@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import io
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -55,19 +57,25 @@ def make_targets(makefile: Path) -> set[str]:
 
 def code_files() -> Iterator[Path]:
     """The code that could read a variable: not the docs, and not tests/ (whose
-    fixtures name made-up variables on purpose)."""
-    for path in ROOT.rglob("*"):
-        parts = path.relative_to(ROOT).parts
-        if SKIP_DIRS & set(parts) or parts[0] == "tests":
-            continue
-        if path.is_file() and (
-            path.suffix in CODE_SUFFIXES or path.name in {"Makefile", "Dockerfile"}
-        ):
-            yield path
+    fixtures name made-up variables on purpose). The skipped folders are pruned, not
+    walked (.venv and the Go and Maven caches hold most of the files under the root)."""
+    for folder, dirs, files in os.walk(ROOT):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if d not in SKIP_DIRS and (here != ROOT or d != "tests"))
+        for name in sorted(files):
+            path = here / name
+            if name in SKIP_DIRS or (here == ROOT and name == "tests"):
+                continue
+            if path.is_file() and (
+                path.suffix in CODE_SUFFIXES or name in {"Makefile", "Dockerfile"}
+            ):
+                yield path
 
 
-def known_gateway_variables() -> set[str]:
-    """Settings (config.py reads PREFIX + field name), plus every literal name in code."""
+@functools.cache
+def known_gateway_variables() -> frozenset[str]:
+    """Settings (config.py reads PREFIX + field name), plus every literal name in code.
+    Read once per session: every doc's test asks the same question of the same tree."""
     names = {PREFIX + f.name.upper() for f in dataclasses.fields(Settings)}
     for path in code_files():
         with contextlib.suppress(UnicodeDecodeError):
@@ -76,7 +84,7 @@ def known_gateway_variables() -> set[str]:
             # config.py builds names from PREFIX: PREFIX + "API_KEY_FILE", f"{PREFIX}X".
             built = re.findall(r'PREFIX\s*\+\s*"([A-Z0-9_]+)"|\{PREFIX\}([A-Z0-9_]*[A-Z0-9])', text)
             names.update(PREFIX + (a or b) for a, b in built)
-    return names
+    return frozenset(names)
 
 
 def help_text(command: str) -> str:
@@ -141,5 +149,9 @@ def test_the_checks_can_fail(tmp_path: Path) -> None:
     assert "make no-such-target" in snippets
     assert "no-such-target" not in make_targets(ROOT / "Makefile")
     assert "CLASSIFY_GATEWAY_NO_SUCH" not in known_gateway_variables()
+    # The walk reaches the code and prunes what it must skip.
+    walked = {path.relative_to(ROOT) for path in code_files()}
+    assert {Path("Makefile"), Path("classify_gateway/config.py")} <= walked
+    assert not any(path.parts[0] in {"tests", ".venv", "docs"} for path in walked)
     assert "--no-such" not in help_text("serve")
     assert {"test", "test-go", "test-java", "generate", "demo"} <= make_targets(ROOT / "Makefile")
