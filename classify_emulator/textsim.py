@@ -48,6 +48,7 @@ Everything that depends only on the corpus is computed once, at load
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from collections.abc import Iterable
@@ -99,8 +100,12 @@ CALIBRATION: tuple[tuple[float, float], ...] = (
 _SUFFIXES: tuple[str, ...] = ("ings", "ing", "ers", "er", "ies", "ied", "ed", "es", "s", "ly")
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def stem(word: str) -> str:
     """Strip one common English suffix and a final 'e'.
+
+    Cached: a few thousand distinct words make up the corpus's many thousand, and
+    every emulator process analyses the whole corpus at start-up.
 
     Crude on purpose (no Porter dependency): it only needs to make "dancers",
     "dancing" and "dance" meet, consistently for prompts, corpus and

@@ -17,7 +17,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from classify_gateway import workers
 from classify_gateway.config import (
     ConfigError,
     Settings,
@@ -27,16 +26,18 @@ from classify_gateway.config import (
     secrets_of,
     url_secret,
 )
-from classify_gateway.quota.callers import load_weights, trust_warnings
-from classify_gateway.telemetry.observability import service_version
-from classify_gateway.telemetry.tracing import TracingConfigError, exporter_name, otlp_protocol
-from classify_gateway.workers import worker_slot
+
+# `emulator` and `demo` load none of serve's modules (grpc and prometheus_client through
+# telemetry, the workers' supervisor): those are imported where serve and check-config
+# use them, so a process running the emulator does not pay for loading them.
 
 PROG = "classify-gateway"
 
 
 def version() -> str:
     """The installed distribution's version (pyproject.toml's [project].version)."""
+    from classify_gateway.telemetry.observability import service_version
+
     return service_version()
 
 
@@ -82,6 +83,9 @@ def _flags(ns: argparse.Namespace) -> dict[str, Any]:
 def _checked(flags: dict[str, Any], *, bind: bool) -> tuple[Settings, dict[str, float]]:
     """Every check `serve` makes before it starts, raising ConfigError/TracingConfigError:
     `check-config` runs exactly these, so it passes exactly when `serve` would start."""
+    from classify_gateway.quota.callers import load_weights
+    from classify_gateway.telemetry.tracing import exporter_name, otlp_protocol
+
     settings = from_env(**flags)
     weights = load_weights(settings.caller_weights)  # a bad file stops start-up, named
     if bind:
@@ -95,6 +99,9 @@ def _checked(flags: dict[str, Any], *, bind: bool) -> tuple[Settings, dict[str, 
 
 def _check_config(ns: argparse.Namespace) -> int:
     """Print the effective settings (secrets redacted) as JSON; exit 2 on any problem."""
+    from classify_gateway.quota.callers import trust_warnings
+    from classify_gateway.telemetry.tracing import TracingConfigError
+
     try:
         settings, weights = _checked(_flags(ns), bind=not ns.no_bind)
     except (ConfigError, TracingConfigError) as exc:
@@ -109,6 +116,11 @@ def _check_config(ns: argparse.Namespace) -> int:
 
 
 def _serve(ns: argparse.Namespace) -> int:
+    from classify_gateway import workers
+    from classify_gateway.quota.callers import trust_warnings
+    from classify_gateway.telemetry.tracing import TracingConfigError
+    from classify_gateway.workers import worker_slot
+
     flags = _flags(ns)
     slot = worker_slot()
     try:

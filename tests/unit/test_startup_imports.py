@@ -26,7 +26,8 @@ async def build():
                      metrics_listen="127.0.0.1:0", **json.loads(sys.argv[1])))
 
 asyncio.run(build())
-print(json.dumps(sorted({name.split(".")[0] for name in sys.modules} & set(sys.argv[2:]))))
+loaded = {name.split(".")[0] for name, module in sys.modules.items() if module is not None}
+print(json.dumps(sorted(loaded & set(sys.argv[2:]))))
 """
 
 
@@ -57,3 +58,21 @@ def test_each_is_loaded_at_start_up_when_configured(settings: dict[str, str], pa
     got = loaded(**settings)
     assert package in got
     assert not got & {"click", "rich", "pygments"}
+
+
+def test_the_emulator_command_loads_nothing_of_serve() -> None:
+    """`classify-gateway emulator` goes through the gateway's CLI module: what only `serve`
+    and `check-config` need (grpc, prometheus_client, httpx) is not loaded for it."""
+    script = (
+        "import sys; from classify_gateway import cli; import classify_emulator.cli; "
+        "loaded = {n.split('.')[0] for n, m in sys.modules.items() if m is not None}; "
+        "print(sorted(loaded & set(sys.argv[1:])))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, "grpc", "prometheus_client", "httpx", "redis", "rich"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
