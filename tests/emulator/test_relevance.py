@@ -13,6 +13,8 @@ and descriptions, written before any score was looked at):
   and titles only, like the held-out set, and committed untouched before it was
   tuned on; its judgements are by title alone, so it measures precision on wording
   and judgements nobody fitted the model to before;
+* `relevance_dev3.toml`, the third development set: 100 classes written blind
+  like dev2 and committed untouched before it was measured or tuned on;
 * `relevance_heldout.toml`, the held-out set: written blind from filenames and
   titles by someone who had not read the vocabulary, the descriptions or the
   scorer, committed before any tuning, and never tuned on. Its misses are not
@@ -57,6 +59,7 @@ CASE_FILES: dict[str, Path] = {
     "tuned": HERE / "relevance_cases.toml",
     "dev": HERE / "relevance_dev.toml",
     "dev2": HERE / "relevance_dev2.toml",
+    "dev3": HERE / "relevance_dev3.toml",
     "heldout": HERE / "relevance_heldout.toml",
     "heldout2": HERE / "relevance_heldout2.toml",
 }
@@ -64,7 +67,7 @@ OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
 MIN_RECALL = 0.85
 MIN_PRECISION = 0.9
-MIN_CLASSES = {"tuned": 30, "dev": 40, "dev2": 40, "heldout": 40, "heldout2": 40}
+MIN_CLASSES = {"tuned": 30, "dev": 40, "dev2": 40, "dev3": 40, "heldout": 40, "heldout2": 40}
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 
 
@@ -199,6 +202,10 @@ TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
     "dev2": (MIN_RECALL, MIN_PRECISION),
+    # dev3 (written blind from filenames and titles, committed untouched in a84e545): a
+    # regression floor a little below its first measurement, before any tuning on it
+    # (docs/emulator.md, "Generalisation"), not the target.
+    "dev3": (0.86, 0.62),
     "heldout": HELDOUT_FLOOR,
     "heldout2": HELDOUT2_FLOOR,
 }

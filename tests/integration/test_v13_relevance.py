@@ -36,6 +36,9 @@ from tests.support.gateway import collect, running_gateway
 # through v1.2: their floors, too, sit a little below the one run that measured them.
 TARGETS: dict[str, tuple[float, float]] = {
     "dev2": (MIN_RECALL, 0.86),
+    # dev3: a regression floor a little below its first measurement, before any tuning
+    # on it (docs/emulator.md, "Generalisation"), not the target.
+    "dev3": (0.88, 0.60),
     "heldout": (0.95, 0.70),
     "heldout2": (0.90, 0.80),
 }
