@@ -138,18 +138,22 @@ def words(text: str) -> list[str]:
     return [w for w in _TOKEN.findall(text.lower()) if w[0].isalnum() and w not in STOPWORDS]
 
 
-def _analyse(text: str) -> list[list[tuple[str, bool]]]:
-    """Alternatives of (feature, after-a-locative) in text order, phrases first."""
+Unit = tuple[str, bool, tuple[str, ...]]  # feature, after a locative, the words' stems
+
+
+def _analyse(text: str) -> list[list[Unit]]:
+    """Alternatives of (feature, after-a-locative, stems) in text order, phrases first."""
     lex = vocabulary()
     tokens = _TOKEN.findall(text.lower())
     stems = [stem(t) for t in tokens]
-    alternatives: list[list[tuple[str, bool]]] = [[]]
+    alternatives: list[list[Unit]] = [[]]
     locative = False
     i = 0
     while i < len(tokens):
         for phrase, concept in lex.phrases.get(stems[i], ()):
             if tuple(stems[i : i + len(phrase)]) == phrase:
-                alternatives[-1].append((concept, locative))
+                own = tuple(s for t, s in zip(tokens[i:], phrase) if t not in STOPWORDS)
+                alternatives[-1].append((concept, locative, own))
                 i += len(phrase)
                 break
         else:
@@ -162,7 +166,7 @@ def _analyse(text: str) -> list[list[tuple[str, bool]]]:
                 locative = locative or token in LOCATIVES
             else:
                 concept = lex.concept_of_word(token, stems[i - 1])
-                alternatives[-1].append((concept or stems[i - 1], locative))
+                alternatives[-1].append((concept or stems[i - 1], locative, (stems[i - 1],)))
     return alternatives
 
 
@@ -174,7 +178,7 @@ def features(text: str) -> frozenset[str]:
     the same word in "primary school".
     """
     stems = (stem(w) for w in words(text))
-    return vocabulary().expand(f for alt in _analyse(text) for f, _ in alt) | frozenset(stems)
+    return vocabulary().expand(f for alt in _analyse(text) for f, _, _ in alt) | frozenset(stems)
 
 
 def trigrams(text: str) -> frozenset[str]:
@@ -325,9 +329,14 @@ def _kind(lex: lexicon.Lexicon, feature: str) -> str:
     return lex.kind.get(feature, "topic") if feature.startswith("@") else "unknown"
 
 
-def _alternative(units: list[tuple[str, bool]]) -> Alternative | None:
+def _alternative(units: list[Unit]) -> Alternative | None:
     lex = vocabulary()
-    kinds = {feature: _kind(lex, feature) for feature, _ in units}
+    if units and all(lex.kind.get(f) == "generic" for f, _, _ in units):
+        # A prompt of generic words only ("funny", "relaxing", "POV") asks for those very
+        # words: a generic concept is a bag of unrelated words (funny, new, big; relaxing,
+        # running, fighting), so matching the concept would match nearly every segment.
+        units = [(s, loc, (s,)) for _, loc, own in units for s in own]
+    kinds = {feature: _kind(lex, feature) for feature, _, _ in units}
     # A word the vocabulary does not know is a topic only when nothing else is: beside a
     # known topic it is more likely wording ("checking", "outdoors") than the subject,
     # since the vocabulary also knows the topics the corpus lacks (knitting, baseball),
@@ -337,14 +346,12 @@ def _alternative(units: list[tuple[str, bool]]) -> Alternative | None:
     unknown = UNKNOWN_WEIGHT / n_unknown if known_topic and n_unknown else 1.0
     # A place qualifies a head topic ("cooking | in a kitchen"); with no topic before
     # it ("kids learning | at school") the place is what the prompt is about.
-    head = any(kinds[f] == "topic" and not loc for f, loc in units)
+    head = any(kinds[f] == "topic" and not loc for f, loc, _ in units)
     weights: dict[str, float] = {}
-    for feature, locative in units:
+    for feature, locative, _ in units:
         base = {"topic": 1.0, "modifier": MODIFIER_WEIGHT, "generic": 0.0, "unknown": unknown}
         weight = base[kinds[feature]] * (LOCATIVE_FACTOR if locative and head else 1.0)
         weights[feature] = max(weights.get(feature, 0.0), weight)
-    if weights and all(k == "generic" for k in kinds.values()):
-        weights = dict.fromkeys(weights, 1.0)  # a prompt of generic words only
     # Drop what another term implies: "food" is redundant next to "cooking".
     kept = [
         f
@@ -367,10 +374,10 @@ def analyse_prompt(text: str) -> Prompt:
     groups = [g for g in _analyse(text) if g]
     # An alternative without a topic of its own ("dance tutorial, beginner") qualifies
     # its neighbour rather than standing alone.
-    merged: list[list[tuple[str, bool]]] = []
+    merged: list[list[Unit]] = []
 
-    def has_topic(units: list[tuple[str, bool]]) -> bool:
-        return any(lex.kind.get(f, "topic") == "topic" for f, _ in units)
+    def has_topic(units: list[Unit]) -> bool:
+        return any(lex.kind.get(f, "topic") == "topic" for f, _, _ in units)
 
     for group in groups:
         if merged and not (has_topic(group) and has_topic(merged[-1])):

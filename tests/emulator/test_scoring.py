@@ -265,6 +265,24 @@ def test_prompt_analysis() -> None:
     assert dict(terms("kids at school")[0])["@school"] == 1.0
     # Topics the corpus does not hold are known as topics too.
     assert terms("knitting") == [[("@crafts", 1.0)]]
+    # A prompt of generic words only asks for those words, not for their bag of a
+    # concept ("funny" is not "new" or "big"; "relaxing" is not "running").
+    assert terms("funny") == [[("funny", 1.0)]]
+    assert terms("relaxing") == [[(stem("relaxing"), 1.0)]]
+    # A city is a place of its own, in its country: not any city.
+    assert terms("Paris") == terms("the Eiffel Tower") == [[("@paris", 1.0)]]
+    assert {"@france", "@europe", "@city"} <= features("a walk through Paris")
+    assert "@paris" not in features("a walk through Lisbon")
+
+
+def test_a_generic_word_or_a_city_lists_only_what_names_it(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """A mood word or a city nobody filmed lists nothing, not every video with a verb or a city."""
+    for prompt in ("relaxing", "funny", "Paris"):
+        spec = ClassSpec(prompt, (prompt,), BOTH, "semantic")
+        data = classifier.classify(ClassifyJob(tuple(corpus.videos), (spec,), page_limit=50))
+        assert data == [], prompt
 
 
 def test_broader_and_related_terms_find_the_fitting_videos(
