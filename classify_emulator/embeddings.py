@@ -159,8 +159,25 @@ def _trigrams(grams: Iterable[str]) -> Floats:
 
 
 def _leans(credits: tuple[tuple[str, float], ...]) -> list[tuple[str, float]]:
-    """A term's lean towards the concepts that give it partial credit (see `LEAN`)."""
-    return [(f, LEAN * c) for f, c in credits]
+    """A term's lean towards the concepts that give it partial credit (see `LEAN`).
+
+    A segment that has a concept also has every broader one (`TextFeatures` are
+    expanded), so a lean towards a concept and one towards a concept broader than it
+    would both count on it: a computer shot matched "programming" by computer's credit
+    plus technology's, where v1.2 takes the better of the two. So each concept leans by
+    what its credit adds to the best credit of the broader concepts it implies: on a
+    chain of them, a segment's dot product is then its best credit, as in v1.2.
+    """
+    closure = vocabulary().closure
+    given = dict(credits)
+    out: list[tuple[str, float]] = []
+    for f, c in credits:
+        implied = max(
+            (given[g] for g in closure.get(f, ()) if g != f and g in given), default=0.0
+        )
+        if c > implied:
+            out.append((f, LEAN * (c - implied)))
+    return out
 
 
 @functools.lru_cache(maxsize=8192)
