@@ -74,6 +74,8 @@ _LOCATIVES_TEXT = """in at on inside outside near around under over by beside be
     along with during into onto among amongst amid amidst within beneath underneath upon
     throughout through past toward towards up down"""
 LOCATIVES: frozenset[str] = frozenset(_LOCATIVES_TEXT.split())
+# Words whose object "A and B" can coordinate ("out for drinks and dinner").
+PREPOSITIONS: frozenset[str] = LOCATIVES | frozenset({"for", "of", "to", "from", "about", "like"})
 
 MODIFIER_WEIGHT = 0.4
 UNKNOWN_WEIGHT = 0.4  # the words the vocabulary does not know, together, beside a known topic
@@ -142,32 +144,66 @@ Unit = tuple[str, bool, tuple[str, ...]]  # feature, after a locative, the words
 
 
 def _analyse(text: str) -> list[list[Unit]]:
-    """Alternatives of (feature, after-a-locative, stems) in text order, phrases first."""
+    """Alternatives of (feature, after-a-locative, stems) in text order, phrases first.
+
+    "X for A and B" coordinates the objects of a preposition: an alternative that is a
+    lone word after such an object shares what came before it ("where to go out for
+    drinks and dinner" is also "where to go out for dinner", not "dinner"). Lists of
+    nouns ("bars and restaurants") and other coordinations stay as they are.
+    """
     lex = vocabulary()
     tokens = _TOKEN.findall(text.lower())
     stems = [stem(t) for t in tokens]
     alternatives: list[list[Unit]] = [[]]
+    shared: list[list[Unit]] = [[]]  # per alternative: what a lone next one shares
     locative = False
+    governed = False  # the next unit is the object of a preposition
+    last_governed = False  # the current alternative's last unit was
     i = 0
+
+    def add(unit: Unit) -> None:
+        nonlocal governed, last_governed
+        alternatives[-1].append(unit)
+        last_governed, governed = governed, False
+
     while i < len(tokens):
         for phrase, concept in lex.phrases.get(stems[i], ()):
             if tuple(stems[i : i + len(phrase)]) == phrase:
                 own = tuple(s for t, s in zip(tokens[i:], phrase) if t not in STOPWORDS)
-                alternatives[-1].append((concept, locative, own))
-                i += len(phrase)
+                add((concept, locative, own))
+                end = i + len(phrase)
+                # A phrase that starts inside this one and goes on past it counts too
+                # ("where to go | out": a guide and a night out).
+                k = i + 1
+                while k < end:
+                    for later, other in lex.phrases.get(stems[k], ()):
+                        if k + len(later) > end and tuple(stems[k : k + len(later)]) == later:
+                            words = zip(tokens[k:], later)
+                            own = tuple(s for t, s in words if t not in STOPWORDS)
+                            add((other, locative, own))
+                            end = k + len(later)
+                            break
+                    k += 1
+                i = end
                 break
         else:
             token = tokens[i]
             i += 1
             if token in COORDINATORS:
+                head = alternatives[-1][:-1] if last_governed else []
                 alternatives.append([])
-                locative = False
+                shared.append(head)
+                locative = governed = last_governed = False
             elif token in STOPWORDS or not token[0].isalnum():
                 locative = locative or token in LOCATIVES
+                governed = governed or token in PREPOSITIONS  # "for | the drinks" too
             else:
                 concept = lex.concept_of_word(token, stems[i - 1])
-                alternatives[-1].append((concept or stems[i - 1], locative, (stems[i - 1],)))
-    return alternatives
+                add((concept or stems[i - 1], locative, (stems[i - 1],)))
+    return [
+        [*head, *alt] if len(alt) == 1 and head else alt
+        for alt, head in zip(alternatives, shared, strict=True)
+    ]
 
 
 def features(text: str) -> frozenset[str]:

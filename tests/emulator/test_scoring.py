@@ -269,6 +269,15 @@ def test_prompt_analysis() -> None:
     # concept ("funny" is not "new" or "big"; "relaxing" is not "running").
     assert terms("funny") == [[("funny", 1.0)]]
     assert terms("relaxing") == [[(stem("relaxing"), 1.0)]]
+    # "for A and B" coordinates the objects of a preposition: a lone word after them
+    # shares what came before; a list of nouns stays a list. A phrase that starts inside
+    # another and goes on past it counts too ("where to go | out").
+    assert terms("where to go out for drinks and dinner")[1] == [
+        ("@bar", 1.0),
+        ("@guide", MODIFIER_WEIGHT),
+    ]
+    assert terms("bars and restaurants") == [[("@bar", 1.0)], [("@dining", 1.0)]]
+    assert terms("a dog playing fetch and a cat") == [[("@dog", 1.0)], [("@cat", 1.0)]]
     # A city is a place of its own, in its country: not any city.
     assert terms("Paris") == terms("the Eiffel Tower") == [[("@paris", 1.0)]]
     assert {"@france", "@europe", "@city"} <= features("a walk through Paris")
