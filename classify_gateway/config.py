@@ -278,7 +278,7 @@ class Settings:
     # Cap on one upstream answer's body; 0 = derived from MAX_SEND_MESSAGE_BYTES.
     max_upstream_body_bytes: int = 0
     # The v1.3 backend (docs/design.md, "v1.3: calibration" and "v1.3: caches and tokens")
-    v13_calibration: str = "0.10:0,0.215:65,0.30:90,0.50:100"  # cosine:score anchors
+    v13_calibration: str = "0.10:0,0.215:65,0.26:75,0.32:90,0.50:100"  # cosine:score anchors
     v13_model: str = "marengo3.0"
     v13_page_ttl: float = 300.0  # lifetime of the page tokens the gateway mints
     v13_text_embedding_ttl: float = 7 * 86400.0  # prompt embeddings: deterministic per model
