@@ -172,9 +172,7 @@ def _leans(credits: tuple[tuple[str, float], ...]) -> list[tuple[str, float]]:
     given = dict(credits)
     out: list[tuple[str, float]] = []
     for f, c in credits:
-        implied = max(
-            (given[g] for g in closure.get(f, ()) if g != f and g in given), default=0.0
-        )
+        implied = max((given[g] for g in closure.get(f, ()) if g != f and g in given), default=0.0)
         if c > implied:
             out.append((f, LEAN * (c - implied)))
     return out

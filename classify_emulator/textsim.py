@@ -169,7 +169,8 @@ def _analyse(text: str) -> list[list[Unit]]:
     while i < len(tokens):
         for phrase, concept in lex.phrases.get(stems[i], ()):
             if tuple(stems[i : i + len(phrase)]) == phrase:
-                own = tuple(s for t, s in zip(tokens[i:], phrase) if t not in STOPWORDS)
+                span = zip(tokens[i : i + len(phrase)], phrase, strict=True)
+                own = tuple(s for t, s in span if t not in STOPWORDS)
                 add((concept, locative, own))
                 end = i + len(phrase)
                 # A phrase that starts inside this one and goes on past it counts too
@@ -178,8 +179,8 @@ def _analyse(text: str) -> list[list[Unit]]:
                 while k < end:
                     for later, other in lex.phrases.get(stems[k], ()):
                         if k + len(later) > end and tuple(stems[k : k + len(later)]) == later:
-                            words = zip(tokens[k:], later)
-                            own = tuple(s for t, s in words if t not in STOPWORDS)
+                            span = zip(tokens[k : k + len(later)], later, strict=True)
+                            own = tuple(s for t, s in span if t not in STOPWORDS)
                             add((other, locative, own))
                             end = k + len(later)
                             break

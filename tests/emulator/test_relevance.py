@@ -202,10 +202,10 @@ TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
     "dev2": (MIN_RECALL, MIN_PRECISION),
-    # dev3 (written blind from filenames and titles, committed untouched in a84e545): a
-    # regression floor a little below its first measurement, before any tuning on it
-    # (docs/emulator.md, "Generalisation"), not the target.
-    "dev3": (0.86, 0.62),
+    # dev3 (written blind from filenames and titles, committed untouched in a84e545) missed
+    # the precision target by far when first measured; the third generalisation round was
+    # tuned on it (docs/emulator.md, "Generalisation", has both figures) and meets both.
+    "dev3": (MIN_RECALL, MIN_PRECISION),
     "heldout": HELDOUT_FLOOR,
     "heldout2": HELDOUT2_FLOOR,
 }

@@ -4,8 +4,9 @@ The same case files and measure as tests/emulator/test_relevance.py (recall over
 expected videos, precision over the judged listings), but every classification goes
 through a gateway with CLASSIFY_GATEWAY_UPSTREAM_API=v1.3 against the emulator's /v1.3
 embeddings, so the calibration (docs/design.md, "v1.3: calibration") is what is
-measured. The calibration was chosen on the tuned and dev sets only; the held-out set
-is measured on demand (CLASSIFY_V13_HELDOUT=1), counts only, its classes unread.
+measured. The calibration was chosen on the tuned and dev sets, its video floor moved
+with the blind dev2 and dev3 sets; the held-out sets are measured on demand
+(CLASSIFY_V13_HELDOUT=1), counts only, their classes unread.
 """
 
 from __future__ import annotations
@@ -28,17 +29,16 @@ from tests.emulator.test_relevance import (
 )
 from tests.support.gateway import collect, running_gateway
 
-# name -> (minimum recall, minimum precision). The blind dev2 set meets the recall
-# target through v1.3 but NOT the precision target (docs/emulator.md, "Generalisation",
-# gives the figures): its precision floor is a regression floor a little below what was
+# name -> (minimum recall, minimum precision). The blind dev2 and dev3 sets meet the
+# recall target through v1.3 but NOT the precision target, even after the third
+# generalisation round was tuned on them (docs/emulator.md, "Generalisation", gives the
+# figures): their precision floors are regression floors a little below what was
 # measured, not the target, which stays open for v1.3.
 # The two held-out sets (run on demand only) miss the precision target through v1.3 as
 # through v1.2: their floors, too, sit a little below the one run that measured them.
 TARGETS: dict[str, tuple[float, float]] = {
-    "dev2": (MIN_RECALL, 0.86),
-    # dev3: a regression floor a little below its first measurement, before any tuning
-    # on it (docs/emulator.md, "Generalisation"), not the target.
-    "dev3": (0.88, 0.60),
+    "dev2": (MIN_RECALL, 0.88),
+    "dev3": (0.88, 0.87),
     "heldout": (0.95, 0.70),
     "heldout2": (0.90, 0.80),
 }
