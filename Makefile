@@ -29,7 +29,7 @@ help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
 	@echo "make test      lint + every test (Python, Go, Java); builds .venv from uv.lock"
 	@echo "make release-check  the Go and Java clients, as a calling team gets them, build offline (docs/clients.md)"
-	@echo "make test-go-v13, test-java-v13  the Go, Java suites against a v1.3 gateway (test-go, test-java: v1.2)"
+	@echo "make test-go-v13, test-java-v13  the Go, Java integration suites against a v1.3 gateway (test-go, test-java: everything, v1.2)"
 	@echo "make test-sdk13  the official SDK 1.3.6 against the emulator's /v1.3 (own venv)"
 	@echo "make generate  regenerate generated/ from proto/, refresh the clients' copies"
 	@echo "make lint      ruff, mypy (strict on classify_gateway/), lint-imports (layers), buf lint/format/breaking"
@@ -130,14 +130,16 @@ test-go: venv
 test-java: venv
 	$(PY) -m tools.stack -- $(MAKE) -C clients/java test
 
-# The same two suites against a gateway with the v1.3 backend (README.md, "Two backends"):
-# tools/stack.py exports CLASSIFY_GATEWAY_UPSTREAM_API=v1.3 and the tests check v1.3's
-# upstream calls and scoring where they differ.
+# The two integration suites against a gateway with the v1.3 backend (README.md, "Two
+# backends"): tools/stack.py exports CLASSIFY_GATEWAY_UPSTREAM_API=v1.3 and the tests check
+# v1.3's upstream calls and scoring where they differ. Only the integration tests: what else
+# test-go and test-java check (generated code, vet, unit tests, the jar) does not depend on
+# the gateway's backend.
 test-go-v13: venv
-	$(PY) -m tools.stack --upstream-api v1.3 -- $(MAKE) -C clients/go test
+	$(PY) -m tools.stack --upstream-api v1.3 -- $(MAKE) -C clients/go integration
 
 test-java-v13: venv
-	$(PY) -m tools.stack --upstream-api v1.3 -- $(MAKE) -C clients/java test
+	$(PY) -m tools.stack --upstream-api v1.3 -- $(MAKE) -C clients/java integration
 
 # What a calling team outside this repository goes through, offline: the Go module from a
 # file-system module proxy into a clean module cache, the Java artifact deployed through
@@ -150,7 +152,10 @@ release-check:
 
 # The client suites in two lanes side by side, each in its own order: Go (v1.2, v1.3,
 # release-check) and Java (the same). Each lane starts stacks of its own on free ports;
-# their output is printed a lane at a time.
+# their output is printed a lane at a time. Go and Maven use the machine's caches (Go's
+# GOMODCACHE and GOCACHE, ~/.m2/repository), as uv does: docs/clients.md, "Where the
+# clients' builds keep their caches". SELF_CONTAINED=1 (e.g. `make test SELF_CONTAINED=1`)
+# keeps them in git-ignored folders of the clone instead.
 test-clients-go:
 	$(MAKE) -j1 test-go
 	$(MAKE) -j1 test-go-v13

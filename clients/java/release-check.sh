@@ -7,19 +7,20 @@
 #   2. the example project (example/, a separate Maven project) is copied out of the
 #      repository and built with a fresh, empty local repository and a settings.xml like a
 #      calling team's: the company repositories (here the file:// folders of step 1) and a
-#      mirror for everything else (here the client's own .m2/repository, read as a remote
+#      mirror for everything else (here the client's local repository, read as a remote
 #      file:// repository). Maven runs offline (-o), with only file:// allowed
 #      (aether.offline.protocols), so nothing reaches the network;
 #   3. the client jar the consumer resolved must be the one deployed in step 1, and the
 #      example runs with the classpath Maven resolved (`java -jar`, manifest Class-Path into
 #      the consumer's local repository): a call to a closed port ends UNAVAILABLE, which
 #      needs the runtime dependencies (grpc-netty-shaded) and the bundled service config.
-# Run by `make -C clients/java release-check`.
+# Run by `make -C clients/java release-check`, which gives the local repository
+# (MAVEN_REPO_LOCAL: ~/.m2/repository, shared by the machine, unless set).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 mvn=${MVN:-mvn}
-seed="$here/.m2/repository"
+seed=${MAVEN_REPO_LOCAL:-$HOME/.m2/repository}
 quiet=(-B -ntp -Dstyle.color=never)
 if [ "${VERBOSE:-}" != 1 ]; then quiet+=(-q); fi
 
@@ -29,6 +30,14 @@ case "$version" in *-SNAPSHOT) kind=snapshots ;; *) kind=releases ;; esac
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/java-release-check.XXXXXX")
 if [ "${KEEP:-}" != 1 ]; then trap 'rm -rf "$tmp"' EXIT; else echo "release-check: keeping $tmp" >&2; fi
+
+# Steps 1 and 2 put the client into the local repository (deploy's copy of the remote
+# metadata, the seeding build's resolution) and take it out again, and the consumer must not
+# find a copy there: on a repository other checkouts share, one release-check at a time
+# (flock, released when this script exits).
+mkdir -p "$seed/com/classifygateway"
+exec 9>"$seed/com/classifygateway/.release-check.lock"
+flock 9
 
 # 1. Publish.
 (cd "$here" && "$mvn" "${quiet[@]}" -Dmaven.repo.local="$seed" -DskipTests -DskipITs -Dmaven.install.skip=true \
@@ -79,8 +88,8 @@ settings "file://$seed" >"$tmp/settings.xml"
 # (grpc-bom...) and test dependencies do not apply to it, so Maven may pick other versions
 # of transitive dependencies (j2objc-annotations 3.1 through guava, where the client's
 # build mediates 2.8 through protobuf-java-util). A first build of the consumer, online
-# like any first build, fills the client's .m2 with what the consumer needs; after that
-# this step reads only the local repository. Then the client itself is removed from .m2,
+# like any first build, fills the local repository with what the consumer needs; after that
+# this step reads only the local repository. Then the client itself is removed from it,
 # so the offline build below can only get it from the deployed repository.
 (cd "$tmp/seeding" && "$mvn" "${quiet[@]}" -s "$tmp/settings-online.xml" -Dmaven.repo.local="$seed" \
   -Dclassify-client.version="$version" package)

@@ -6,13 +6,14 @@
 #      `go get <module>@$RELEASE_VERSION`, `go mod tidy`, `go build`, `go vet`, and runs the
 #      program (embedded service config present, a call to a closed port ends UNAVAILABLE);
 #   3. `go install <module>/cmd/classify@$RELEASE_VERSION` builds the example command.
-# GOPROXY is the local proxy, then the client's own module cache (already verified against
-# go.sum when it was filled), then `off`: nothing reaches the network. GOPRIVATE and
-# GONOPROXY=none are what a company sets for a private module behind its own proxy; GOSUMDB
-# is off (no network), and the public dependencies are checked against the client's go.sum
-# (plus the hashes of the rest of its module graph), copied into the consumer before
-# anything is fetched.
-# Run by `make -C clients/go release-check` (which sets GOMODCACHE, GOCACHE, GOTOOLCHAIN).
+# GOPROXY is the local proxy, then the versions of the client's module graph from its module
+# cache (already verified against go.sum when it was filled), then `off`: nothing reaches
+# the network. GOPRIVATE and GONOPROXY=none are what a company sets for a private module
+# behind its own proxy; GOSUMDB is off (no network), and the public dependencies are
+# checked against the client's go.sum (plus the hashes of the rest of its module graph),
+# copied into the consumer before anything is fetched.
+# Run by `make -C clients/go release-check` (which sets GOTOOLCHAIN, GOFLAGS, and under
+# SELF_CONTAINED=1 GOMODCACHE and GOCACHE).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -21,7 +22,10 @@ repo=$(git -C "$client" rev-parse --show-toplevel)
 subdir=$(realpath --relative-to="$repo" "$client")
 version=${RELEASE_VERSION:-v0.1.0}
 go=${GO:-go}
-: "${GOMODCACHE:?run through make -C clients/go release-check}"
+: "${GOTOOLCHAIN:?run through make -C clients/go release-check}"
+# The client's module cache: the machine's (go env) unless the Makefile or the caller set one.
+GOMODCACHE=${GOMODCACHE:-$("$go" env GOMODCACHE)}
+export GOMODCACHE
 
 # The revision to zip: HEAD, or HEAD plus the uncommitted changes to tracked files (a
 # stash commit; the work tree is not touched). Untracked files are not in a release.
@@ -47,6 +51,22 @@ cp "$client/go.mod" "$tmp/client.mod"
 cp "$client/go.sum" "$tmp/client.sum"
 (cd "$client" && "$go" mod download -modfile="$tmp/client.mod" all)
 
+# The consumer's proxy for public modules: exactly the module versions those hashes cover,
+# linked from the module cache (which, shared by the machine, holds much more): a go.mod
+# for a `/go.mod` line, the module itself for the others. So the consumer can reach no
+# module the client's graph does not name, whatever else the cache holds.
+while read -r path ver _; do
+  files=(info mod)
+  case "$ver" in */go.mod) ver=${ver%/go.mod} ;; *) files+=(zip) ;; esac
+  esc=$(sed 's/[A-Z]/!\L&/g' <<<"$path")
+  escver=$(sed 's/[A-Z]/!\L&/g' <<<"$ver")
+  mkdir -p "$tmp/deps/$esc/@v"
+  for ext in "${files[@]}"; do
+    src="$GOMODCACHE/cache/download/$esc/@v/$escver.$ext"
+    if [ -e "$src" ]; then ln -sf "$src" "$tmp/deps/$esc/@v/$escver.$ext"; fi
+  done
+done <"$tmp/client.sum"
+
 module=$(cd "$here" && "$go" run . -repo "$repo" -rev "$rev" -subdir "$subdir" -version "$version" -out "$tmp/proxy")
 
 mkdir -p "$tmp/consumer"
@@ -61,7 +81,7 @@ consumer_env=(
   GOPATH="$tmp/gopath"
   GOMODCACHE="$tmp/gopath/pkg/mod"
   GOBIN="$tmp/bin"
-  GOPROXY="file://$tmp/proxy,file://$GOMODCACHE/cache/download,off"
+  GOPROXY="file://$tmp/proxy,file://$tmp/deps,off"
   GOPRIVATE="$module"
   GONOPROXY=none
   GOSUMDB=off
