@@ -34,10 +34,14 @@ if [ "${KEEP:-}" != 1 ]; then trap 'rm -rf "$tmp"' EXIT; else echo "release-chec
 # Steps 1 and 2 put the client into the local repository (deploy's copy of the remote
 # metadata, the seeding build's resolution) and take it out again, and the consumer must not
 # find a copy there: on a repository other checkouts share, one release-check at a time
-# (flock, released when this script exits).
+# (flock, released when this script exits; without flock, as on macOS, no guard).
 mkdir -p "$seed/com/classifygateway"
-exec 9>"$seed/com/classifygateway/.release-check.lock"
-flock 9
+if command -v flock >/dev/null 2>&1; then
+  exec 9>"$seed/com/classifygateway/.release-check.lock"
+  flock 9
+else
+  echo "release-check: no flock here: nothing keeps a concurrent release-check out of $seed" >&2
+fi
 
 # 1. Publish.
 (cd "$here" && "$mvn" "${quiet[@]}" -Dmaven.repo.local="$seed" -DskipTests -DskipITs -Dmaven.install.skip=true \

@@ -55,17 +55,19 @@ cp "$client/go.sum" "$tmp/client.sum"
 # linked from the module cache (which, shared by the machine, holds much more): a go.mod
 # for a `/go.mod` line, the module itself for the others. So the consumer can reach no
 # module the client's graph does not name, whatever else the cache holds.
-while read -r path ver _; do
+# Paths and versions as the cache spells them: an upper-case letter is `!` and the letter in
+# lower case (POSIX awk, not GNU sed's \L, so that this runs on macOS too).
+escape='function esc(s,  o, i, c) { o = ""; for (i = 1; i <= length(s); i++) { c = substr(s, i, 1); o = o (c ~ /[A-Z]/ ? "!" tolower(c) : c) } return o }
+{ print esc($1), esc($2) }'
+while read -r esc ver; do
   files=(info mod)
   case "$ver" in */go.mod) ver=${ver%/go.mod} ;; *) files+=(zip) ;; esac
-  esc=$(sed 's/[A-Z]/!\L&/g' <<<"$path")
-  escver=$(sed 's/[A-Z]/!\L&/g' <<<"$ver")
   mkdir -p "$tmp/deps/$esc/@v"
   for ext in "${files[@]}"; do
-    src="$GOMODCACHE/cache/download/$esc/@v/$escver.$ext"
-    if [ -e "$src" ]; then ln -sf "$src" "$tmp/deps/$esc/@v/$escver.$ext"; fi
+    src="$GOMODCACHE/cache/download/$esc/@v/$ver.$ext"
+    if [ -e "$src" ]; then ln -sf "$src" "$tmp/deps/$esc/@v/$ver.$ext"; fi
   done
-done <"$tmp/client.sum"
+done < <(awk "$escape" "$tmp/client.sum")
 
 module=$(cd "$here" && "$go" run . -repo "$repo" -rev "$rev" -subdir "$subdir" -version "$version" -out "$tmp/proxy")
 
