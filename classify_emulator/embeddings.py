@@ -18,9 +18,9 @@ vectors are built from the relevance model's own analysis (`textsim`):
   partial credit (broader and related ones, with the vocabulary's credits),
   plus a small trigram part (typos), normalised;
 * a segment is the sum of its text's features (`TextFeatures.features`), plus
-  the video's title and filename features (`VideoContext`) with more weight
-  on a segment that is on the video's subject than on one that is not (as
-  v1.2's title lift), plus a small per-segment noise, normalised;
+  the video's title and filename features (`VideoContext`), each with more
+  weight on a segment that is about it than on one that is not (as v1.2's
+  title lift), plus a small per-segment noise, normalised;
 * both share a common direction, as real embedding spaces are anisotropic: an
   unrelated pair is slightly positive, not zero.
 
@@ -213,13 +213,33 @@ def _feature_weights(feats: Iterable[str], scale: float = 1.0) -> dict[str, floa
 
 
 def _segment_signal(segment: Segment, video: Video) -> Floats:
+    """The segment's own features plus its video's title, weighted as v1.2's title gains.
+
+    A title concept weighs `CONTEXT_ON_SUBJECT` on a segment that is itself about it at
+    least partly (has it, or a concept that gives it partial credit: a wedding video's
+    dance shots are wedding shots) and `CONTEXT_OFF_SUBJECT` on one that is not (the
+    dance-and-dinner compilation's cooking shots are not dance shots); what the title
+    says of the video's form (a modifier: review, tutorial) weighs `CONTEXT_ON_SUBJECT`
+    on every shot on the video's subject, as v1.2 spreads it. The title's plain words
+    follow its concepts: `CONTEXT_ON_SUBJECT` when the segment shares any of them.
+    """
     own = segment.analysed.features
     weights = _feature_weights(own)
-    title = video.context.features
-    on_subject = any(f.startswith("@") and f in title for f in own)
-    gain = CONTEXT_ON_SUBJECT if on_subject else CONTEXT_OFF_SUBJECT
-    for f, w in _feature_weights(title - own, gain).items():
-        weights[f] = weights.get(f, 0.0) + w
+    context = video.context
+    title = context.features
+    lex = vocabulary()
+    shares = any(f.startswith("@") and f in title for f in own)
+    on_subject = not context.subject.isdisjoint(own)
+    for f in title - own:
+        if not f.startswith("@"):
+            near = shares
+        elif lex.kind.get(f) == "modifier":
+            near = on_subject or any(g in own for g, _ in lex.partial.get(f, ()))
+        else:
+            near = any(g in own for g, _ in lex.partial.get(f, ()))
+        gain = CONTEXT_ON_SUBJECT if near else CONTEXT_OFF_SUBJECT
+        weight = gain * (1.0 if f.startswith("@") else STEM_WEIGHT)
+        weights[f] = weights.get(f, 0.0) + weight
     return _sum(weights.items()) + _trigrams(segment.analysed.trigrams)
 
 
