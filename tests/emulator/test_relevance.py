@@ -19,7 +19,10 @@ and descriptions, written before any score was looked at):
   titles by someone who had not read the vocabulary, the descriptions or the
   scorer, committed before any tuning, and never tuned on. Its misses are not
   printed, so that it stays blind for later work too. It misses the precision
-  target: see `TARGETS`.
+  target: see `TARGETS`;
+* `relevance_heldout2.toml` and `relevance_heldout3.toml`, two more held-out sets
+  written the same way (heldout3 with dev3, before the round that tuned on dev3),
+  never tuned on, measured once when a round was final; they miss it too.
 
 This suite classifies every demo index with each file's classes through
 `twelvelabs==0.3.2` against a served emulator, exactly as the user would, and
@@ -62,12 +65,21 @@ CASE_FILES: dict[str, Path] = {
     "dev3": HERE / "relevance_dev3.toml",
     "heldout": HERE / "relevance_heldout.toml",
     "heldout2": HERE / "relevance_heldout2.toml",
+    "heldout3": HERE / "relevance_heldout3.toml",
 }
 OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
 MIN_RECALL = 0.85
 MIN_PRECISION = 0.9
-MIN_CLASSES = {"tuned": 30, "dev": 40, "dev2": 40, "dev3": 40, "heldout": 40, "heldout2": 40}
+MIN_CLASSES = {
+    "tuned": 30,
+    "dev": 40,
+    "dev2": 40,
+    "dev3": 40,
+    "heldout": 40,
+    "heldout2": 40,
+    "heldout3": 40,
+}
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 
 
@@ -195,9 +207,13 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # "Generalisation", gives the figures), not the target, which stays unmet. Raise it to
 # (MIN_RECALL, MIN_PRECISION) only with a held-out set that nobody has tuned on.
 # The second held-out set (written blind in round 3, before that round's tuning) was
-# measured once when that tuning was final and misses the precision target too.
-HELDOUT_FLOOR = (0.92, 0.70)
+# measured once when that tuning was final and misses the precision target too; so does
+# the third (written blind with dev3, before the third generalisation round), measured
+# once when that round was final. All three were measured then; their floors sit a
+# little below those figures (docs/emulator.md, "Generalisation").
+HELDOUT_FLOOR = (0.92, 0.80)
 HELDOUT2_FLOOR = (0.86, 0.84)
+HELDOUT3_FLOOR = (0.84, 0.75)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
@@ -208,6 +224,7 @@ TARGETS: dict[str, tuple[float, float]] = {
     "dev3": (MIN_RECALL, MIN_PRECISION),
     "heldout": HELDOUT_FLOOR,
     "heldout2": HELDOUT2_FLOOR,
+    "heldout3": HELDOUT3_FLOOR,
 }
 
 

@@ -34,12 +34,14 @@ from tests.support.gateway import collect, running_gateway
 # dev3; dev3 meets the recall target through v1.3 but NOT the precision target
 # (docs/emulator.md, "Generalisation", gives the figures): its entry is a regression
 # floor a little below what was measured, not the target, which stays open for v1.3.
-# The two held-out sets (run on demand only) miss the precision target through v1.3 as
-# through v1.2: their floors, too, sit a little below the one run that measured them.
+# The three held-out sets (run on demand only) miss the precision target through v1.3 as
+# through v1.2: their floors, too, sit a little below the last run that measured them
+# (after the third generalisation round).
 TARGETS: dict[str, tuple[float, float]] = {
     "dev3": (0.87, 0.87),
-    "heldout": (0.95, 0.70),
-    "heldout2": (0.90, 0.80),
+    "heldout": (0.95, 0.80),
+    "heldout2": (0.88, 0.83),
+    "heldout3": (0.85, 0.74),
 }
 
 
