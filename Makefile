@@ -14,7 +14,7 @@ BUF := $(VENV)/bin/buf
 export UV_PYTHON_DOWNLOADS := never
 # Python writes its bytecode caches (__pycache__, ignored by git) in every recipe, even on a
 # machine whose environment sets PYTHONDONTWRITEBYTECODE (this one's and CI's do): the tests
-# start hundreds of Python processes (gateways, emulators, workers, check-config), and
+# start over a hundred Python processes (gateways, emulators, workers, check-config), and
 # without the caches each compiles every module it imports, its dependencies' too, from
 # source (docs/benchmarks.md, "make test").
 unexport PYTHONDONTWRITEBYTECODE
