@@ -29,7 +29,7 @@ SDK13_VENV := $(SDK13)/.venv
 LINT_IMPORTS := tools/lint-imports
 LINT_IMPORTS_VENV := $(LINT_IMPORTS)/.venv
 
-.PHONY: help venv redis-server promtool generate lint fmt test test-python test-sdk13 test-go test-java test-go-v13 test-java-v13 test-clients-go test-clients-java release-check demo bench soak clean
+.PHONY: help venv redis-server promtool generate lint fmt test test-python test-python-shared test-python-alone test-collect test-sdk13 test-go test-java test-go-v13 test-java-v13 test-clients-go test-clients-java release-check demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
@@ -121,9 +121,22 @@ lint: venv $(LINT_IMPORTS_VENV)/.synced
 # then the `alone` tests, which time what they measure under load, with nothing else
 # running. PYTEST_WORKERS=0 runs the first part in this process (for a debugger). A part
 # that PYTEST_ARGS leaves empty (pytest's exit code 5) is not a failure.
-test-python: venv redis-server promtool
+test-python: test-python-shared
+	$(MAKE) test-python-alone
+
+test-python-shared: venv redis-server promtool
 	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+test-python-alone: venv redis-server promtool
 	$(PY) -m pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]
+
+# pytest's collection once, alone, before the workers collect: on a clean clone it
+# compiles every test module (with pytest's assertion rewriting) and the modules they
+# import into __pycache__, work each xdist worker otherwise does for itself at the same
+# time. `make test` runs it beside lint, which leaves a core free.
+test-collect: venv
+	@out=$$($(PY) -m pytest --collect-only -q $(PYTEST_ARGS) 2>&1) && echo "$${out##*$$'\n'}" || \
+	  { rc=$$?; [ $$rc -eq 5 ] || { echo "$$out" | tail -40; exit $$rc; }; }
 
 # The SDK's tests start the emulator with the main environment's python.
 test-sdk13: venv $(SDK13_VENV)/.synced
@@ -172,8 +185,14 @@ test-clients-java:
 	$(MAKE) -j1 test-java-v13
 	$(MAKE) -j1 -C clients/java release-check
 
-test: redis-server lint test-python test-sdk13
-	$(MAKE) -j2 --output-sync=target test-clients-go test-clients-java
+# In four steps, each using both cores: lint beside pytest's collection; the Python suite
+# over its workers; the `alone` tests with nothing else running; the SDK suite and the Go
+# and Java lanes side by side (docs/benchmarks.md, "make test", has the timings).
+test: redis-server promtool venv
+	$(MAKE) -j2 --output-sync=target lint test-collect
+	$(MAKE) test-python-shared
+	$(MAKE) test-python-alone
+	$(MAKE) -j3 --output-sync=target test-sdk13 test-clients-go test-clients-java
 
 demo: venv
 	$(VENV)/bin/classify-gateway demo
