@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -55,7 +56,12 @@ class Gateway:
         self._reader = drain_pipe(self.proc.stderr, self._lines)
 
     def rpcs(self, since: int = 0) -> list[dict[str, Any]]:
-        """The `event: rpc` log lines, from line `since` on (see `mark`)."""
+        """The `event: rpc` log lines, from line `since` on (see `mark`), once every RPC
+        the gateway has finished has logged its line."""
+        self.settle()
+        return self._rpc_lines(since)
+
+    def _rpc_lines(self, since: int) -> list[dict[str, Any]]:
         out = []
         for raw in self._lines[since:]:
             if raw.startswith(b"{"):
@@ -65,7 +71,32 @@ class Gateway:
         return out
 
     def mark(self) -> int:
+        """The log line from which the RPCs after this call are read. A caller has its
+        last page before the handler logs its line: on a loaded machine the line of a
+        call the test already finished could otherwise land after the mark."""
+        self.settle()
         return len(self._lines)
+
+    def settle(self, timeout: float = 10.0) -> None:
+        """Wait until the log holds a line for each RPC the gateway counts as finished
+        (`classify_gateway_rpcs_total` is counted just before the line is logged). A
+        stopped gateway has logged everything it will."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                text = httpx.get(self.metrics_url + "/metrics", timeout=5).text
+            except httpx.HTTPError:
+                return
+            finished = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("classify_gateway_rpcs_total{")
+            )
+            logged = len(self._rpc_lines(0))
+            if logged >= finished:
+                return
+            time.sleep(0.01)
+        raise AssertionError(f"the gateway finished RPCs it has not logged after {timeout} s")
 
     def metric(self, name: str, labels: str = "") -> float:
         text = httpx.get(self.metrics_url + "/metrics", timeout=5).text
