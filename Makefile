@@ -29,7 +29,7 @@ SDK13_VENV := $(SDK13)/.venv
 LINT_IMPORTS := tools/lint-imports
 LINT_IMPORTS_VENV := $(LINT_IMPORTS)/.venv
 
-.PHONY: help venv redis-server promtool generate lint fmt test test-python test-python-shared test-python-alone test-collect test-sdk13 test-go test-java test-go-v13 test-java-v13 test-clients-go test-clients-java release-check demo bench soak clean
+.PHONY: help venv redis-server promtool generate lint fmt test test-python test-python-shared test-python-alone test-collect clients-build test-sdk13 test-go test-java test-go-v13 test-java-v13 test-clients-go test-clients-java release-check demo bench soak clean
 
 help:
 	@echo "make demo      start emulator + gateway, stream a classification, stop"
@@ -185,12 +185,21 @@ test-clients-java:
 	$(MAKE) -j1 test-java-v13
 	$(MAKE) -j1 -C clients/java release-check
 
-# In three steps, each keeping both cores busy: lint beside pytest's collection; the Python
-# suite over its workers, beside the SDK suite and the Go and Java lanes (mostly waiting
-# on their stacks, they fill the cores the workers leave idle); then the `alone` tests
-# with nothing else running (docs/benchmarks.md, "make test", has the timings).
+# The Go and Java clients compiled with their dependencies and test code, nothing run. On
+# a machine whose Go and Maven caches are empty this is most of what their lanes cost (it
+# compiles grpc-go and protobuf): `make test` does it before the lanes run beside the
+# Python suite, which it would otherwise slow down (after the first run: seconds).
+clients-build:
+	$(MAKE) -C clients/go build
+	$(MAKE) -C clients/java build
+
+# In three steps, each keeping both cores busy: lint beside pytest's collection and the
+# clients' compilation; the Python suite over its workers, beside the SDK suite and the
+# Go and Java lanes (mostly waiting on their stacks, they fill the cores the workers
+# leave idle); then the `alone` tests with nothing else running (docs/benchmarks.md,
+# "make test", has the timings).
 test: redis-server promtool venv
-	$(MAKE) -j2 --output-sync=target lint test-collect
+	$(MAKE) -j3 --output-sync=target lint test-collect clients-build
 	$(MAKE) -j4 --output-sync=target test-python-shared test-sdk13 test-clients-go test-clients-java
 	$(MAKE) test-python-alone
 
