@@ -113,7 +113,9 @@ class DirectClient:
         self.base = base_url.rstrip("/") + "/v1.2"
         self.headers = {"x-api-key": api_key, "content-type": "application/json"}
         self.path = classify_path(request)
-        self.body = orjson.dumps(request_to_json(request))
+        self.json = request_to_json(request)
+        self.body = orjson.dumps(self.json)
+        self._serial: Iterator[int] | None = None
         self.max_pages = request.max_pages
         self.prefetch = prefetch
         if prefetch:
@@ -125,9 +127,20 @@ class DirectClient:
         timeout = aiohttp.ClientTimeout(total=120)
         self.session = aiohttp.ClientSession(connector=connector, timeout=timeout)
 
-    async def _fetch(self, method: str, path: str) -> Any:
+    def distinct(self) -> DirectClient:
+        """Every call from now on asks another question (its own video id, as
+        GatewayClient.distinct), so that no path is measured on answers it has seen."""
+        self._serial = itertools.count()
+        return self
+
+    def next_body(self) -> bytes:
+        if self._serial is None:
+            return self.body
+        video_ids = [f"{next(self._serial):024x}", *self.json["video_ids"][1:]]
+        return orjson.dumps({**self.json, "video_ids": video_ids})
+
+    async def _fetch(self, method: str, path: str, body: bytes | None = None) -> Any:
         assert self.session is not None
-        body = self.body if method == "POST" else None
         async with self.session.request(
             method, self.base + path, data=body, headers=self.headers
         ) as r:
@@ -138,7 +151,7 @@ class DirectClient:
 
     async def call(self, _worker: int, on_page: OnPage = None) -> list[float]:
         times: list[float] = []
-        page = await self._fetch("POST", self.path)
+        page = await self._fetch("POST", self.path, self.next_body())
         while True:
             times.append(time.monotonic())
             token = page.get("page_info", {}).get("next_page_token") or ""

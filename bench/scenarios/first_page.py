@@ -33,7 +33,7 @@ async def run(stage: Stage) -> dict[str, Any]:
             got = time.monotonic()
             call.cancel()
             over_gw.append(got - procs.upstream_stamps(stage.upstream.url)[0])
-            await direct._fetch("POST", direct.path)  # page 1 only, parsed
+            await direct._fetch("POST", direct.path, direct.next_body())  # page 1 only, parsed
             got = time.monotonic()
             over_direct.append(got - procs.upstream_stamps(stage.upstream.url)[0])
     finally:
