@@ -29,12 +29,11 @@ import psutil
 from bench import procs
 from bench.ab import variant
 from bench.clients import DirectClient, GatewayClient, bench_request
-from bench.loadgen import closed_loop, open_loop
-from bench.meters import MS, CpuMeter, percentile, r3, spread
-from bench.scenarios.added_latency import LATE_LIMIT, RATES
+from bench.loadgen import closed_loop
+from bench.meters import r3, spread
+from bench.scenarios.added_latency import RATES, Round, kept_rounds, measure_path, shown_rounds
 
 Client = GatewayClient | DirectClient
-Round = dict[str, dict[str, float]]
 
 
 async def one_rate(clients: dict[str, Client], rate: int, rounds: int, seconds: float) -> Any:
@@ -45,27 +44,18 @@ async def one_rate(clients: dict[str, Client], rate: int, rounds: int, seconds: 
     for i in range(rounds):
         one: Round = {}
         for name in names[i % len(names) :] + names[: i % len(names)]:
-            with CpuMeter({"load_generator": psutil.Process()}) as m:
-                res = await open_loop(clients[name].call, rate, seconds)
-            generator_cores = max(generator_cores, m.cores()["load_generator"])
-            errors[name] += res.errors
-            one[name] = {
-                "p50_ms": percentile(res.call_latencies, 50) * MS,
-                "p99_ms": percentile(res.call_latencies, 99) * MS,
-                "late_share": res.late_starts / max(rate * seconds, 1),
-            }
+            one[name], errs, cores = await measure_path(
+                clients[name].call, rate, seconds, psutil.Process()
+            )
+            generator_cores = max(generator_cores, cores)
+            errors[name] += errs
         seen.append(one)
-    clean = [r for r in seen if all(p["late_share"] <= LATE_LIMIT for p in r.values())]
-    used = clean or seen
+    used, kept = kept_rounds(seen)
 
     def added(r: Round, gw: str, q: str) -> float:
         return r[gw][q] - r["direct"][q]
 
-    out: dict[str, Any] = {
-        "offered_calls_per_s": rate,
-        "rounds_used": len(clean) if clean else f"all {len(seen)} (none was clean)",
-        "rounds_left_out": len(seen) - len(clean) if clean else 0,
-    }
+    out: dict[str, Any] = {"offered_calls_per_s": rate, **kept}
     for gw in ("new", "old"):
         out[gw] = {
             f"added_{q}": spread([added(r, gw, q) for r in used]) for q in ("p50_ms", "p99_ms")
@@ -77,7 +67,7 @@ async def one_rate(clients: dict[str, Client], rate: int, rounds: int, seconds: 
     out["direct"] = {q: spread([r["direct"][q] for r in used]) for q in ("p50_ms", "p99_ms")}
     out["errors"] = errors
     out["load_generator_cores_max"] = r3(generator_cores)
-    out["rounds"] = [{n: {k: r3(v) for k, v in p.items()} for n, p in r.items()} for r in seen]
+    out["rounds"] = shown_rounds(seen)
     return out
 
 

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.loadgen import closed_loop, open_loop
+import psutil
+
+from bench.loadgen import CallFn, closed_loop, open_loop
 from bench.meters import MS, CpuMeter, percentile, r3, spread
 from bench.stage import Stage
 
@@ -47,36 +49,59 @@ async def run(stage: Stage) -> dict[str, Any]:
 async def _rate(
     stage: Stage, clients: list[Any], rate: int, rounds: int, seconds: float
 ) -> dict[str, Any]:
-    rounds_seen: list[dict[str, dict[str, float]]] = []
+    rounds_seen: list[Round] = []
     errors = {c.name: 0 for c in clients}
     generator_cores = 0.0
     for _ in range(rounds):
-        one: dict[str, dict[str, float]] = {}
+        one: Round = {}
         for c in clients:
-            with CpuMeter({"load_generator": stage.driver}) as m:
-                res = await open_loop(c.call, rate, seconds)
-            generator_cores = max(generator_cores, m.cores()["load_generator"])
-            errors[c.name] += res.errors
-            one[c.name] = {
-                "p50_ms": percentile(res.call_latencies, 50) * MS,
-                "p99_ms": percentile(res.call_latencies, 99) * MS,
-                "late_share": res.late_starts / max(rate * seconds, 1),
-            }
+            one[c.name], errs, cores = await measure_path(c.call, rate, seconds, stage.driver)
+            generator_cores = max(generator_cores, cores)
+            errors[c.name] += errs
         rounds_seen.append(one)
-    valid = [r for r in rounds_seen if all(p["late_share"] <= LATE_LIMIT for p in r.values())]
-    used = valid or rounds_seen
+    used, kept = kept_rounds(rounds_seen)
     quantiles = ("p50_ms", "p99_ms")
     return {
         "offered_calls_per_s": rate,
-        "rounds_used": len(valid) if valid else f"all {len(rounds_seen)} (none was clean)",
-        "rounds_left_out": len(rounds_seen) - len(valid) if valid else 0,
+        **kept,
         "gateway": {q: spread([r["gateway"][q] for r in used]) for q in quantiles},
         "direct": {q: spread([r["direct"][q] for r in used]) for q in quantiles},
         "added_p50_ms": spread([r["gateway"]["p50_ms"] - r["direct"]["p50_ms"] for r in used]),
         "added_p99_ms": spread([r["gateway"]["p99_ms"] - r["direct"]["p99_ms"] for r in used]),
         "errors": errors,
         "load_generator_cores_max": r3(generator_cores),
-        "rounds": [
-            {n: {k: r3(v) for k, v in p.items()} for n, p in r.items()} for r in rounds_seen
-        ],
+        "rounds": shown_rounds(rounds_seen),
     }
+
+
+# One round: each path's p50 and p99 (ms) and the share of its calls started late.
+Round = dict[str, dict[str, float]]
+
+
+async def measure_path(
+    call: CallFn, rate: int, seconds: float, driver: psutil.Process
+) -> tuple[dict[str, float], int, float]:
+    """One path's part of a round (also bench/latency_ab.py's): its p50, p99 and late share,
+    its errors, and the load generator's busiest share of a core meanwhile."""
+    with CpuMeter({"load_generator": driver}) as m:
+        res = await open_loop(call, rate, seconds)
+    figures = {
+        "p50_ms": percentile(res.call_latencies, 50) * MS,
+        "p99_ms": percentile(res.call_latencies, 99) * MS,
+        "late_share": res.late_starts / max(rate * seconds, 1),
+    }
+    return figures, res.errors, m.cores()["load_generator"]
+
+
+def kept_rounds(seen: list[Round]) -> tuple[list[Round], dict[str, Any]]:
+    """The rounds the figures come from (those whose load generator kept time on every
+    path, or all of them when none did), and how many were kept and left out."""
+    valid = [r for r in seen if all(p["late_share"] <= LATE_LIMIT for p in r.values())]
+    return valid or seen, {
+        "rounds_used": len(valid) if valid else f"all {len(seen)} (none was clean)",
+        "rounds_left_out": len(seen) - len(valid) if valid else 0,
+    }
+
+
+def shown_rounds(seen: list[Round]) -> list[Round]:
+    return [{n: {k: r3(v) for k, v in p.items()} for n, p in r.items()} for r in seen]
