@@ -84,14 +84,9 @@ class Gateway:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
-                text = httpx.get(self.metrics_url + "/metrics", timeout=5).text
+                finished = sum(self._samples("classify_gateway_rpcs_total{"))
             except httpx.HTTPError:
                 return
-            finished = sum(
-                float(line.rsplit(" ", 1)[1])
-                for line in text.splitlines()
-                if line.startswith("classify_gateway_rpcs_total{")
-            )
             logged = len(self._rpc_lines(0))
             if logged >= finished:
                 return
@@ -99,11 +94,14 @@ class Gateway:
         raise AssertionError(f"the gateway finished RPCs it has not logged after {timeout} s")
 
     def metric(self, name: str, labels: str = "") -> float:
+        return next(iter(self._samples(name + (("{" + labels + "}") if labels else " "))), 0.0)
+
+    def _samples(self, prefix: str) -> list[float]:
+        """The values of the gateway's /metrics lines that start with `prefix`."""
         text = httpx.get(self.metrics_url + "/metrics", timeout=5).text
-        for line in text.splitlines():
-            if line.startswith(name + (("{" + labels + "}") if labels else " ")):
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+        return [
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix)
+        ]
 
     def kill(self) -> None:
         self.proc.popen.send_signal(signal.SIGKILL)
