@@ -66,6 +66,8 @@ CASE_FILES: dict[str, Path] = {
     "heldout": HERE / "relevance_heldout.toml",
     "heldout2": HERE / "relevance_heldout2.toml",
     "heldout3": HERE / "relevance_heldout3.toml",
+    "heldout4": HERE / "relevance_heldout4.toml",
+    "heldout5": HERE / "relevance_heldout5.toml",
 }
 OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
@@ -79,6 +81,8 @@ MIN_CLASSES = {
     "heldout": 40,
     "heldout2": 40,
     "heldout3": 40,
+    "heldout4": 40,
+    "heldout5": 40,
 }
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 
@@ -214,6 +218,11 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 HELDOUT_FLOOR = (0.92, 0.80)
 HELDOUT2_FLOOR = (0.86, 0.84)
 HELDOUT3_FLOOR = (0.84, 0.75)
+# Held-out sets 4 and 5 (written blind in round 4, before its tuning), measured once when
+# they were committed, before any change of that round: these floors sit a little below
+# that blind "before" figure (docs/emulator.md, "Generalisation").
+HELDOUT4_FLOOR = (0.90, 0.76)
+HELDOUT5_FLOOR = (0.91, 0.72)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
@@ -225,6 +234,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "heldout": HELDOUT_FLOOR,
     "heldout2": HELDOUT2_FLOOR,
     "heldout3": HELDOUT3_FLOOR,
+    "heldout4": HELDOUT4_FLOOR,
+    "heldout5": HELDOUT5_FLOOR,
 }
 
 
