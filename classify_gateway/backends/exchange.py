@@ -41,6 +41,9 @@ from classify_gateway.telemetry.observability import Metrics
 from classify_gateway.telemetry.tracing import instrument_transport
 
 _EMPTY = httpx.ByteStream(b"")  # the body of every GET
+# What an exchange fails with when it brings no usable answer (`Exchange._failure`); the
+# transport's timeouts are TransportErrors, UndecodableBody a DecodingError.
+_EXCHANGE_FAILURES = (TimeoutError, ResponseTooLarge, httpx.DecodingError, httpx.TransportError)
 
 # Sent with every upstream request (what httpx.AsyncClient's default headers were).
 DEFAULT_HEADERS = (
@@ -96,7 +99,7 @@ class Provenances:
 
 class Exchange:
     """The upstream as one backend sees it: its connection pool, base URL, timeouts,
-    retries and quota; `call` is one request with its retries, `attempt` one try."""
+    retries and quota; `call` is one request with its retries."""
 
     def __init__(
         self,
@@ -140,7 +143,7 @@ class Exchange:
             proxy=proxy_for(settings.upstream_url, settings.upstream_proxy, os.environ),
             ca_file=settings.upstream_ca_file,
             # One timeout per layer: the transport bounds the connect (a dead host fails
-            # fast and is retried); each attempt as a whole is bounded in `attempt` by the
+            # fast and is retried); each attempt as a whole is bounded in `call` by the
             # per-attempt timeout or the caller's deadline, whichever ends first. The
             # transport's own, so that no request carries a timeout extension of its own.
             timeouts={"connect": settings.upstream_connect_timeout, "read": None},
@@ -156,7 +159,7 @@ class Exchange:
         self, method: str, path: str, content: bytes | None, headers: httpx.Headers
     ) -> Coroutine[Any, Any, httpx.Response]:
         """One HTTP exchange; httpx exceptions as the transport raises them. The transport's
-        own coroutine, without one of its own (`attempt` joins the body)."""
+        own coroutine, without one of its own (`call` joins the body)."""
         url = self._urls.get(path)
         # `stream=`, not `content=`: httpx then skips encoding the body and normalising
         # every header again to add Host and Content-Length (about 25 us per request);
@@ -192,7 +195,7 @@ class Exchange:
         self.health.record(alive)
         return alive
 
-    def call(
+    async def call(
         self,
         method: str,
         route: str,
@@ -204,88 +207,99 @@ class Exchange:
         first_page: bool,
         wires: Provenances | None = None,
         endpoint: str = "",
-    ) -> Coroutine[Any, Any, Any]:
+    ) -> Any:
         """Parsed JSON of a 2xx answer, after the retries the error table allows; the
         connection it came on is added to `wires`. `endpoint`: the upstream endpoint
         category whose quota bucket the request spends ("" for the key's one bucket).
 
-        The retries' coroutine, without one of its own (every stream waiting on the
-        upstream holds the frames it awaits through)."""
-        return self.retrying.run(
-            method,
-            route,
-            call,
-            self.attempt,
-            method,
-            path,
-            content,
-            headers,
-            call,
-            wires,
-            endpoint,
-            first_page=first_page,
-            endpoint=endpoint,
-        )
-
-    async def attempt(
-        self,
-        method: str,
-        path: str,
-        content: bytes | None,
-        headers: httpx.Headers,
-        call: CallContext,
-        wires: Provenances | None = None,
-        endpoint: str = "",
-    ) -> Any:
-        """One HTTP exchange: the parsed body of a 2xx answer, else GatewayError.
-
-        The body is read with a cap (the transport stops at MAX_UPSTREAM_BODY_BYTES and
-        drops the connection), and any API key in it (the one sent, or the configured
-        one) is redacted as soon as it is parsed: whatever the upstream echoes (an error
-        message, a page) then reaches neither the caller nor a log. A learned upstream
-        reset blocks the bucket of `call.api_key` and `endpoint`.
+        Each attempt is one HTTP exchange under one asyncio timeout (the per-attempt
+        timeout or the caller's deadline, whichever ends first); its answer is read with a
+        cap (the transport stops at MAX_UPSTREAM_BODY_BYTES and drops the connection).
+        The attempt and its retries are one coroutine (`Retrying` has the steps between
+        attempts): every stream waiting on the upstream holds each frame it awaits through.
         """
-        api_key = call.api_key
-        budget = call.deadline - time.monotonic() - DEADLINE_MARGIN
-        per_attempt = min(self.settings.upstream_timeout, budget)
-        try:
-            # The one bound on the whole exchange (connect, send, a trickled body).
-            async with asyncio.timeout(per_attempt):
-                response = await self.send(method, path, content, headers)
-                stream = response.stream
-                if isinstance(stream, httpx.ByteStream):
-                    # The transport's answers come whole and decoded: joined here, without
-                    # the decoder and chunker generators of `aread()` (about 20 us each).
-                    raw = b"".join(stream)
-                else:
-                    raw = await response.aread()
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
+        retrying = self.retrying
+        number = 0
+        while True:
+            number += 1
+            await retrying.admit(call, first_page=first_page, endpoint=endpoint)
+            started = time.monotonic()
+            try:
+                per_attempt = min(
+                    self.settings.upstream_timeout,
+                    call.deadline - time.monotonic() - DEADLINE_MARGIN,
+                )
+                try:
+                    # The one bound on the whole exchange (connect, send, a trickled body).
+                    async with asyncio.timeout(per_attempt):
+                        response = await self.send(method, path, content, headers)
+                        stream = response.stream
+                        if isinstance(stream, httpx.ByteStream):
+                            # The transport's answers come whole and decoded: joined here,
+                            # without the decoder and chunker generators of `aread()`.
+                            raw = b"".join(stream)
+                        else:
+                            raw = await response.aread()
+                except _EXCHANGE_FAILURES as exc:
+                    if (
+                        not isinstance(exc, UndecodableBody)
+                        or 200 <= exc.response.status_code < 300
+                    ):
+                        raise self._failure(exc, per_attempt) from None
+                    # An error whose body does not decode is still that error: a 429 keeps
+                    # its status and Retry-After (retrying it as malformed would spend three
+                    # more requests of a quota that is already spent).
+                    response, raw = exc.response, b""
+                body = await self._answer(response, raw, call.api_key, wires, endpoint)
+            except GatewayError as failure:
+                err = failure
+            else:
+                retrying.succeeded(method, route, started)
+                return body
+            finally:
+                self.limiter.release()
+            await asyncio.sleep(retrying.failed(err, number, method, route, started, call.deadline))
+
+    def _failure(self, exc: Exception, per_attempt: float) -> GatewayError:
+        """What an exchange that brought no usable answer ends with (`_EXCHANGE_FAILURES`)."""
+        if isinstance(
+            exc, (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout)
+        ):
             cause = f"no whole answer within {per_attempt:.3g} s"
             if per_attempt < self.settings.upstream_timeout:
-                raise own_error("DEADLINE_EXCEEDED").replace(cause=cause) from None
-            raise own_error("UPSTREAM_TIMEOUT").replace(cause=cause) from None
-        except ResponseTooLarge as exc:
+                return own_error("DEADLINE_EXCEEDED").replace(cause=cause)
+            return own_error("UPSTREAM_TIMEOUT").replace(cause=cause)
+        if isinstance(exc, ResponseTooLarge):
             advice = f"; {self._too_large_advice}" if self._too_large_advice else ""
-            raise own_error(
+            return own_error(
                 "PAGE_TOO_LARGE",
                 f"the upstream's answer is larger than {exc.cap} bytes "
                 f"(CLASSIFY_GATEWAY_MAX_UPSTREAM_BODY_BYTES); it was not read{advice}",
-            ).replace(cause=str(exc)) from None
-        except UndecodableBody as exc:
-            if 200 <= exc.response.status_code < 300:
-                raise _undecodable(exc) from None
-            # An error whose body does not decode is still that error: a 429 keeps its
-            # status and Retry-After (retrying it as malformed would spend three more
-            # requests of a quota that is already spent).
-            response, raw = exc.response, b""
-        except httpx.DecodingError as exc:
-            raise _undecodable(exc) from None
-        except httpx.TransportError as exc:  # ConnectTimeout included: nobody answered
-            cause = str(exc) or type(exc).__name__
-            raise own_error(
-                "UPSTREAM_UNREACHABLE",
-                f"the upstream could not be reached: {type(exc).__name__} ({cause})",
-            ).replace(cause=cause) from None
+            ).replace(cause=str(exc))
+        if isinstance(exc, httpx.DecodingError):
+            return _undecodable(exc)
+        # A TransportError, ConnectTimeout included: nobody answered.
+        cause = str(exc) or type(exc).__name__
+        return own_error(
+            "UPSTREAM_UNREACHABLE",
+            f"the upstream could not be reached: {type(exc).__name__} ({cause})",
+        ).replace(cause=cause)
+
+    async def _answer(
+        self,
+        response: httpx.Response,
+        raw: bytes,
+        api_key: str,
+        wires: Provenances | None,
+        endpoint: str,
+    ) -> Any:
+        """The parsed body of a 2xx answer, else GatewayError.
+
+        Any API key in it (the one sent, or the configured one) is redacted as soon as it
+        is parsed: whatever the upstream echoes (an error message, a page) then reaches
+        neither the caller nor a log. A learned upstream reset blocks the bucket of
+        `api_key` and `endpoint`.
+        """
         status = response.status_code
         self.metrics.upstream_ratelimit(response.headers)
         if status == 429 or response.headers.get("x-ratelimit-remaining") == "0":

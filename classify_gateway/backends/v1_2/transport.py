@@ -222,11 +222,12 @@ class _Stale(Exception):
 class Connection(asyncio.Protocol):
     """One HTTP/1.1 connection, one exchange at a time; llhttp parses what arrives.
 
-    Public surface: `open` (a connected one), `exchange`, `reusable`, `is_quiet`, `close`,
-    and `key`, `closed`, `reused`, `idle_since`, `provenance`. The parser's callbacks only
-    record; `data_received` decides, so that no exception ever leaves a callback half-way
-    through llhttp's state. Anything after a whole answer (a second answer, garbage) is not
-    read: the answer stands, the connection is closed and its answers marked.
+    Public surface: `open` (a connected one), `exchange` and `exchanged`, `reusable`,
+    `is_quiet`, `close`, and `key`, `closed`, `reused`, `idle_since`, `provenance`. The
+    parser's callbacks only record; `data_received` decides, so that no exception ever
+    leaves a callback half-way through llhttp's state. Anything after a whole answer (a
+    second answer, garbage) is not read: the answer stands, the connection is closed and
+    its answers marked.
 
     The head bound is counted on the bytes as they arrive, before llhttp sees them: httptools
     joins the pieces of one header line by concatenation until its CRLF, so a line that never
@@ -549,10 +550,13 @@ class Connection(asyncio.Protocol):
 
     # -- one exchange ----------------------------------------------------------------
 
-    async def exchange(
+    def exchange(
         self, request: httpx.Request, data: bytes, read_timeout: float | None
-    ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-        """Send `data` (head and body); the answer's status, headers and body."""
+    ) -> asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]:
+        """Send `data` (head and body): the answer's status, headers and body, to await.
+        Call `exchanged()` once it is done, failed or cancelled. (A future, not a coroutine
+        of its own: every stream waiting on the upstream holds each frame it awaits
+        through.)"""
         assert self.transport is not None
         if self.closed:
             # A new connection the upstream spoke on first (or dropped) before the request:
@@ -560,21 +564,20 @@ class Connection(asyncio.Protocol):
             raise _protocol_error("the upstream closed the connection before answering", request)
         self._reset()
         self._request = request
-        waiter: asyncio.Future[tuple[int, list[tuple[bytes, bytes]], bytes]]
         waiter = self._waiter = self._loop.create_future()
         self._read_timeout = read_timeout
         if read_timeout is not None:
             self._arm_read_timer()
-        self.transport.write(data)
         # Written, or copied into the transport's buffer: an exchange waiting on its answer
         # (every stream waiting on the upstream) keeps no copy of the request.
-        del data
-        try:
-            return await waiter
-        finally:
-            self._cancel_timer()
-            self._waiter = None
-            self._request = None
+        self.transport.write(data)
+        return waiter
+
+    def exchanged(self) -> None:
+        """The exchange is over (answered, failed or cancelled): its timer and request go."""
+        self._cancel_timer()
+        self._waiter = None
+        self._request = None
 
     @property
     def reusable(self) -> bool:
@@ -880,9 +883,12 @@ class Http1Transport(httpx.AsyncBaseTransport):
             if data is None:  # a resend: serialized again rather than kept while waiting
                 data = self._serialize(request, content)[0]
             try:
-                # The exchange holds the bytes only until it has written them.
-                exchange, data = conn.exchange(request, data, read), None
-                status, headers, body = await exchange
+                try:
+                    # The exchange holds the bytes only until it has written them.
+                    exchange, data = conn.exchange(request, data, read), None
+                    status, headers, body = await exchange
+                finally:
+                    conn.exchanged()
             except _Stale:
                 pool.discard(conn)
                 continue  # the upstream had closed it while idle; once more, on a new one
