@@ -28,7 +28,7 @@ from classify_gateway.config import Settings
 from classify_gateway.edge.drain import DrainState
 from classify_gateway.edge.health import UpstreamHealth
 from classify_gateway.edge.rpc import Rpcs
-from classify_gateway.edge.servicer import ClassifyServicer
+from classify_gateway.edge.servicer import SERVICE_NAME, ClassifyServicer
 from classify_gateway.edge.validation import lenient
 from classify_gateway.pages.path import PagePath
 from classify_gateway.quota.limiter import Limiter, build_limiter, heartbeat
@@ -38,7 +38,6 @@ from classify_gateway.telemetry.observability import Metrics
 from classify_gateway.telemetry.tracing import setup_tracing, shutdown_tracing
 
 log = logging.getLogger("classify_gateway.edge.server")
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ClassifyService"].full_name
 HEALTH_CHECK_INTERVAL = 0.5
 
 

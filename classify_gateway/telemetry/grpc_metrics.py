@@ -11,7 +11,9 @@ The handlers are wrapped once, when they are registered (`InstrumentedServer`), 
 `grpc.aio.ServerInterceptor`: an interceptor runs a coroutine per call to find the same
 handler again, and the wrapped handler costs nothing until a call arrives. Messages are
 counted where grpc already calls us for each one: the request deserializer and the
-response serializer.
+response serializer. A handler that holds long streams counts its calls itself
+(`counts_itself`, `MethodCounts`), with the same semantics as the wrapper, so that an open
+stream does not hold the wrapper's frame too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from prometheus_client import CollectorRegistry, Counter, Histogram
@@ -111,35 +113,69 @@ def final_code(context: Any, error: BaseException | None) -> grpc.StatusCode:
     return code
 
 
+class MethodCounts:
+    """What the calls of one method report to the families: `begin` as a call starts,
+    `end` once its handler is done, with what it raised."""
+
+    __slots__ = ("_handled", "_labels", "_metrics", "_seconds", "_started")
+
+    def __init__(self, metrics: GrpcServerMetrics, kind: str, full_method: str) -> None:
+        """`kind` as `grpc_type` names it; `full_method` is `/package.Service/Method`."""
+        service, _, method = full_method.lstrip("/").partition("/")
+        self._labels = (kind, service, method)
+        self._metrics = metrics
+        self._started = metrics.started.labels(*self._labels)
+        self._seconds = metrics.handling_seconds.labels(*self._labels)
+        self._handled: dict[grpc.StatusCode, Any] = {}
+
+    @property
+    def labels(self) -> tuple[str, str, str]:
+        return self._labels
+
+    def begin(self) -> float:
+        """Counts the call started; what `end` wants as `began`."""
+        self._started.inc()
+        return time.monotonic()
+
+    def end(self, context: Any, error: BaseException | None, began: float) -> None:
+        code = final_code(context, error)
+        child = self._handled.get(code)
+        if child is None:
+            child = self._handled[code] = self._metrics.handled.labels(
+                *self._labels, GO_CODE_NAMES.get(code, code.name)
+            )
+        child.inc()
+        self._seconds.observe(time.monotonic() - began)
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+_COUNTS_ITSELF = "_grpc_counts_itself"
+
+
+def counts_itself(behavior: F) -> F:
+    """Marks a handler that reports its calls to a `MethodCounts` of its own, around its
+    whole body, as `instrument`'s wrapper would: `instrument` then counts only its
+    messages. For the handlers of long streams: every open stream holds the frame of
+    each wrapper around its handler."""
+    vars(behavior)[_COUNTS_ITSELF] = True
+    return behavior
+
+
 def instrument(
     handler: grpc.RpcMethodHandler, full_method: str, metrics: GrpcServerMetrics
 ) -> grpc.RpcMethodHandler:
     """The same handler, counted. `full_method` is `/package.Service/Method`."""
-    service, _, method = full_method.lstrip("/").partition("/")
-    kind = grpc_type(handler)
-    labels = (kind, service, method)
-    started = metrics.started.labels(*labels)
-    received = metrics.msg_received.labels(*labels)
-    sent = metrics.msg_sent.labels(*labels)
-    seconds = metrics.handling_seconds.labels(*labels)
-    handled: dict[grpc.StatusCode, Any] = {}
-
-    def finished(context: Any, error: BaseException | None, began: float) -> None:
-        code = final_code(context, error)
-        child = handled.get(code)
-        if child is None:
-            child = handled[code] = metrics.handled.labels(
-                *labels, GO_CODE_NAMES.get(code, code.name)
-            )
-        child.inc()
-        seconds.observe(time.monotonic() - began)
+    counts = MethodCounts(metrics, grpc_type(handler), full_method)
+    received = metrics.msg_received.labels(*counts.labels)
+    sent = metrics.msg_sent.labels(*counts.labels)
 
     def wrap(behavior: Any) -> Any:
+        if getattr(behavior, _COUNTS_ITSELF, False):
+            return behavior
         if inspect.isasyncgenfunction(behavior):
 
             async def counted_stream(request: Any, context: Any) -> AsyncIterator[Any]:
-                started.inc()
-                began = time.monotonic()
+                began = counts.begin()
                 error: BaseException | None = None
                 try:
                     async for response in behavior(request, context):
@@ -148,13 +184,12 @@ def instrument(
                     error = exc
                     raise
                 finally:
-                    finished(context, error, began)
+                    counts.end(context, error, began)
 
             return counted_stream
 
         async def counted(request: Any, context: Any) -> Any:
-            started.inc()
-            began = time.monotonic()
+            began = counts.begin()
             error: BaseException | None = None
             try:
                 return await behavior(request, context)
@@ -162,7 +197,7 @@ def instrument(
                 error = exc
                 raise
             finally:
-                finished(context, error, began)
+                counts.end(context, error, began)
 
         return counted
 
