@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import enum
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
@@ -50,6 +51,17 @@ READER_DEADLINE_MARGIN = 0.05
 
 class Lagged(Exception):
     """The reader fell more than the hub's buffer behind; continue it elsewhere."""
+
+
+class Pending(enum.Enum):
+    """`Subscription.take`'s word for: no page yet, `fetch` first."""
+
+    PENDING = "pending"
+
+
+PENDING = Pending.PENDING
+# The bound of a fetch that its source's own deadlines bound (`Hub._pull`).
+_UNBOUNDED = contextlib.nullcontext()
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,129 +235,129 @@ class Hub:
             if self._on_finish is not None:
                 self._on_finish(self)
 
-    async def _read(self, reader: Subscription) -> tuple[Page, bool] | None:
-        """`Subscription.next`: here, in one frame with the fetch of a lone reader (every
-        stream waiting on the upstream holds this chain of frames).
+    def _take(self, reader: Subscription) -> tuple[Page, bool] | Pending | None:
+        """`Subscription.take`."""
+        if reader.position < self.first_kept:
+            raise Lagged()
+        page = self._pages.get(reader.position)
+        if page is not None:
+            count = self._deliveries.get(reader.position, 0)
+            self._deliveries[reader.position] = count + 1
+            reader.position += 1
+            return page, count > 0
+        if self.finished:
+            if isinstance(self.error, GatewayError):
+                # A copy per reader: one exception object raised in many tasks would
+                # collect all their tracebacks.
+                raise dataclasses.replace(self.error)
+            if self.error is not None:
+                raise self.error
+            return None
+        return PENDING
 
-        The next page is fetched in the reader's own task when it reads alone, else in a
-        task of the hub's that the reader only waits for."""
-        while True:
-            if reader.position < self.first_kept:
-                raise Lagged()
-            page = self._pages.get(reader.position)
-            if page is not None:
-                count = self._deliveries.get(reader.position, 0)
-                self._deliveries[reader.position] = count + 1
-                reader.position += 1
-                return page, count > 0
-            if self.finished:
-                if isinstance(self.error, GatewayError):
-                    # A copy per reader: one exception object raised in many tasks would
-                    # collect all their tracebacks.
-                    raise dataclasses.replace(self.error)
-                if self.error is not None:
-                    raise self.error
-                return None
-            if self._fetching:
-                await reader.wait()
-            elif len(self._subs) > 1 or self._source_deadline > reader.deadline:
-                self._fetching = True
-                self._task = asyncio.create_task(self._pull_task(), name="chain page")
-                await reader.wait()
-            else:
-                self._fetching = True
-                try:
-                    if not self.bounded:
-                        # Another replica's pages come by polling, which no request
-                        # deadline bounds: this reader's own deadline does.
-                        async with asyncio.timeout_at(reader.deadline - READER_DEADLINE_MARGIN):
-                            await self._pull()
-                    else:
-                        # The backend ends its requests by the chain's deadline, this
-                        # reader's.
-                        await self._pull()
-                except asyncio.CancelledError:
-                    # The lone reader left mid-request: its source went with it.
-                    self._source = None
-                    raise
-                except TimeoutError:
-                    self._source = None
-                    raise own_error("DEADLINE_EXCEEDED") from None
-                finally:
-                    self._fetching = False
-                    self._notify()
-
-    async def _pull_task(self) -> None:
-        try:
-            await self._pull()
-        except asyncio.CancelledError:
-            self._source = None
-            if not self._abandoned:
-                # Cancelled by someone other than the last reader: the process is stopping.
-                self._fail(own_error("GATEWAY_SHUTTING_DOWN"))
-        finally:
-            self._task = None
-            self._fetching = False
-            self._notify()
+    def _fetch(self, reader: Subscription) -> Coroutine[Any, Any, None]:
+        """`Subscription.fetch`: the hub's own fetch when the reader reads alone, else a
+        wait for the page, fetched in a task of the hub's."""
+        if self._fetching:
+            return reader.wait()
+        if len(self._subs) > 1 or self._source_deadline > reader.deadline:
+            self._fetching = True
+            self._task = asyncio.create_task(self._pull(), name="chain page")
+            return reader.wait()
+        return self._pull(reader)
 
     def _fail(self, exc: Exception) -> None:
         self.error = exc
         self._finish()
 
-    async def _pull(self) -> None:
-        """One page from the source into the buffer (or the chain's end or error).
+    async def _pull(self, reader: Subscription | None = None) -> None:
+        """One page from the source into the buffer (or the chain's end or error): in the
+        task of the lone `reader` that wants it, or (`reader` None) in a task of the hub's
+        that several readers wait for, so that the fetching reader leaving cancels nothing
+        the others wait for.
+
+        The lone reader awaits this coroutine itself (`Subscription.fetch`): every stream
+        waiting on the upstream holds this one frame of the hub's. The backend ends its
+        requests by the chain's deadline, this reader's; another replica's pages come by
+        polling, which no request deadline bounds (`bounded` false): the reader's own
+        deadline bounds it then.
 
         A page without a next token is handed to the readers at once, but the chain is
         complete (and that page stored) only when the source then ends cleanly: the
         backend may still raise after it (a token it refused to follow).
         """
-        while True:
-            if self._source is None:
-                start = self._resume_point()
-                if start is None:
-                    self._finish()
-                    return
-                self._source_deadline = self.deadline()
-                self._source = self._open(self, start)
-            try:
-                page = await anext(self._source)
-            except StopAsyncIteration:
-                self._source = None
-                final, self._final = self._final, None
-                if final is not None:
-                    self.complete = True
-                    if self._on_page is not None:
-                        await self._on_page(self, self.published, final)
-                    self._finish()
-                    return
-                # The source stopped where its readers' max_pages ended; a reader wants
-                # more now: go on from the last token.
-                continue
-            except GatewayError as err:
-                self._source = None
-                self._fail(err)
-                return
-            except Exception as exc:  # anything else reaches its readers as INTERNAL
-                self._source = None
-                self._fail(exc)
-                return
-            if page.chain_id != self.chain_id:
-                page = dataclasses.replace(page, chain_id=self.chain_id)
-            position = self.published + 1
-            self._pages[position] = page
-            self.published = position
-            while len(self._pages) > self._buffer:
-                self._pages.pop(self.first_kept, None)
-                self._deliveries.pop(self.first_kept, None)
-                self.first_kept += 1
+        self._fetching = True
+        own_deadline = None if reader is None or self.bounded else reader.deadline
+        try:
+            async with (
+                _UNBOUNDED
+                if own_deadline is None
+                else asyncio.timeout_at(own_deadline - READER_DEADLINE_MARGIN)
+            ):
+                while True:
+                    if self._source is None:
+                        start = self._resume_point()
+                        if start is None:
+                            self._finish()
+                            return
+                        self._source_deadline = self.deadline()
+                        self._source = self._open(self, start)
+                    try:
+                        page = await anext(self._source)
+                    except StopAsyncIteration:
+                        self._source = None
+                        final, self._final = self._final, None
+                        if final is not None:
+                            self.complete = True
+                            if self._on_page is not None:
+                                await self._on_page(self, self.published, final)
+                            self._finish()
+                            return
+                        # The source stopped where its readers' max_pages ended; a reader wants
+                        # more now: go on from the last token.
+                        continue
+                    except GatewayError as err:
+                        self._source = None
+                        self._fail(err)
+                        return
+                    except Exception as exc:  # anything else reaches its readers as INTERNAL
+                        self._source = None
+                        self._fail(exc)
+                        return
+                    if page.chain_id != self.chain_id:
+                        page = dataclasses.replace(page, chain_id=self.chain_id)
+                    position = self.published + 1
+                    self._pages[position] = page
+                    self.published = position
+                    while len(self._pages) > self._buffer:
+                        self._pages.pop(self.first_kept, None)
+                        self._deliveries.pop(self.first_kept, None)
+                        self.first_kept += 1
+                    self._notify()
+                    if page.next_token:
+                        if self._on_page is not None:
+                            await self._on_page(self, position, page)
+                        return
+                    # The last page: readers have it; whether the chain ended cleanly is the
+                    # source's next word (a v1.2 chain says it at once).
+                    self._final = page
+        except asyncio.CancelledError:
+            self._source = None
+            if reader is not None:
+                raise  # the lone reader left mid-request: its source went with it
+            if not self._abandoned:
+                # Cancelled by someone other than the last reader: the process is stopping.
+                self._fail(own_error("GATEWAY_SHUTTING_DOWN"))
+        except TimeoutError:
+            if reader is None:
+                raise
+            self._source = None
+            raise own_error("DEADLINE_EXCEEDED") from None
+        finally:
+            if reader is None:
+                self._task = None
+            self._fetching = False
             self._notify()
-            if page.next_token:
-                if self._on_page is not None:
-                    await self._on_page(self, position, page)
-                return
-            # The last page: readers have it; whether the chain ended cleanly is the
-            # source's next word (a v1.2 chain says it at once).
-            self._final = page
 
     def _resume_point(self) -> ChainStart | None:
         """Where the source opens: the hub's start, or after the last page published."""
@@ -369,14 +381,22 @@ class Subscription:
         self.last_position = last_position
         self.closed = False
 
-    def next(self) -> Coroutine[Any, Any, tuple[Page, bool] | None]:
-        """(page, shared) for the next position, or None when the chain has no more pages.
+    def take(self) -> tuple[Page, bool] | Pending | None:
+        """(page, shared) for the next position, None when the chain has no more pages, or
+        PENDING: nobody has that page yet, await `fetch()` and take again.
 
         `shared` is True when another reader already received this page (a request
         saved). Raises the chain's error at the position where it happened, and Lagged
-        when the page is no longer held. (The hub's coroutine, `Hub._read`.)
+        when the page is no longer held.
         """
-        return self.hub._read(self)
+        return self.hub._take(self)
+
+    def fetch(self) -> Coroutine[Any, Any, None]:
+        """Until the hub has changed: the next page fetched (in this reader's own task when
+        it reads alone, the usual case), the chain ended, or another reader's fetch done.
+        Not a coroutine of its own: every stream waiting on the upstream holds each frame it
+        awaits through."""
+        return self.hub._fetch(self)
 
     async def wait(self) -> None:
         """Wait for the hub to change, at most until this reader's own deadline: the

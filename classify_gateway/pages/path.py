@@ -30,7 +30,7 @@ from classify_gateway.core.errors import GatewayError
 from classify_gateway.core.page import Page, new_chain_id
 from classify_gateway.pages.canonical import request_key, token_chain_key
 from classify_gateway.pages.fleet import FleetChains
-from classify_gateway.pages.hub import ChainStart, Hub, Hubs, Lagged, SourceOpener
+from classify_gateway.pages.hub import PENDING, ChainStart, Hub, Hubs, Lagged, SourceOpener
 from classify_gateway.pages.store import PageStore
 from classify_gateway.state.shared_state import SharedState
 from classify_gateway.telemetry.observability import Metrics
@@ -205,7 +205,12 @@ class PagePath:
             sub = hub.subscribe(position, ctx.deadline, last)
             try:
                 while max_pages == 0 or sent < max_pages:
-                    got = await sub.next()
+                    got = sub.take()
+                    while got is PENDING:
+                        # A lone reader fetches here, in this frame's task: the hub's
+                        # fetch is the one frame of the hub's it holds while it waits.
+                        await sub.fetch()
+                        got = sub.take()
                     if got is None:
                         return
                     page, shared = got
