@@ -11,9 +11,15 @@ topics or the video table:
 Each video has a primary topic (most segments), an optional secondary topic
 and generic "creator" filler (intros, outros), so that a class scores high on
 the videos that are about it, lower on those that touch it, and near zero
-elsewhere. Visual segments tile the whole video; speech covers parts of it;
-on-screen text is sparse. Times are frame-aligned at the video's fps, like
-upstream's (e.g. 169.63541666666669).
+elsewhere. A topic is a pool of subjects, actions, settings, speech and captions;
+most videos draw from a *flavour* of their topic ("music/guitar-lesson",
+"dance/wedding"), so that every shot stays on what the video's title says: a
+guitar lesson's music shots are of a guitar lesson, not of an orchestra, and a
+wedding's dancers are the couple and their guests. A secondary flavour is what
+such a video plausibly touches (the dinner after the pasta is made, the strong
+winds around a fire), never a sibling subject. Visual segments tile the whole
+video; speech covers parts of it; on-screen text is sparse. Times are
+frame-aligned at the video's fps, like upstream's (e.g. 169.63541666666669).
 """
 
 from __future__ import annotations
@@ -50,43 +56,6 @@ def T(subjects: str, actions: str, settings: str, speech: str, screen: str) -> T
 
 
 TOPICS: dict[str, Topic] = {
-    "dance": T(
-        "a crew of street dancers|a ballet dancer|a salsa couple|a dance instructor|"
-        "a group of teenage dancers|two breakdancers|a hip hop dance team|a choreographer",
-        "performs a synchronized dance routine|practices spins and fast footwork|"
-        "demonstrates the choreography step by step|battles in a freestyle dance circle|"
-        "rehearses a new dance routine|leads the group through a warm up dance|"
-        "freezes in a handstand at the end of the dance|teaches the basic dance steps slowly",
-        "in a mirrored dance studio|on a city sidewalk|on a brightly lit stage|"
-        "in front of a cheering crowd|in a school gym|at a dance competition",
-        "five six seven eight, from the top|watch my feet on this next dance step|"
-        "okay, we slow the choreography down for beginners|this dance battle is getting intense|"
-        "the judges want clean footwork and musicality|keep your arms loose and dance to the beat|"
-        "give it up for our dance crew|today I am teaching you the dance from the music video|"
-        "we run the whole dance routine one more time|"
-        "the final round of the dance competition starts now",
-        "DANCE TUTORIAL|STEP 1: FOOTWORK|DANCE BATTLE FINALS|CHOREOGRAPHY BY MIA|"
-        "LEARN THIS DANCE|ROUND 2",
-    ),
-    "cooking": T(
-        "a chef|a home cook|a pastry chef|two cooking show hosts|a grandmother in an apron|"
-        "a line cook|a food blogger",
-        "chops onions and garlic on a cutting board|stirs a simmering tomato sauce in a pan|"
-        "kneads fresh dough for homemade pasta|explains the recipe step by step while cooking|"
-        "whisks eggs and sugar in a mixing bowl|tosses vegetables in a hot skillet|"
-        "plates the finished dish with fresh herbs|slides a tray of bread into the oven|"
-        "tastes the soup and adds a pinch of salt",
-        "in a bright home kitchen|in a busy restaurant kitchen|at an outdoor grill|"
-        "in a cooking studio|in a rustic farmhouse kitchen",
-        "first we season the chicken with salt and pepper|this recipe only needs five ingredients|"
-        "let the sauce simmer for about ten minutes|"
-        "the secret to good pasta is salting the water|now fold the flour in gently|"
-        "preheat your oven to two hundred degrees|this is my favorite cooking trick|"
-        "taste it, that is delicious|you can find the full recipe in the description|"
-        "these kitchen utensils make cooking so much easier",
-        "EASY PASTA RECIPE|INGREDIENTS|STEP 2: SIMMER 10 MIN|COOKING TIP|"
-        "RECIPE IN DESCRIPTION|PREP TIME 15 MIN",
-    ),
     "soccer": T(
         "a soccer player|the striker|the goalkeeper|both soccer teams|the referee|"
         "a young football player|the home team",
@@ -129,7 +98,7 @@ TOPICS: dict[str, Topic] = {
         "thousands of runners|the lead marathon runner|a sprinter|an elite runner|"
         "volunteers at the marathon",
         "crosses the finish line with arms raised|runs through the city streets|"
-        "grabs a water cup at an aid station|pulls ahead of the pack|stretches before the race",
+        "grabs a water cup at an aid station|pulls ahead of the pack|warms up before the race",
         "along the marathon course|on an athletics track|at the marathon start line|"
         "past cheering spectators",
         "the leaders are passing the twenty kilometer mark|what a finish in this marathon|"
@@ -172,42 +141,6 @@ TOPICS: dict[str, Topic] = {
         "a flood warning is in effect",
         "STORM WARNING|FORECAST|FLOOD ALERT|7 DAY OUTLOOK|WIND 90 KM/H",
     ),
-    "travel": T(
-        "a travel vlogger|a couple of tourists|a backpacker|a tour guide|travelers",
-        "walks through a colorful market|takes photos of the old town|"
-        "checks into a boutique hotel|rides a train through the countryside|"
-        "boards a ferry to the island|tastes street food at a night market|"
-        "shows the view from the hotel balcony",
-        "in Lisbon|in Kyoto|in Marrakech|on the Amalfi coast|in Mexico City|in the Swiss Alps",
-        "welcome to day three of our trip|"
-        "this is one of the best travel destinations in Europe|"
-        "our hotel has the most amazing view|here are my top travel tips for first timers|"
-        "we just landed and we are heading to the city|"
-        "the tour guide told us the history of this place",
-        "DAY 3|TRAVEL GUIDE|TOP 5 THINGS TO DO|BUDGET: $80/DAY|TRAVEL VLOG",
-    ),
-    "ocean": T(
-        "surfers|a snorkeler|sea turtles|big waves|a sailboat",
-        "ride the waves at sunset|explores a coral reef|glide over the sandy bottom|"
-        "crash against the rocky shore|sails along the coast",
-        "on a tropical beach|in clear turquoise water|off the coast|near a small island",
-        "the water here is so clear|this beach is absolutely stunning|the surf is huge today|"
-        "we spotted a sea turtle on the reef",
-        "SNORKEL SPOT|BEACH DAY|SURF REPORT|ISLAND HOPPING",
-    ),
-    "nature": T(
-        "a herd of elephants|a lion|a bald eagle|a family of bears|wild horses|"
-        "a pack of wolves|a red fox|migrating wildebeest",
-        "crosses a river|hunts in the tall grass|soars above the canyon|drinks from a lake|"
-        "roams through the forest|rests in the shade of an acacia tree",
-        "on the African savanna|in a misty forest|in a national park|"
-        "at dawn in the wilderness|along a mountain river",
-        "the lions have been stalking the herd for hours|"
-        "these animals travel hundreds of kilometers every year|the forest comes alive at dawn|"
-        "only a few thousand of these animals remain in the wild|"
-        "the eagle spots its prey from above",
-        "WILDLIFE|SERENGETI|ENDANGERED SPECIES|NATIONAL PARK|NATURE DOCUMENTARY",
-    ),
     "hiking": T(
         "a group of hikers|a solo hiker|climbers|campers",
         "climbs a steep mountain trail|reaches the summit at sunrise|sets up a tent by the lake|"
@@ -217,96 +150,6 @@ TOPICS: dict[str, Topic] = {
         "pack enough water for the hike|the view from the top is unreal|"
         "we are camping by the lake tonight",
         "SUMMIT 3,100 M|TRAIL MAP|DAY HIKE|CAMPSITE",
-    ),
-    "technology": T(
-        "a tech reviewer|a new smartphone|a thin laptop|a pair of wireless earbuds|"
-        "a smartwatch|the reviewer",
-        "unboxes the new smartphone|compares the camera quality of two phones|"
-        "runs a battery benchmark|is shown from every angle|holds the laptop up to the camera|"
-        "tests the screen brightness of the gadget",
-        "on a clean white desk|in a tech studio|under studio lights|next to a stack of devices",
-        "the battery easily lasts a full day|this is the fastest processor in any phone right now|"
-        "we unbox it and see what is inside|the camera is a huge upgrade over last year|"
-        "is this gadget worth the price|in my full review, the display is the best I have tested",
-        "UNBOXING|SPECS|BATTERY TEST|REVIEW|PROS & CONS",
-    ),
-    "coding": T(
-        "a software developer|a programmer|a coding instructor|the code editor",
-        "writes a Python function in a code editor|debugs an error in the terminal|"
-        "explains the algorithm on a whiteboard|runs the unit tests|"
-        "refactors a JavaScript component|draws a diagram of the API",
-        "at a desk with two monitors|in a coding bootcamp classroom|on a screen recording|"
-        "in a home office",
-        "in this programming tutorial we build a web API|"
-        "now we write a function that sorts the list|"
-        "if you get this error, check your imports|now run the tests, and they pass|"
-        "this algorithm runs in linear time|we deploy the code to the cloud at the end",
-        "def main():|PYTHON TUTORIAL|ERROR: IndexError|npm run build|STEP 3: DEPLOY",
-    ),
-    "music": T(
-        "a rock band|a guitarist|a pianist|a singer|an orchestra|a DJ|a drummer",
-        "plays a guitar solo|sings into the microphone|performs the song live|"
-        "plays a piano melody|performs a symphony|mixes tracks on the turntables|"
-        "plays a fast drum fill",
-        "on a festival stage|in a recording studio|in a concert hall|at a small jazz club|"
-        "under colorful stage lights",
-        "this next song is from our new album|thank you so much, you have been amazing|"
-        "here is the chord progression|play the melody slowly with your right hand|"
-        "the crowd is singing along to every word|put your hands up for the band",
-        "LIVE IN CONCERT|NEW ALBUM OUT NOW|GUITAR LESSON|CHORDS: G C D|ENCORE",
-    ),
-    "fitness": T(
-        "a fitness trainer|a yoga instructor|a group of athletes|a woman in sportswear|"
-        "a personal trainer",
-        "demonstrates squats and lunges|leads a yoga flow|does push ups|stretches on a mat|"
-        "lifts weights|runs a high intensity interval workout",
-        "in a modern gym|in a sunny yoga studio|in a living room|in a park",
-        "engage your core and keep your back straight|thirty seconds of rest, then the next set|"
-        "breathe in as you raise your arms|this workout burns a lot of calories|"
-        "ten more reps, you can do it",
-        "HIIT WORKOUT|REST 30s|YOGA FLOW|ROUND 3/5|FULL BODY WORKOUT",
-    ),
-    "pets": T(
-        "a golden retriever puppy|a kitten|two cats|a scruffy dog|a parrot",
-        "chases a ball across the yard|plays with a toy mouse|sleeps on the couch|"
-        "learns to sit on command|splashes in a bathtub",
-        "in a cozy living room|in the backyard|at the dog park|at the vet clinic",
-        "who is a good boy|she learned this trick in just one week|"
-        "our cat is obsessed with this box|the first day home for our puppy|"
-        "he really does not like bath time",
-        "PUPPY'S FIRST DAY|CUTE PETS|TRICK TRAINING|CAT VS BOX",
-    ),
-    "cars": T(
-        "a sports car|an electric SUV|a vintage car|a race car|the car reviewer",
-        "accelerates down the highway|drifts around a corner|is shown in the showroom|"
-        "pulls into a pit stop|takes the car for a test drive",
-        "on a mountain road|on a race track|at an auto show|in a garage",
-        "zero to one hundred in under four seconds|"
-        "the electric range is about five hundred kilometers|this engine sounds incredible|"
-        "time to take it for a test drive|the interior feels premium",
-        "0-100 KM/H 3.8s|TEST DRIVE|AUTO SHOW|LAP TIME 1:42",
-    ),
-    "film": T(
-        "an animated character|the film director|two actors|a cartoon fox|the animation team",
-        "runs through a colorful animated forest|rehearses a scene on set|sketches storyboards|"
-        "talks about the making of the movie|flies over a cartoon city",
-        "on a film set|in an animation studio|in a movie theater|in a hand drawn world",
-        "the animation took four years to finish|this scene was shot in a single take|"
-        "the trailer drops next week|every frame of the film was drawn by hand|"
-        "the director explains the story",
-        "OFFICIAL TRAILER|IN THEATERS NOW|BEHIND THE SCENES|DIRECTED BY ANA LIMA",
-    ),
-    "education": T(
-        "a professor|students|a scientist|a teacher|a lab technician",
-        "explains a physics experiment|mixes chemicals in a beaker|"
-        "writes equations on the blackboard|looks through a microscope|"
-        "answers questions from students",
-        "in a university lecture hall|in a school classroom|in a science laboratory|"
-        "in a primary school classroom",
-        "today the lecture is about gravity|put on your safety goggles before the experiment|"
-        "who can tell me the answer to this equation|"
-        "cells divide through a process called mitosis|your homework is due next week",
-        "LECTURE 4|CHEMISTRY 101|E = mc2|PRIMARY SCHOOL SCIENCE|EXPERIMENT",
     ),
     "space": T(
         "a rocket|astronauts|the mission control team|a satellite",
@@ -346,6 +189,551 @@ TOPICS: dict[str, Topic] = {
         "the esports final is tied one to one|this video game has an incredible open world",
         "GAME OVER|LEVEL 12|ESPORTS FINALS|LIVE STREAM",
     ),
+    # Flavours: a video's shots, speech and captions stay on its own subject, as its
+    # title says (a guitar lesson shows a guitar lesson, not an orchestra; a wedding's
+    # dancers are the couple and their guests, not breakdancers teaching steps).
+    "dance/street": T(
+        "a crew of street dancers|two breakdancers|a hip hop dance team|a b-boy|"
+        "a group of teenage dancers",
+        "battles in a freestyle dance circle|freezes in a handstand at the end of the dance|"
+        "performs a synchronized dance routine|practices spins and fast footwork|"
+        "spins on his head|challenges the other crew",
+        "on a city sidewalk|in front of a cheering crowd|at a dance competition|"
+        "in an underground club",
+        "this dance battle is getting intense|the judges want clean footwork and musicality|"
+        "give it up for our dance crew|the final round of the dance competition starts now|"
+        "keep your arms loose and dance to the beat",
+        "DANCE BATTLE FINALS|ROUND 2|CREW VS CREW|BATTLE",
+    ),
+    "dance/lesson": T(
+        "a dance instructor|a choreographer|a hip hop dance teacher|the students|"
+        "a group of teenage dancers",
+        "demonstrates the choreography step by step|teaches the basic dance steps slowly|"
+        "leads the group through a warm up dance|rehearses a new dance routine|"
+        "breaks the move down into counts",
+        "in a mirrored dance studio|in a school gym|in a bright dance studio",
+        "five six seven eight, from the top|watch my feet on this next dance step|"
+        "okay, we slow the choreography down for beginners|"
+        "today I am teaching you the dance from the music video|"
+        "we run the whole dance routine one more time",
+        "DANCE TUTORIAL|STEP 1: FOOTWORK|CHOREOGRAPHY BY MIA|LEARN THIS DANCE",
+    ),
+    "dance/ballet": T(
+        "a ballet dancer|a ballerina|the corps de ballet|the ballet master|two ballet dancers|"
+        "a group of ballet dancers",
+        "practices pirouettes at the barre|rehearses the second act|stretches at the barre|"
+        "waits in the wings before the curtain|lifts his partner in a pas de deux",
+        "backstage|in a mirrored ballet studio|on a brightly lit stage|in the wings of the theater",
+        "once more from the entrance, and point your feet|the premiere is on Friday|"
+        "lift higher in the arabesque|places everyone, the curtain rises in ten minutes",
+        "REHEARSAL|BACKSTAGE|SWAN LAKE|OPENING NIGHT",
+    ),
+    "dance/salsa": T(
+        "a salsa couple|a salsa instructor|the dance class|pairs of dancers",
+        "turn together in pairs|practices the basic salsa step|switch partners|"
+        "spins to the music|follows the instructor's count",
+        "in a dance studio|at a Latin dance school|in a community hall",
+        "one two three, five six seven|switch partners and try it again|"
+        "lead with your hand, not your arm|feel the rhythm of the salsa",
+        "SALSA CLASS|BEGINNERS|BASIC STEP",
+    ),
+    "dance/wedding": T(
+        "the bride and groom|the newlyweds|the wedding guests|the couple",
+        "dance their first dance|sway slowly to a love song|twirl under the lights|"
+        "join the couple on the dance floor|dip at the end of the song",
+        "at the wedding reception|on the dance floor|under string lights|in a decorated hall",
+        "please welcome the newlyweds for their first dance|"
+        "everyone, join them on the dance floor|they practiced this dance for weeks|"
+        "I have never seen them so happy",
+        "JUST MARRIED|FIRST DANCE|MR & MRS",
+    ),
+    "dance/social": T(
+        "a creator|a teenager|two friends|a couple",
+        "dances a viral dance trend|copies a trending dance move|dances around the kitchen|"
+        "does a quick dance in front of the phone",
+        "in front of a phone camera|in a small kitchen|in a bedroom|in the living room",
+        "okay this dance trend is everywhere|try this dance with me|part two of the trend",
+        "#DANCECHALLENGE|TREND|PART 2",
+    ),
+    "dance/crowd": T(
+        "the festival crowd|fans in the front row|a crowd of people|two friends",
+        "dance to the music|jump and dance to the beat|crowd surf toward the stage|"
+        "dance with their hands in the air",
+        "in front of the stage|in the mosh pit|at the festival",
+        "everybody jump|this is the best night ever|I can't believe we're in the front row",
+        "MAIN STAGE|FESTIVAL",
+    ),
+    "music/street": T(
+        "a DJ|a beatboxer|the DJ",
+        "mixes tracks on the turntables|drops a heavy beat|scratches a record",
+        "next to the dance circle|behind the DJ booth",
+        "DJ, turn it up|this beat is crazy|drop the beat",
+        "DJ SET|BEATS BY DJ KAI",
+    ),
+    "music/classical": T(
+        "an orchestra|a pianist|the conductor|a violinist|the string section",
+        "performs a symphony|plays a piano melody|raises the baton|tunes the instruments|"
+        "plays the slow movement",
+        "in a concert hall|in the orchestra pit|on a grand stage",
+        "the orchestra will now perform the symphony|please welcome the conductor|"
+        "the second movement is slow and quiet|bravo",
+        "LIVE IN CONCERT|SYMPHONY NO. 5|ENCORE",
+    ),
+    "music/rehearsal": T(
+        "a rehearsal pianist|the pianist|the ballet master at the piano",
+        "plays the accompaniment|counts the dancers in|plays the waltz from the second act",
+        "in the ballet studio|in the corner of the studio",
+        "and one, and two|from the top of the waltz, please|a little slower this time",
+        "PIANO|ACT 2",
+    ),
+    "music/wedding": T(
+        "a wedding band|a singer|a string quartet",
+        "plays a love song|sings a slow ballad|plays the first notes of the song",
+        "at the wedding reception|next to the dance floor",
+        "this song is for the newlyweds|one more song before the cake",
+        "LIVE BAND",
+    ),
+    "music/rock": T(
+        "a rock band|a guitarist|a singer|a drummer|the bass player",
+        "plays a guitar solo|sings into the microphone|performs the song live|"
+        "plays a fast drum fill|jumps off the drum riser",
+        "on a festival stage|under colorful stage lights|in front of a huge crowd",
+        "this next song is from our new album|thank you so much, you have been amazing|"
+        "the crowd is singing along to every word|put your hands up for the band",
+        "LIVE IN CONCERT|NEW ALBUM OUT NOW|ENCORE|MAIN STAGE",
+    ),
+    "music/guitar-lesson": T(
+        "a guitar teacher|a beginner guitarist|the teacher's hands|an acoustic guitar",
+        "shows a G chord on the fretboard|strums a simple chord progression|tunes the guitar|"
+        "switches slowly between C and D chords|explains how to hold the pick",
+        "in a home music room|on a couch|in a small music studio",
+        "here is the chord progression|place your finger on the third fret|"
+        "strum slowly and keep the rhythm|practice these chords for ten minutes a day|"
+        "if it buzzes, press a little harder",
+        "GUITAR LESSON|CHORDS: G C D|BEGINNER|LESSON 1",
+    ),
+    "cooking/pasta": T(
+        "a chef|a home cook|a grandmother in an apron|a food blogger",
+        "kneads fresh dough for homemade pasta|rolls out the pasta dough|"
+        "stirs a simmering tomato sauce in a pan|chops onions and garlic on a cutting board|"
+        "drops the pasta into boiling water|plates the pasta with fresh basil|"
+        "explains the recipe step by step while cooking",
+        "in a bright home kitchen|in a rustic farmhouse kitchen|in a cooking studio",
+        "the secret to good pasta is salting the water|"
+        "let the sauce simmer for about ten minutes|this recipe only needs five ingredients|"
+        "you can find the full recipe in the description|taste it, that is delicious",
+        "EASY PASTA RECIPE|INGREDIENTS|STEP 2: SIMMER 10 MIN|RECIPE IN DESCRIPTION",
+    ),
+    "cooking/bread": T(
+        "a baker|a home baker|a woman in an apron",
+        "kneads the sourdough|feeds the sourdough starter|shapes the loaf|"
+        "slides a tray of bread into the oven|slices a crusty loaf",
+        "in a small bakery|in a bright home kitchen|in a rustic farmhouse kitchen",
+        "let the dough rise overnight|the starter should be bubbly|"
+        "preheat your oven to two hundred and fifty degrees|listen to that crust|"
+        "you can find the full recipe in the description",
+        "SOURDOUGH|BAKE 45 MIN|DAY 2: SHAPING|RECIPE IN DESCRIPTION",
+    ),
+    "cooking/grill": T(
+        "a pitmaster|a home cook|a dad in an apron",
+        "flips burgers on the grill|brushes sauce on the ribs|lights the charcoal|"
+        "checks the meat with a thermometer|slices a smoked brisket",
+        "at an outdoor grill|in the backyard|on the patio",
+        "first we season the meat with salt and pepper|keep the lid closed to hold the heat|"
+        "this is my favorite grilling trick|let the meat rest before you cut it",
+        "BBQ TIPS|GRILL TEMP 120°C|TIP #3|RUB RECIPE",
+    ),
+    "cooking/utensils": T(
+        "a reviewer|a home cook|a chef",
+        "tests a chef knife on a tomato|compares three nonstick pans|"
+        "whisks eggs with a balloon whisk|peels a carrot with a new peeler|"
+        "chops onions on a cutting board with the new knife",
+        "on a kitchen counter|in a bright home kitchen|in a test kitchen",
+        "these kitchen utensils make cooking so much easier|"
+        "this knife stays sharp after a month|the cheap peeler works just as well|"
+        "is this worth the price|my top pick for home cooks",
+        "UTENSIL REVIEW|WINNER|PROS & CONS|PRICE $25",
+    ),
+    "cooking/quick": T(
+        "a creator|a student|a young cook",
+        "boils a pot of noodles|fries an egg in a pan|tosses vegetables in a hot skillet|"
+        "stirs the noodles with chopsticks",
+        "in a small apartment kitchen|at the stove",
+        "dinner in ten minutes|just add soy sauce and you are done",
+        "DINNER IN 10 MIN|EASY NOODLES",
+    ),
+    "dining/home": T(
+        "the family|friends|the guests|the neighbours",
+        "share the meal at the table|taste the first bite|pass the plates around|"
+        "raise their glasses",
+        "at the dinner table|on the patio|in the dining room",
+        "dinner is served|this is delicious|can I have seconds",
+        "BON APPETIT|DINNER TIME",
+    ),
+    "dining/lisbon": T(
+        "a waiter|the travel vlogger|a cafe owner",
+        "serves custard tarts|grills sardines outside the restaurant|pours coffee at a tiny cafe",
+        "in a tiled cafe|at a seafood restaurant",
+        "these custard tarts are famous here|the sardines are so fresh",
+        "PASTEL DE NATA|LUNCH: 12 EUR",
+    ),
+    "dining/street-food": T(
+        "a vendor|diners|a food critic",
+        "grills skewers|serves a bowl of soup|hands over a plate of tagine",
+        "at a street food stall|at the night market",
+        "this is the best tagine I have ever had|it costs only two euros",
+        "STREET FOOD|5 DIRHAMS",
+    ),
+    "pets/puppy": T(
+        "a golden retriever puppy|the puppy|the new owner and the puppy",
+        "sniffs around the new home|chases a ball across the yard|falls asleep in its bed|"
+        "learns to sit on command|meets the family",
+        "in a cozy living room|in the backyard|in its new bed",
+        "who is a good boy|the first day home for our puppy|"
+        "he is so tired after all that exploring",
+        "PUPPY'S FIRST DAY|DAY 1|WELCOME HOME",
+    ),
+    "pets/cat": T(
+        "a grey cat|the cat|a kitten",
+        "squeezes into a cardboard box|plays with a toy mouse|sleeps on the couch|"
+        "knocks the box over|jumps out of the box",
+        "in a cozy living room|on the kitchen floor",
+        "our cat is obsessed with this box|she ignored the expensive bed|if it fits, she sits",
+        "CAT VS BOX|CUTE PETS",
+    ),
+    "fitness/hiit": T(
+        "a fitness trainer|a personal trainer|a woman in sportswear",
+        "demonstrates squats and lunges|does push ups|does burpees|jumps rope|"
+        "runs a high intensity interval workout|holds a plank|switches to the next exercise",
+        "in a living room|at home on a mat",
+        "engage your core and keep your back straight|"
+        "thirty seconds of rest, then the next set|this workout burns a lot of calories|"
+        "ten more reps, you can do it|no equipment needed",
+        "HIIT WORKOUT|REST 30s|ROUND 3/5|FULL BODY WORKOUT",
+    ),
+    "fitness/yoga": T(
+        "a yoga instructor|a woman on a yoga mat",
+        "leads a yoga flow|stretches on a mat|holds downward dog|"
+        "breathes slowly in a seated pose|moves through sun salutations",
+        "on a mat outdoors|on a cliff at sunrise|on a wooden deck",
+        "breathe in as you raise your arms|let your shoulders relax|"
+        "hold this pose for five breaths|namaste",
+        "YOGA FLOW|SUNRISE|BREATHE",
+    ),
+    "fitness/warm-up": T(
+        "the dance class|the instructor|the students",
+        "warm up with stretches|loosen their shoulders|march on the spot to the music",
+        "in the dance studio|at the start of class",
+        "let's warm up first|stretch your legs, we move a lot today",
+        "WARM UP",
+    ),
+    "fitness/drills": T(
+        "the kids|the coach|the youth team",
+        "sprint between cones|do push ups on the grass|stretch after training|"
+        "jog a lap around the pitch",
+        "on the grass|next to the cones",
+        "sprint to the cone and back|good effort, everyone|stretch your legs",
+        "FITNESS DRILL|30 SEC",
+    ),
+    "nature/savanna": T(
+        "a herd of elephants|a lion|a lioness|migrating wildebeest|a pride of lions|zebras",
+        "crosses a river|hunts in the tall grass|stalks a herd of zebras|"
+        "rests in the shade of an acacia tree|drinks from a water hole",
+        "on the African savanna|in the Serengeti|at dawn in the wilderness",
+        "the lions have been stalking the herd for hours|"
+        "these animals travel hundreds of kilometers every year|"
+        "only a few thousand of these animals remain in the wild|"
+        "the dry season is hard on the herds",
+        "WILDLIFE|SERENGETI|ENDANGERED SPECIES|NATURE DOCUMENTARY",
+    ),
+    "nature/eagles": T(
+        "a bald eagle|a pair of bald eagles|a young eagle|salmon",
+        "soars above the river|dives for a salmon|perches in a tall pine|builds a nest|"
+        "gathers along the riverbank",
+        "along a mountain river|in a misty forest|in a national park|at dawn in the wilderness",
+        "the eagle spots its prey from above|thousands of eagles gather here every winter|"
+        "the salmon run feeds the whole valley|the forest comes alive at dawn",
+        "WILDLIFE|NATIONAL PARK|NATURE DOCUMENTARY|BALD EAGLE",
+    ),
+    "nature/sunrise": T(
+        "the rising sun|morning mist|the calm sea|seabirds",
+        "rises over the hills|drifts over the valley|glitters in the first light|"
+        "glide along the cliffs",
+        "at sunrise|above the coast",
+        "listen to the birds waking up|look at that light",
+        "SUNRISE",
+    ),
+    "nature/alpine": T(
+        "a marmot|an ibex|alpine wildflowers|a mountain lake|a golden eagle",
+        "whistles from a rock|climbs a steep cliff|sway in the wind|reflects the peaks|"
+        "circles above the ridge",
+        "in an alpine meadow|below the glacier|above the tree line",
+        "look, a marmot right next to the trail|the meadows are full of color in July",
+        "ALPINE FLORA|NATURE RESERVE",
+    ),
+    "nature/marine": T(
+        "a school of bright fish|a sea turtle|a reef shark|a moray eel|an octopus",
+        "hides in the coral|glides over the reef|swims past the camera|feeds on the reef",
+        "in the reef|in clear turquoise water",
+        "the reef is home to hundreds of fish species|"
+        "coral reefs are under threat from warming seas",
+        "MARINE LIFE|PROTECTED REEF",
+    ),
+    "ocean/reef": T(
+        "a snorkeler|a diver|sea turtles|tropical fish",
+        "explores a coral reef|floats above the reef|dives down to look at the coral|"
+        "glide over the sandy bottom",
+        "in clear turquoise water|near a small island|off a tropical beach",
+        "the water here is so clear|we spotted a sea turtle on the reef|"
+        "this snorkel spot is amazing",
+        "SNORKEL SPOT|REEF|DEPTH 3 M",
+    ),
+    "ocean/coast": T(
+        "a sailboat|the sea|swimmers|small waves",
+        "sails along the coast|sparkles in the sun|swim in a quiet cove|"
+        "lap against the rocky shore",
+        "off the coast|in a hidden cove|along the cliffs",
+        "the water is so blue here|let's jump in for a swim",
+        "SWIM STOP|BLUE GROTTO",
+    ),
+    "travel/lisbon": T(
+        "a travel vlogger|the vlogger and her friend|tourists",
+        "walks through the Alfama district|rides the yellow tram|"
+        "takes photos of the old town|looks out from a viewpoint|"
+        "shows the view from the hotel balcony",
+        "in Lisbon|in the old town|at a viewpoint over the river",
+        "welcome to day three of our trip|our hotel has the most amazing view|"
+        "here are my top travel tips for first timers|Lisbon is so hilly, wear good shoes",
+        "DAY 3|LISBON|TRAVEL VLOG|BUDGET: $80/DAY",
+    ),
+    "travel/kyoto": T(
+        "a tour guide|a group of tourists|travelers|a monk|a travel vlogger",
+        "walks through the red torii gates|visits a wooden temple|"
+        "walks along a quiet lane of old houses|rings a temple bell",
+        "in Kyoto|at a Buddhist temple|in the Gion district",
+        "the tour guide told us the history of this place|"
+        "this temple is over a thousand years old|please take off your shoes inside",
+        "KYOTO|WALKING TOUR|STOP 3: TEMPLE|TOP 5 THINGS TO DO",
+    ),
+    "travel/marrakech": T(
+        "travelers|a backpacker|a couple of tourists|a tour guide|a travel vlogger",
+        "walks through a colorful market|wanders the narrow lanes of the medina|"
+        "bargains for a rug|tastes street food at a night market",
+        "in Marrakech|in the medina|on the main square at night",
+        "the market comes alive after sunset|always agree on the price first|"
+        "here are my top travel tips for first timers",
+        "MARRAKECH|NIGHT MARKET|BUDGET: $40/DAY",
+    ),
+    "travel/amalfi": T(
+        "a couple of tourists|a boat captain|travelers",
+        "boards a small boat in the harbor|passes cliffside villages|"
+        "points at Positano from the boat|steers toward a hidden beach|lounges on the deck",
+        "on the Amalfi coast|off the coast of Positano|in the harbor",
+        "welcome aboard, we sail at ten|this is the best way to see the Amalfi coast|"
+        "the villages look amazing from the water",
+        "AMALFI COAST|BOAT TRIP|STOP 2: POSITANO",
+    ),
+    "travel/theme-park": T(
+        "a family of tourists|travelers|a couple",
+        "arrives at the park gates|checks into the park hotel|looks at the park map|"
+        "buys tickets at the entrance",
+        "at the park entrance|at the resort hotel",
+        "we drove six hours to get here|this is our first time at this park|"
+        "buy your tickets online to skip the line",
+        "DAY 1|PARK TIPS",
+    ),
+    "travel/city-night": T(
+        "friends|a travel vlogger|tourists",
+        "walks through the old town at dusk|takes photos of the city skyline|"
+        "rides a taxi to the next bar",
+        "in the city center|at sunset|on a busy street at night",
+        "this neighborhood is full of great places|here are my top picks in the city",
+        "CITY GUIDE|TOP 5 SPOTS",
+    ),
+    "news/fire": T(
+        "firefighters|a field reporter|emergency crews|a police spokesperson|a news anchor",
+        "reports live from the scene|interviews a witness|"
+        "stands in front of a damaged building|spray water on the flames|"
+        "points to a map of the affected area",
+        "at the scene of the fire|under flashing police lights|"
+        "outside the burning warehouse|in a television news studio",
+        "good evening, we begin tonight with breaking news|"
+        "we are getting reports of a major fire downtown|our reporter is live at the scene|"
+        "authorities are urging residents to stay indoors|"
+        "this is a developing story and we will bring you updates|back to you in the studio",
+        "BREAKING NEWS|LIVE|DEVELOPING STORY|JUST IN",
+    ),
+    "news/press": T(
+        "the mayor|the club president|reporters|a spokesperson|journalists",
+        "holds a press conference|answers questions from reporters|signs the stadium deal|"
+        "speaks at the podium|take photos of the signing",
+        "at city hall|in a packed press room|in front of the club crest",
+        "thank you all for coming|the new stadium will open in three years|"
+        "the city will pay a third of the cost|next question, please|"
+        "we are proud to keep the club in this city",
+        "PRESS CONFERENCE|LIVE|STADIUM DEAL|CITY HALL",
+    ),
+    "news/studio": T(
+        "a news anchor|the anchors|an analyst|a correspondent",
+        "reads the latest numbers|discusses the results|"
+        "reports live from the campaign headquarters|points to the results map",
+        "in a television news studio|in a busy newsroom|at the campaign headquarters",
+        "good evening and welcome to our live coverage|we will bring you updates all night|"
+        "back to you in the studio|let's go to our correspondent",
+        "LIVE|JUST IN|NEWS AT 6",
+    ),
+    "news/sports": T(
+        "a sports reporter|the commentators|a journalist|the pundits",
+        "interviews the winning coach|reports from the press box|"
+        "analyses the key moments in the studio|talks to fans outside",
+        "in the broadcast studio|in the press box|in the commentary box",
+        "welcome back to our live coverage|what a day for the team|"
+        "we will hear from the coach after this|back to you in the studio",
+        "LIVE|POST-MATCH|REACTION|SPORTS NEWS",
+    ),
+    "news/storm": T(
+        "a field reporter|emergency crews|a police spokesperson|rescue workers",
+        "reports live from the storm|evacuate residents from a flooded street|"
+        "interviews a resident|stands on the flooded promenade",
+        "at an evacuation shelter|on the flooded promenade|under flashing police lights",
+        "authorities are urging residents to stay indoors|"
+        "officials have ordered evacuations along the coast|our reporter is live at the scene",
+        "BREAKING NEWS|LIVE|EVACUATION ORDER",
+    ),
+    "news/space": T(
+        "a reporter|the commentators|spectators",
+        "reports from the press site|watch the launch from the beach|"
+        "explains the mission on a screen",
+        "at the press site|on a beach near the launch site",
+        "welcome to our live coverage of the launch|thousands of people came to watch",
+        "LIVE|LAUNCH COVERAGE",
+    ),
+    "soccer/club": T(
+        "the club's fans|the old stadium|the home team|a model of the new stadium",
+        "cheer outside the stadium|is shown from the air|trains on the pitch|is unveiled on stage",
+        "at the stadium|on the training pitch",
+        "the fans have waited years for this|the old stadium holds only thirty thousand",
+        "NEW STADIUM|CAPACITY 60,000",
+    ),
+    "soccer/youth": T(
+        "kids|young football players|the coach|the youth team",
+        "dribble a soccer ball around cones|practice passing in pairs|"
+        "take shots at the goal|listen to the coach",
+        "at a youth soccer training|on a muddy soccer pitch|on the training ground",
+        "good touch, keep your head up|pass and move|"
+        "one more time, nice and controlled|water break, everyone",
+        "TRAINING DRILLS|DRILL 2: PASSING|U12",
+    ),
+    "weather/wind": T(
+        "strong winds|a column of smoke|a meteorologist|dry air",
+        "fan the flames|drifts over the downtown skyline|points at the wind forecast map",
+        "over downtown|in the weather studio",
+        "gusty winds are making the fire harder to fight|"
+        "no rain is expected until the weekend|the smoke will drift east tonight",
+        "WIND 50 KM/H|AIR QUALITY ALERT|FORECAST",
+    ),
+    "coding/python": T(
+        "a software developer|a coding instructor|the code editor",
+        "writes a Python function in a code editor|builds a REST endpoint|runs the unit tests|"
+        "explains the JSON response|installs packages with pip",
+        "at a desk with two monitors|on a screen recording|in a home office",
+        "in this programming tutorial we build a web API|"
+        "now we write a function that sorts the list|"
+        "if you get this error, check your imports|now run the tests, and they pass|"
+        "we deploy the code to the cloud at the end",
+        "def main():|PYTHON TUTORIAL|pip install requests|STEP 3: DEPLOY",
+    ),
+    "coding/javascript": T(
+        "a programmer|a streamer|the code editor",
+        "refactors a JavaScript component|debugs an error in the browser console|"
+        "adds a breakpoint|reads the stack trace|reloads the page",
+        "at a desk with two monitors|on a live stream|on a screen recording",
+        "okay chat, let's find this bug|undefined is not a function, classic|"
+        "let me add a console log here|the bug was a missing await",
+        "TypeError: undefined|npm run build|console.log",
+    ),
+    "gaming/stream": T(
+        "a streamer|the chat|viewers",
+        "reads messages from the chat|thanks a new subscriber|takes a short break",
+        "on a live stream|in a room with colorful lights",
+        "thanks for the follow|chat, should we keep going|we are live every Tuesday",
+        "LIVE STREAM|NEW FOLLOWER",
+    ),
+    "technology/phone": T(
+        "a tech reviewer|a new smartphone|the reviewer",
+        "unboxes the new smartphone|compares the camera quality of two phones|"
+        "peels the film off the screen|tests the screen brightness|"
+        "holds the phone up to the camera",
+        "on a clean white desk|in a tech studio|under studio lights",
+        "this is the fastest processor in any phone right now|"
+        "the battery easily lasts a full day|we unbox it and see what is inside|"
+        "the camera is a huge upgrade over last year|is this phone worth the price",
+        "UNBOXING|SPECS|REVIEW|PROS & CONS|CAMERA TEST",
+    ),
+    "technology/laptop": T(
+        "a tech reviewer|a thin laptop|the laptop|the reviewer",
+        "runs a battery benchmark|plays a video on loop to drain the battery|"
+        "holds the laptop up to the camera|checks the battery percentage|opens the lid",
+        "on a clean white desk|in a tech studio|next to a charger",
+        "the battery easily lasts a full workday|"
+        "after eight hours it still has thirty percent left|this chip is very efficient|"
+        "in my full review, the display is the best I have tested",
+        "BATTERY TEST|BENCHMARK|SPECS|12H 40M",
+    ),
+    "technology/kitchen": T(
+        "a stand mixer|an electric kettle|a digital kitchen scale|a blender",
+        "is shown from every angle|is switched on for a test|is unboxed on the counter",
+        "on the kitchen counter|under studio lights",
+        "the motor is surprisingly quiet|it charges over USB|the display is easy to read",
+        "SPECS|UNBOXING|RATING 4/5",
+    ),
+    "technology/car": T(
+        "the infotainment screen|the driver assistance system|the charging port|the car reviewer",
+        "shows the navigation map|keeps the car in its lane|"
+        "updates the software over the air|opens at the charging station",
+        "inside the cabin|on the dashboard|at the charging station",
+        "the software update added a new driving mode|the screen is huge and responsive|"
+        "the app shows the charging status",
+        "SOFTWARE 2.1|LANE ASSIST|CHARGING 80%",
+    ),
+    "cars/ev": T(
+        "an electric SUV|the car reviewer|the SUV",
+        "accelerates down the highway|takes the car for a test drive|"
+        "charges at a fast charging station|climbs a mountain road|parks in the city",
+        "on a mountain road|on the highway|at a charging station|in the city",
+        "the electric range is about five hundred kilometers|"
+        "zero to one hundred in under five seconds|time to take it for a test drive|"
+        "the interior feels premium|it is very quiet on the highway",
+        "TEST DRIVE|RANGE 500 KM|0-100 KM/H 4.8s|CHARGING 10-80% 30 MIN",
+    ),
+    "film/animation": T(
+        "an animated fox|a cartoon fox|fireflies|a little owl",
+        "runs through a colorful animated forest|chases fireflies|looks up at the moon|"
+        "flies over a cartoon village",
+        "in a hand drawn world|in an animated forest|under a starry sky",
+        "every frame of the film was drawn by hand|the fox just wants a friend|"
+        "a short film about friendship",
+        "A SHORT FILM|DIRECTED BY ANA LIMA|THE END",
+    ),
+    "education/chemistry": T(
+        "a chemistry teacher|students|a teacher|the class",
+        "mixes chemicals in a beaker|writes equations on the blackboard|"
+        "adds a drop of indicator|explains the periodic table|answers questions from students",
+        "in a high school classroom|in a school chemistry lab",
+        "put on your safety goggles before the experiment|"
+        "who can tell me the answer to this equation|acids turn this indicator red|"
+        "your homework is due next week|today we balance chemical equations",
+        "CHEMISTRY 101|LECTURE 4|H2O|pH 7",
+    ),
+    "education/primary": T(
+        "children|a primary school teacher|the class|a young student",
+        "watch a baking soda volcano erupt|pour vinegar into a bottle|mix colored water|"
+        "raise their hands",
+        "in a primary school classroom|at the science table",
+        "what do you think will happen|put on your safety goggles|wow, it's bubbling|"
+        "science is all about asking questions",
+        "PRIMARY SCHOOL SCIENCE|EXPERIMENT|BAKING SODA + VINEGAR",
+    ),
     "filler": T(
         "the host|a presenter|the creator|the camera",
         "smiles and waves at the camera|introduces the video|talks directly to the camera|"
@@ -364,7 +752,7 @@ class VideoSpec:
     index: str
     filename: str
     duration: float
-    primary: str
+    primary: str  # a key of TOPICS: a topic ("soccer") or one of its flavours ("dance/ballet")
     secondary: str | None
     share: float  # share of non-filler segments about the primary topic
     signature: str  # one hand-written visual description unique to this video
@@ -380,41 +768,46 @@ INDEXES: tuple[tuple[str, str], ...] = (
 # One video per two lines reads better than the formatter's nine.
 # fmt: off
 VIDEOS: tuple[VideoSpec, ...] = (
-    VideoSpec("social", "street-dance-battle.mp4", 184.5, "dance", "music", 0.85,
+    VideoSpec("social", "street-dance-battle.mp4", 184.5, "dance/street", "music/street", 0.85,
               "two breakdancers battle in a dance circle while the crowd cheers"),
-    VideoSpec("social", "hip-hop-dance-tutorial.mp4", 312.0, "dance", None, 0.9,
+    VideoSpec("social", "hip-hop-dance-tutorial.mp4", 312.0, "dance/lesson", None, 0.9,
               "a dance instructor counts the beat and teaches the routine to beginners"),
-    VideoSpec("social", "ballet-rehearsal-backstage.mp4", 241.2, "dance", "music", 0.85,
+    VideoSpec("social", "ballet-rehearsal-backstage.mp4", 241.2,
+              "dance/ballet", "music/rehearsal", 0.85,
               "a ballerina spins a pirouette during rehearsal backstage"),
-    VideoSpec("social", "salsa-dance-group-class.mp4", 205.8, "dance", "fitness", 0.8,
+    VideoSpec("social", "salsa-dance-group-class.mp4", 205.8, "dance/salsa", "fitness/warm-up", 0.8,
               "a salsa dance group class turns together in pairs"),
-    VideoSpec("social", "wedding-first-dance.mp4", 228.4, "dance", "music", 0.75,
+    VideoSpec("social", "wedding-first-dance.mp4", 228.4, "dance/wedding", "music/wedding", 0.75,
               "the bride and groom dance their first dance under string lights"),
-    VideoSpec("social", "pasta-recipe-tutorial.mp4", 428.0, "cooking", "dining", 0.85,
+    VideoSpec("social", "pasta-recipe-tutorial.mp4", 428.0, "cooking/pasta", "dining/home", 0.85,
               "fresh tagliatelle is rolled out on a floured wooden board"),
-    VideoSpec("social", "sourdough-bread-baking.mp4", 515.6, "cooking", "dining", 0.85,
+    VideoSpec("social", "sourdough-bread-baking.mp4", 515.6, "cooking/bread", "dining/home", 0.85,
               "a baker scores a sourdough loaf before baking it in a hot oven"),
-    VideoSpec("social", "backyard-bbq-grilling-tips.mp4", 367.3, "cooking", "dining", 0.8,
+    VideoSpec("social", "backyard-bbq-grilling-tips.mp4", 367.3,
+              "cooking/grill", "dining/home", 0.8,
               "ribs sizzle on a backyard barbecue grill while smoke rises"),
-    VideoSpec("social", "kitchen-utensils-review.mp4", 298.1, "cooking", "technology", 0.75,
+    VideoSpec("social", "kitchen-utensils-review.mp4", 298.1,
+              "cooking/utensils", "technology/kitchen", 0.75,
               "a reviewer compares three chef knives and a set of kitchen utensils"),
-    VideoSpec("social", "puppy-first-day-home.mp4", 142.0, "pets", None, 0.9,
+    VideoSpec("social", "puppy-first-day-home.mp4", 142.0, "pets/puppy", None, 0.9,
               "a golden retriever puppy sniffs its new bed for the first time"),
-    VideoSpec("social", "cat-vs-cardboard-box.mp4", 63.4, "pets", None, 0.9,
+    VideoSpec("social", "cat-vs-cardboard-box.mp4", 63.4, "pets/cat", None, 0.9,
               "a grey cat squeezes itself into a tiny cardboard box"),
-    VideoSpec("social", "hiit-home-workout.mp4", 620.0, "fitness", None, 0.9,
+    VideoSpec("social", "hiit-home-workout.mp4", 620.0, "fitness/hiit", None, 0.9,
               "a trainer counts down the last interval of a full body workout"),
-    VideoSpec("social", "sunrise-yoga-flow.mp4", 900.0, "fitness", "nature", 0.75,
+    VideoSpec("social", "sunrise-yoga-flow.mp4", 900.0, "fitness/yoga", "nature/sunrise", 0.75,
               "a yoga instructor holds a tree pose on a cliff at sunrise"),
-    VideoSpec("social", "tiktok-dance-and-dinner-compilation.mp4", 176.2, "dance", "cooking", 0.55,
+    VideoSpec("social", "tiktok-dance-and-dinner-compilation.mp4", 176.2,
+              "dance/social", "cooking/quick", 0.55,
               "a creator dances in the kitchen while a pot of noodles boils"),
     VideoSpec("sports", "soccer-match-highlights-derby.mp4", 596.0, "soccer", None, 0.9,
               "the striker volleys the ball into the top corner of the goal"),
-    VideoSpec("sports", "penalty-shootout-cup-final.mp4", 442.5, "soccer", "news", 0.85,
+    VideoSpec("sports", "penalty-shootout-cup-final.mp4", 442.5, "soccer", "news/sports", 0.85,
               "the goalkeeper saves the final penalty and the soccer team storms the pitch"),
-    VideoSpec("sports", "youth-soccer-training-drills.mp4", 380.9, "soccer", "fitness", 0.75,
+    VideoSpec("sports", "youth-soccer-training-drills.mp4", 380.9,
+              "soccer/youth", "fitness/drills", 0.75,
               "kids dribble a soccer ball around orange cones during training"),
-    VideoSpec("sports", "world-cup-final-full-broadcast.mp4", 11400.0, "soccer", "news", 0.8,
+    VideoSpec("sports", "world-cup-final-full-broadcast.mp4", 11400.0, "soccer", "news/sports", 0.8,
               "captains lift the world cup trophy as confetti falls on the soccer pitch"),
     VideoSpec("sports", "basketball-top-10-dunks.mp4", 274.0, "basketball", None, 0.9,
               "a player takes off from the free throw line for a slam dunk"),
@@ -422,63 +815,71 @@ VIDEOS: tuple[VideoSpec, ...] = (
               "a half court basketball shot goes in as the buzzer sounds"),
     VideoSpec("sports", "tennis-grand-slam-final-recap.mp4", 655.0, "tennis", None, 0.9,
               "the champion falls to the grass after winning the tennis final"),
-    VideoSpec("sports", "city-marathon-full-coverage.mp4", 12600.0, "running", "news", 0.8,
+    VideoSpec("sports", "city-marathon-full-coverage.mp4", 12600.0, "running", "news/sports", 0.8,
               "a wave of marathon runners crosses the bridge at the start of the race"),
-    VideoSpec("sports", "breaking-news-downtown-fire.mp4", 215.0, "news", "weather", 0.85,
+    VideoSpec("sports", "breaking-news-downtown-fire.mp4", 215.0, "news/fire", "weather/wind", 0.85,
               "firefighters spray water on a burning warehouse as a reporter speaks"),
     VideoSpec("sports", "evening-news-bulletin.mp4", 1680.0, "news", "politics", 0.6,
               "the news anchor introduces the top stories of the evening bulletin"),
-    VideoSpec("sports", "election-night-live-coverage.mp4", 14400.0, "politics", "news", 0.7,
+    VideoSpec("sports", "election-night-live-coverage.mp4", 14400.0, "politics", "news/studio", 0.7,
               "a giant map of election results lights up behind the anchors"),
-    VideoSpec("sports", "hurricane-landfall-weather-update.mp4", 410.2, "weather", "news", 0.8,
+    VideoSpec("sports", "hurricane-landfall-weather-update.mp4", 410.2,
+              "weather", "news/storm", 0.8,
               "palm trees bend in hurricane winds as waves flood the promenade"),
-    VideoSpec("sports", "press-conference-stadium-deal.mp4", 960.0, "news", "soccer", 0.7,
+    VideoSpec("sports", "press-conference-stadium-deal.mp4", 960.0,
+              "news/press", "soccer/club", 0.7,
               "the mayor and the club president sign the stadium deal at a press conference"),
-    VideoSpec("travel", "lisbon-travel-vlog-day-3.mp4", 734.0, "travel", "dining", 0.8,
+    VideoSpec("travel", "lisbon-travel-vlog-day-3.mp4", 734.0,
+              "travel/lisbon", "dining/lisbon", 0.8,
               "a yellow tram climbs a steep street in Lisbon"),
-    VideoSpec("travel", "kyoto-temples-walking-tour.mp4", 1025.0, "travel", None, 0.85,
+    VideoSpec("travel", "kyoto-temples-walking-tour.mp4", 1025.0, "travel/kyoto", None, 0.85,
               "a tour guide leads tourists through the red gates of a Kyoto shrine"),
-    VideoSpec("travel", "marrakech-night-market-food.mp4", 611.0, "travel", "dining", 0.7,
+    VideoSpec("travel", "marrakech-night-market-food.mp4", 611.0,
+              "travel/marrakech", "dining/street-food", 0.7,
               "a vendor grills skewers at a smoky night market stall in Marrakech"),
-    VideoSpec("travel", "amalfi-coast-boat-trip.mp4", 540.0, "travel", "ocean", 0.65,
+    VideoSpec("travel", "amalfi-coast-boat-trip.mp4", 540.0, "travel/amalfi", "ocean/coast", 0.65,
               "a small boat passes colorful cliffside villages on the Amalfi coast"),
-    VideoSpec("travel", "serengeti-lion-hunt-documentary.mp4", 2640.0, "nature", None, 0.9,
+    VideoSpec("travel", "serengeti-lion-hunt-documentary.mp4", 2640.0, "nature/savanna", None, 0.9,
               "a lioness sprints after a zebra across the dry savanna"),
-    VideoSpec("travel", "coral-reef-snorkeling.mp4", 372.0, "ocean", "nature", 0.8,
+    VideoSpec("travel", "coral-reef-snorkeling.mp4", 372.0, "ocean/reef", "nature/marine", 0.8,
               "a snorkeler floats above a school of bright fish on the coral reef"),
-    VideoSpec("travel", "alpine-summit-hike-sunrise.mp4", 1310.0, "hiking", "nature", 0.8,
+    VideoSpec("travel", "alpine-summit-hike-sunrise.mp4", 1310.0, "hiking", "nature/alpine", 0.8,
               "hikers reach a snowy alpine summit as the sun rises"),
-    VideoSpec("travel", "bald-eagles-river-migration.mp4", 1500.0, "nature", None, 0.9,
+    VideoSpec("travel", "bald-eagles-river-migration.mp4", 1500.0, "nature/eagles", None, 0.9,
               "a bald eagle snatches a salmon from the river"),
-    VideoSpec("travel", "theme-park-rollercoaster-pov.mp4", 188.0, "amusement", "travel", 0.85,
+    VideoSpec("travel", "theme-park-rollercoaster-pov.mp4", 188.0,
+              "amusement", "travel/theme-park", 0.85,
               "a first person view from the front seat of a rollercoaster"),
-    VideoSpec("travel", "rooftop-bars-and-restaurants-guide.mp4", 482.0, "dining", "travel", 0.8,
+    VideoSpec("travel", "rooftop-bars-and-restaurants-guide.mp4", 482.0,
+              "dining", "travel/city-night", 0.8,
               "friends toast with cocktails on a rooftop bar at sunset"),
-    VideoSpec("tech", "smartphone-unboxing-review.mp4", 845.0, "technology", None, 0.9,
+    VideoSpec("tech", "smartphone-unboxing-review.mp4", 845.0, "technology/phone", None, 0.9,
               "hands peel the protective film off a new smartphone screen"),
-    VideoSpec("tech", "laptop-battery-benchmark.mp4", 690.0, "technology", None, 0.85,
+    VideoSpec("tech", "laptop-battery-benchmark.mp4", 690.0, "technology/laptop", None, 0.85,
               "a battery graph drops slowly on the laptop screen during the benchmark"),
-    VideoSpec("tech", "python-api-programming-tutorial.mp4", 2310.0, "coding", None, 0.9,
+    VideoSpec("tech", "python-api-programming-tutorial.mp4", 2310.0, "coding/python", None, 0.9,
               "a Python web API returns JSON in the browser"),
-    VideoSpec("tech", "javascript-debugging-livestream.mp4", 3600.0, "coding", "gaming", 0.8,
+    VideoSpec("tech", "javascript-debugging-livestream.mp4", 3600.0,
+              "coding/javascript", "gaming/stream", 0.8,
               "a red stack trace scrolls in the browser console"),
-    VideoSpec("tech", "guitar-lesson-beginner-chords.mp4", 720.0, "music", None, 0.9,
+    VideoSpec("tech", "guitar-lesson-beginner-chords.mp4", 720.0, "music/guitar-lesson", None, 0.9,
               "a close up of fingers pressing a G chord on an acoustic guitar"),
-    VideoSpec("tech", "festival-rock-concert-live.mp4", 2790.0, "music", "dance", 0.8,
+    VideoSpec("tech", "festival-rock-concert-live.mp4", 2790.0, "music/rock", "dance/crowd", 0.8,
               "the crowd jumps and dances as fireworks go off above the festival stage"),
-    VideoSpec("tech", "symphony-orchestra-concert.mp4", 3400.0, "music", None, 0.9,
+    VideoSpec("tech", "symphony-orchestra-concert.mp4", 3400.0, "music/classical", None, 0.9,
               "the conductor raises the baton and the orchestra begins the symphony"),
-    VideoSpec("tech", "electric-suv-test-drive.mp4", 1080.0, "cars", "technology", 0.8,
+    VideoSpec("tech", "electric-suv-test-drive.mp4", 1080.0, "cars/ev", "technology/car", 0.8,
               "the electric SUV charges at a fast charging station"),
-    VideoSpec("tech", "animated-short-film-fox.mp4", 480.0, "film", None, 0.9,
+    VideoSpec("tech", "animated-short-film-fox.mp4", 480.0, "film/animation", None, 0.9,
               "an animated fox chases fireflies through a moonlit meadow"),
-    VideoSpec("tech", "rocket-launch-livestream.mp4", 1860.0, "space", "news", 0.8,
+    VideoSpec("tech", "rocket-launch-livestream.mp4", 1860.0, "space", "news/space", 0.8,
               "the rocket booster lands upright on a drone ship"),
     VideoSpec("tech", "esports-final-highlights.mp4", 900.0, "gaming", None, 0.9,
               "an esports team lifts the trophy on a stage full of screens"),
-    VideoSpec("tech", "high-school-chemistry-lecture.mp4", 2700.0, "education", None, 0.9,
+    VideoSpec("tech", "high-school-chemistry-lecture.mp4", 2700.0, "education/chemistry", None, 0.9,
               "a teacher adds a drop of indicator and the liquid turns pink"),
-    VideoSpec("tech", "primary-school-science-experiment.mp4", 540.0, "education", "fitness", 0.8,
+    VideoSpec("tech", "primary-school-science-experiment.mp4", 540.0,
+              "education/primary", None, 0.9,
               "children watch a baking soda volcano erupt in a primary school classroom"),
 )
 # fmt: on
