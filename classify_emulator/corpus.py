@@ -132,6 +132,7 @@ class Corpus:
         context = VideoContext.of(
             (str(metadata.get("video_title", "")), str(metadata.get("filename", ""))),
             ((end - start, analysed) for start, end, _, analysed in items["visual"]),
+            (analysed for source in SOURCES for _, _, _, analysed in items[source]),
         )
         segments = {
             source: tuple(

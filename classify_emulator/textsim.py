@@ -15,7 +15,9 @@ meaning comes from a curated vocabulary (`vocabulary.toml`, loaded by
 2. Prompts. "X and Y", "X or Y", "X, Y" are alternatives (a category name like
    "Bars and Restaurants" means either); a prompt scores by its best
    alternative. Within one, generic words ("people", "someone") are dropped,
-   modifiers ("tutorial", "highlights") weigh `MODIFIER_WEIGHT`, words after a
+   modifiers ("tutorial", "highlights") weigh `MODIFIER_WEIGHT` (`ABSENT_FORM_WEIGHT`
+   for a video that never shows, says or names that form: a dance battle's shots
+   lack a lesson, and so does the whole video, so it is no "dance lesson"), words after a
    locative preposition ("in a kitchen", "with friends") weigh half (unless no
    topic comes before them: in "kids learning at school" the place is the topic),
    the words the vocabulary does not know weigh `UNKNOWN_WEIGHT` together beside
@@ -83,6 +85,7 @@ LOCATIVE_FACTOR = 0.5
 CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the prompt's topic
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
 SUBJECT_SHARE = 0.25  # a topic covering this share of a video's shots is its subject
+ABSENT_FORM_WEIGHT = 1.0  # a prompt's modifier that nothing of the video shows, says or names
 TOKEN_PART = 0.85  # the rest is the trigram part
 # Calibration: similarity -> score, linear between these points. Chosen so that the
 # upstream's default thresholds (clip 65, video 75) fall between "the prompt's topic
@@ -253,16 +256,22 @@ class VideoContext:
     the topic concepts of the shots covering at least `SUBJECT_SHARE` of it (a
     wedding video's dance, a kitchen-utensils review's cooking): a shot on one of
     them shows what the video is about, so what the title says holds for it.
+    `mentions`: every feature of its title and of all its texts (shots, lines,
+    captions): a form (modifier) not among them is not the video's form.
     """
 
     features: frozenset[str]
     subject: frozenset[str] = frozenset()
+    mentions: frozenset[str] = frozenset()
 
     @classmethod
     def of(
-        cls, names: Iterable[str], shots: Iterable[tuple[float, TextFeatures]] = ()
+        cls,
+        names: Iterable[str],
+        shots: Iterable[tuple[float, TextFeatures]] = (),
+        texts: Iterable[TextFeatures] = (),
     ) -> VideoContext:
-        """From the title and filename, and the (duration, text) of its shots."""
+        """From the title and filename, the (duration, text) of its shots, and all its texts."""
         lex = vocabulary()
         cover: dict[str, float] = {}
         total = 0.0
@@ -272,7 +281,9 @@ class VideoContext:
                 if lex.kind.get(f) == "topic":
                     cover[f] = cover.get(f, 0.0) + duration
         subject = frozenset(f for f, d in cover.items() if total and d >= SUBJECT_SHARE * total)
-        return cls(frozenset().union(*(features(n) for n in names)), subject)
+        title = frozenset().union(*(features(n) for n in names))
+        said = frozenset().union(*(t.features for t in texts))
+        return cls(title, subject, title | said if said else frozenset())
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,6 +321,16 @@ class Prompt:
             tuple(_credit(t.feature, t.related, names) for t in alt.terms)
             for alt in self.alternatives
         )
+        mentions = context.mentions
+        totals = tuple(
+            alt.total_weight
+            + sum(
+                ABSENT_FORM_WEIGHT - t.weight
+                for t in alt.terms
+                if not t.topic and mentions and _credit(t.feature, t.related, mentions) == 0.0
+            )
+            for alt in self.alternatives
+        )
 
         def baseline(form_gain: float) -> float:
             return max(
@@ -318,8 +339,8 @@ class Prompt:
                         t.weight * (CONTEXT_GAIN_OFF_TOPIC if t.topic else form_gain) * c
                         for t, c in zip(alt.terms, cs, strict=True)
                     )
-                    / alt.total_weight
-                    for alt, cs in zip(self.alternatives, credits, strict=True)
+                    / total
+                    for alt, cs, total in zip(self.alternatives, credits, totals, strict=True)
                 ),
                 default=0.0,
             )
@@ -329,6 +350,7 @@ class Prompt:
             baseline(CONTEXT_GAIN_OFF_TOPIC),
             context.subject,
             baseline(CONTEXT_GAIN) if context.subject else 0.0,
+            totals,
         )
 
 
@@ -347,6 +369,7 @@ class Context:
     baseline: float
     subject: frozenset[str] = frozenset()
     subject_baseline: float = 0.0
+    totals: tuple[float, ...] = ()  # per alternative: its weight, with absent forms weighed more
 
 
 NO_CONTEXT = Context((), 0.0)
@@ -466,7 +489,8 @@ def semantic_score(
                     full = anchored or (on_subject and not t.topic)
                     gain = CONTEXT_GAIN if full else CONTEXT_GAIN_OFF_TOPIC
                     matched += t.weight * (1.0 - own) * gain * c
-            best = max(best, matched / alt.total_weight)
+            total = context.totals[n] if context.totals else alt.total_weight
+            best = max(best, matched / total)
     grams = prompt.trigrams
     tri_part = len(grams & text.trigrams) / len(grams) if grams else 0.0
     sim = TOKEN_PART * best + (1.0 - TOKEN_PART) * tri_part

@@ -344,9 +344,15 @@ def test_a_title_says_the_videos_form_for_the_shots_on_its_subject(
 
     assert listed("a product review") == {"kitchen-utensils-review.mp4"}
     # The dance and dinner compilation's cooking shots are not dance shots.
-    mixed = (video_id(corpus, "tiktok-dance-and-dinner-compilation.mp4"),)
-    spec = ClassSpec("dancing", ("dancing",), BOTH, "semantic")
-    assert not classifier.classify(ClassifyJob(mixed, (spec,)))
+    mixed = corpus.videos[video_id(corpus, "tiktok-dance-and-dinner-compilation.mp4")]
+    spec = ClassSpec("dancing", ("dancing",), ("visual",), "semantic")
+    (d,) = classifier.classify(ClassifyJob((mixed.id,), (spec,), include_clips=True))
+    shots = {seg.start: seg for seg in mixed.segments["visual"]}
+    cooking = [s for s in shots.values() if "@cooking" in s.analysed.features]
+    clipped = {c["start"] for c in d["classes"][0]["clips"]}
+    assert cooking and not any(
+        s.start in clipped for s in cooking if "@dance" not in s.analysed.features
+    )
 
 
 def test_clips_point_at_the_matching_segments(corpus: Corpus, classifier: Classifier) -> None:
@@ -363,8 +369,9 @@ def test_clips_point_at_the_matching_segments(corpus: Corpus, classifier: Classi
         {"@dance", "@music", "@wedding"} & by_start[(c["start"], c["option"])].analysed.features
         for c in clips
     ), texts
-    # The signature shot names the wedding itself, so it is the best clip.
-    assert "bride" in texts[0]
+    # The best clip names the wedding itself; the title only lifts the others.
+    best = by_start[(clips[0]["start"], clips[0]["option"])]
+    assert "@wedding" in best.analysed.features, texts[0]
 
 
 def test_bulk_over_an_index_through_http(api: httpx.Client, corpus: Corpus) -> None:
@@ -395,3 +402,16 @@ def test_bulk_numeric_threshold_is_min_video_score(api: httpx.Client, corpus: Co
     assert response.status_code == 200
     data = response.json()["data"]
     assert data and all(c["score"] >= 95 for d in data for c in d["classes"])
+
+
+def test_a_form_the_video_never_names_is_not_its_form(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """A dance battle's dance shots lack a lesson, and so does all of it: no "dance lesson"."""
+    ids = tuple(video_id(corpus, f) for f in DANCE_VIDEOS)
+    names = {v.id: v.resource["metadata"]["filename"] for v in corpus.videos.values()}
+    battle = corpus.videos[video_id(corpus, "street-dance-battle.mp4")]
+    assert "@lesson" not in battle.context.mentions
+    spec = ClassSpec("lesson", ("learn to dance",), BOTH, "semantic")
+    listed = {names[d["video_id"]] for d in classifier.classify(ClassifyJob(ids, (spec,)))}
+    assert listed == {"hip-hop-dance-tutorial.mp4", "salsa-dance-group-class.mp4"}
