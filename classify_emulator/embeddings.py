@@ -43,8 +43,10 @@ import numpy.typing as npt
 
 from classify_emulator.corpus import Corpus, Segment, Video
 from classify_emulator.textsim import (
+    ABSENT_FORM_WEIGHT,
     CONTEXT_GAIN,
     CONTEXT_GAIN_OFF_TOPIC,
+    MODIFIER_WEIGHT,
     analyse_prompt,
     features,
     vocabulary,
@@ -96,6 +98,14 @@ AUDIO_TEXT_WEIGHT = 0.35  # how much of the shot an audio segment "hears"
 # concert") better than v1.2 lets it.
 LEAN = 0.7
 REFLECTIONS = 6  # Householder reflections that hide the layout
+# v1.2 weighs a prompt's modifier more when nothing of the video shows, says or names it
+# (`textsim.ABSENT_FORM_WEIGHT`). A prompt's vector cannot depend on the video, so the
+# embedding turns it round: a prompt's modifiers weigh ABSENT_FORM_WEIGHT, and every
+# segment of a video that does name one carries it at FORM_PRESENT, which gives a
+# segment with the prompt's topic and not its form v1.2's share in both cases
+# (1 / (1 + MODIFIER_WEIGHT) for a lone topic).
+FORM_SCALE = ABSENT_FORM_WEIGHT / MODIFIER_WEIGHT
+FORM_PRESENT = ((1.0 + ABSENT_FORM_WEIGHT) / (1.0 + MODIFIER_WEIGHT) - 1.0) / ABSENT_FORM_WEIGHT
 
 
 def _hashed(name: str, size: int) -> Floats:
@@ -119,11 +129,26 @@ def _concepts() -> dict[str, Floats]:
     return {n: q[:, i].copy() for i, n in enumerate(names)}
 
 
+@functools.cache
+def _concept_basis() -> Floats:
+    """The concepts' directions as the columns of one (SHARED, n) matrix."""
+    return np.stack(list(_concepts().values()), axis=1)
+
+
 @functools.lru_cache(maxsize=65536)
 def direction(feature: str) -> Floats:
-    """A feature's unit direction in the shared part (concepts: orthonormal)."""
+    """A feature's unit direction in the shared part (concepts: orthonormal).
+
+    A plain word's (or trigram's) hashed direction is kept off the concepts' subspace, so
+    that it never adds to or takes from a concept match by accident.
+    """
     concept = _concepts().get(feature)
-    return concept if concept is not None else _hashed(feature, SHARED)
+    if concept is not None:
+        return concept
+    v = _hashed(feature, SHARED)
+    basis = _concept_basis()
+    v = v - basis @ (basis.T @ v)
+    return v / np.linalg.norm(v)
 
 
 @functools.cache
@@ -191,9 +216,12 @@ def text_embedding(text: str) -> Vector:
     shared = np.zeros(SHARED, dtype=np.float64)
     for alt in prompt.alternatives:
         part = np.zeros(SHARED, dtype=np.float64)
+        total = 0.0
         for term in alt.terms:
-            part += term.weight * _sum(((term.feature, 1.0), *_leans(term.credits)))
-        shared += part / alt.total_weight
+            weight = term.weight * (1.0 if term.topic else FORM_SCALE)
+            part += weight * _sum(((term.feature, 1.0), *_leans(term.credits)))
+            total += weight
+        shared += part / total
     if not prompt.alternatives:  # nothing but stopwords: the words themselves
         shared = _sum((f, 1.0) for f in features(text))
     grams = prompt.trigrams
@@ -240,7 +268,48 @@ def _segment_signal(segment: Segment, video: Video) -> Floats:
         gain = CONTEXT_ON_SUBJECT if near else CONTEXT_OFF_SUBJECT
         weight = gain * (1.0 if f.startswith("@") else STEM_WEIGHT)
         weights[f] = weights.get(f, 0.0) + weight
+    _unlean(weights, own)
     return _sum(weights.items()) + _trigrams(segment.analysed.trigrams)
+
+
+def _unlean(weights: dict[str, float], own: frozenset[str]) -> None:
+    """Undo what a title concept adds, by its relation, to a related concept of the shot.
+
+    A prompt term leans towards its related concepts (`_leans`), so a shot that has a
+    concept, and carries a related one from its video's title, would match a prompt about
+    the first by its own weight plus the title concept's lean, where v1.2 lifts a term by
+    its title only as far as the shot lacks it (a youth soccer drill's push ups, under a
+    title about sport, matched "a workout" above the workout video's own shots). Each
+    such pair is reweighed so that a prompt about either gets v1.2's credit: the larger
+    of its own weight and the lean from the other.
+    """
+    related = vocabulary().related
+    for f in sorted(w for w in weights if w.startswith("@") and w in own):
+        for g, strength in related.get(f, ()):
+            if g in own or g not in weights:
+                continue
+            k = LEAN * strength
+            wf, wg = weights[f], weights[g]
+            tf, tg = max(wf, k * wg), max(wg, k * wf)
+            weights[f] = max(0.0, (tf - k * tg) / (1.0 - k * k))
+            weights[g] = max(0.0, (tg - k * tf) / (1.0 - k * k))
+
+
+def _form_signal(segment: Segment, video: Video, signal: Floats) -> Floats:
+    """The forms (modifiers) the video names somewhere and the segment does not carry yet.
+
+    Each at `FORM_PRESENT`, less what the segment's signal already has of it (the title's
+    form spread over the video's subject). Kept apart from the segment's own signal when
+    that is scaled, so that naming a form somewhere does not dilute the shot's own content.
+    """
+    lex = vocabulary()
+    out = np.zeros(SHARED, dtype=np.float64)
+    for f in video.context.mentions - segment.analysed.features:
+        if lex.kind.get(f) == "modifier":
+            has = float(signal @ direction(f))
+            if has < FORM_PRESENT:
+                out += (FORM_PRESENT - has) * direction(f)
+    return out
 
 
 def _audio_signal(segment: Segment, video: Video) -> Floats:
@@ -254,9 +323,11 @@ def _audio_signal(segment: Segment, video: Video) -> Floats:
     return _sum(weights.items())
 
 
-def _segment_vector(signal: Floats, seed: str) -> Vector:
+def _segment_vector(signal: Floats, seed: str, forms: Floats | None = None) -> Vector:
     """Scale so that a segment's own extra features do not dilute it (up to SEGMENT_FULL)."""
     length = float(np.linalg.norm(signal))
+    if forms is not None:
+        signal = signal + forms
     shared = signal * (SEGMENT_SHARE / max(length, SEGMENT_FULL))
     shared = shared + NOISE * _hashed("\x00noise:" + seed, SHARED)
     limit = 1.0 - SEGMENT_COMMON**2 - 0.01
@@ -299,10 +370,14 @@ def _option(video: Video, option: str) -> OptionEmbeddings:
     origin = 0
     for source in OPTION_SOURCES[option]:
         for n, seg in enumerate(video.segments[source]):
-            signal = _audio_signal(seg, video) if option == "audio" else _segment_signal(seg, video)
+            if option == "audio":
+                signal, forms = _audio_signal(seg, video), None
+            else:
+                signal = _segment_signal(seg, video)
+                forms = _form_signal(seg, video, signal)
             for k, (start, end) in enumerate(pieces(seg.start, seg.end)):
                 seed = f"{video.id}:{option}:{source}:{n}:{k}"
-                rows.append((start, end, origin, _segment_vector(signal, seed)))
+                rows.append((start, end, origin, _segment_vector(signal, seed, forms)))
             origin += 1
     rows.sort(key=lambda r: (r[0], r[1], r[2]))
     matrix = np.vstack([r[3] for r in rows]) if rows else np.zeros((0, DIMENSION), dtype=np.float32)
