@@ -15,14 +15,15 @@ and descriptions, written before any score was looked at):
   and judgements nobody fitted the model to before;
 * `relevance_dev3.toml`, the third development set: 100 classes written blind
   like dev2 and committed untouched before it was measured or tuned on;
-* `relevance_heldout.toml`, the held-out set: written blind from filenames and
-  titles by someone who had not read the vocabulary, the descriptions or the
-  scorer, committed before any tuning, and never tuned on. Its misses are not
-  printed, so that it stays blind for later work too. It misses the precision
-  target: see `TARGETS`;
-* `relevance_heldout2.toml` and `relevance_heldout3.toml`, two more held-out sets
-  written the same way (heldout3 with dev3, before the round that tuned on dev3),
-  never tuned on, measured once when a round was final; they miss it too.
+* `relevance_heldout.toml`, `relevance_heldout2.toml` and `relevance_heldout3.toml`:
+  written blind from filenames and titles by someone who had not read the
+  vocabulary, the descriptions or the scorer, committed before any tuning and
+  measured blind once each (after rounds 1 to 3, all short of the precision
+  target). Round 4 made them development sets: their misses are printed and it
+  was tuned on them;
+* `relevance_heldout4.toml` and `relevance_heldout5.toml`, round 4's held-out sets,
+  written the same way and committed untouched before that round. They are the
+  only blind sets left (`BLIND`): their misses are never printed.
 
 This suite classifies every demo index with each file's classes through
 `twelvelabs==0.3.2` against a served emulator, exactly as the user would, and
@@ -32,7 +33,7 @@ measures:
     precision = expected videos listed / listed videos that are not "either"
 
 over all (class, video) pairs. Both are printed (run with -s to see them, and the
-misses of the tuned and dev sets):
+misses of every set but the blind ones):
 
     .venv/bin/python -m pytest tests/emulator/test_relevance.py -s -k everyday
 """
@@ -85,6 +86,10 @@ MIN_CLASSES = {
     "heldout5": 40,
 }
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
+# The sets still blind: their misses are never printed. Held-out sets 1-3 were each
+# measured blind once and became development sets in round 4, which printed and tuned
+# on their misses; 4 and 5 are that round's held-out sets.
+BLIND = frozenset({"heldout4", "heldout5"})
 
 
 @dataclass(frozen=True)
@@ -205,19 +210,14 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 
 
 # name -> (minimum recall, minimum precision). The tuned and dev sets assert the issues'
-# targets. The held-out set was evaluated once, when the generalisation work of issue
-# 24 was final, and did NOT meet the precision target (recall met it): its entry is a
-# regression floor a little below what that run measured (docs/emulator.md,
-# "Generalisation", gives the figures), not the target, which stays unmet. Raise it to
-# (MIN_RECALL, MIN_PRECISION) only with a held-out set that nobody has tuned on.
-# The second held-out set (written blind in round 3, before that round's tuning) was
-# measured once when that tuning was final and misses the precision target too; so does
-# the third (written blind with dev3, before the third generalisation round), measured
-# once when that round was final. All three were measured then; their floors sit a
-# little below those figures (docs/emulator.md, "Generalisation").
-HELDOUT_FLOOR = (0.92, 0.80)
-HELDOUT2_FLOOR = (0.86, 0.84)
-HELDOUT3_FLOOR = (0.84, 0.75)
+# targets. Held-out sets 1-3 were each measured blind once (after rounds 1-3) and missed
+# the precision target; round 4 made them development sets, printed their misses and
+# tuned on them. They still sit just below the precision target through v1.2: their
+# entries are regression floors a little below round 4's figures (docs/emulator.md,
+# "Generalisation", gives them), not the target.
+HELDOUT_FLOOR = (0.93, 0.86)
+HELDOUT2_FLOOR = (0.89, 0.88)
+HELDOUT3_FLOOR = (0.87, 0.88)
 # Held-out sets 4 and 5 (written blind in round 4, before its tuning), measured once when
 # they were committed, before any change of that round: these floors sit a little below
 # that blind "before" figure (docs/emulator.md, "Generalisation").
@@ -252,7 +252,7 @@ def test_everyday_classes_find_what_a_person_would_pick(
         f"\n  recall    {tally.recall:.3f} ({tally.hits}/{tally.expected} expected videos listed)"
         f"\n  precision {tally.precision:.3f} ({tally.hits}/{tally.judged_listed} judged listings)"
     )
-    if name.startswith("heldout"):
+    if name in BLIND:
         report = [f"  ({len(report)} classes not exact; not shown: the set stays blind)"]
     print("\n".join(report) or "  every class exact")
     min_recall, min_precision = TARGETS[name]
