@@ -239,8 +239,8 @@ TOPICS: dict[str, Topic] = {
     ),
     "dance/wedding": T(
         "the bride and groom|the newlyweds|the wedding guests|the couple",
-        "dance their first dance|sway slowly to a love song|twirl under the lights|"
-        "join the couple on the dance floor|dip at the end of the song",
+        "dance their first dance|slow dance to a love song|twirl under the lights|"
+        "join the couple on the dance floor|end the dance with a dip",
         "at the wedding reception|on the dance floor|under string lights|in a decorated hall",
         "please welcome the newlyweds for their first dance|"
         "everyone, join them on the dance floor|they practiced this dance for weeks|"
