@@ -294,7 +294,7 @@ TOPICS: dict[str, Topic] = {
         "LIVE BAND",
     ),
     "music/rock": T(
-        "a rock band|a guitarist|a singer|a drummer|the bass player",
+        "a rock band|the band's guitarist|the band's singer|the band's drummer|the band",
         "plays a guitar solo|sings into the microphone|performs the song live|"
         "plays a fast drum fill|jumps off the drum riser",
         "on a festival stage|under colorful stage lights|in front of a huge crowd",
