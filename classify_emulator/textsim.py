@@ -151,8 +151,11 @@ def _analyse(text: str) -> list[list[Unit]]:
 
     "X for A and B" coordinates the objects of a preposition: an alternative that is a
     lone word after such an object shares what came before it ("where to go out for
-    drinks and dinner" is also "where to go out for dinner", not "dinner"). Lists of
-    nouns ("bars and restaurants") and other coordinations stay as they are.
+    drinks and dinner" is also "where to go out for dinner", not "dinner"). So does
+    "verb-ing A and B" when the verb opens the alternative, the objects of the verb
+    ("planting flowers and vegetables" is also "planting vegetables", not "vegetables").
+    Lists of nouns ("bars and restaurants", "a dog playing fetch and a cat") and other
+    coordinations stay as they are.
     """
     lex = vocabulary()
     tokens = _TOKEN.findall(text.lower())
@@ -160,14 +163,14 @@ def _analyse(text: str) -> list[list[Unit]]:
     alternatives: list[list[Unit]] = [[]]
     shared: list[list[Unit]] = [[]]  # per alternative: what a lone next one shares
     locative = False
-    governed = False  # the next unit is the object of a preposition
+    governed = False  # the next unit is the object of a preposition or of a verb
     last_governed = False  # the current alternative's last unit was
     i = 0
 
-    def add(unit: Unit) -> None:
+    def add(unit: Unit, verb: bool = False) -> None:
         nonlocal governed, last_governed
         alternatives[-1].append(unit)
-        last_governed, governed = governed, False
+        last_governed, governed = governed, verb
 
     while i < len(tokens):
         for phrase, concept in lex.phrases.get(stems[i], ()):
@@ -203,7 +206,14 @@ def _analyse(text: str) -> list[list[Unit]]:
                 governed = governed or token in PREPOSITIONS  # "for | the drinks" too
             else:
                 concept = lex.concept_of_word(token, stems[i - 1])
-                add((concept or stems[i - 1], locative, (stems[i - 1],)))
+                # A verb that opens the alternative ("planting flowers and vegetables"; not
+                # "a dog playing fetch and a cat", where the dog and the cat are the list).
+                verb = (
+                    len(token) > 5
+                    and token.endswith("ing")
+                    and not any(lex.kind.get(f, "topic") == "topic" for f, _, _ in alternatives[-1])
+                )
+                add((concept or stems[i - 1], locative, (stems[i - 1],)), verb)
     return [
         [*head, *alt] if len(alt) == 1 and head else alt
         for alt, head in zip(alternatives, shared, strict=True)

@@ -278,6 +278,8 @@ def test_prompt_analysis() -> None:
     ]
     assert terms("bars and restaurants") == [[("@bar", 1.0)], [("@dining", 1.0)]]
     assert terms("a dog playing fetch and a cat") == [[("@dog", 1.0)], [("@cat", 1.0)]]
+    # So does a verb that opens the prompt: its objects share it.
+    assert terms("planting flowers and vegetables")[1] == [("@food", 1.0), ("@gardening", 1.0)]
     # A city is a place of its own, in its country: not any city.
     assert terms("Paris") == terms("the Eiffel Tower") == [[("@paris", 1.0)]]
     assert {"@france", "@europe", "@city"} <= features("a walk through Paris")
