@@ -214,11 +214,11 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # the precision target; round 4 made them development sets, printed their misses and
 # tuned on them, and they meet both targets since (docs/emulator.md, "Generalisation",
 # gives the figures): no longer a blind measure, so they assert the targets as dev sets do.
-# Held-out sets 4 and 5 (written blind in round 4, before its tuning), measured once when
-# they were committed, before any change of that round: these floors sit a little below
-# that blind "before" figure (docs/emulator.md, "Generalisation").
-HELDOUT4_FLOOR = (0.90, 0.76)
-HELDOUT5_FLOOR = (0.91, 0.72)
+# Held-out sets 4 and 5 (written blind in round 4, before its tuning) were measured once
+# then and once when the round was final, and miss the precision target: these floors sit
+# a little below that last blind figure (docs/emulator.md, "Generalisation").
+HELDOUT4_FLOOR = (0.92, 0.80)
+HELDOUT5_FLOOR = (0.92, 0.82)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
