@@ -69,6 +69,8 @@ CASE_FILES: dict[str, Path] = {
     "heldout3": HERE / "relevance_heldout3.toml",
     "heldout4": HERE / "relevance_heldout4.toml",
     "heldout5": HERE / "relevance_heldout5.toml",
+    "heldout6": HERE / "relevance_heldout6.toml",
+    "heldout7": HERE / "relevance_heldout7.toml",
 }
 OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
@@ -84,12 +86,14 @@ MIN_CLASSES = {
     "heldout3": 40,
     "heldout4": 40,
     "heldout5": 40,
+    "heldout6": 40,
+    "heldout7": 40,
 }
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 # The sets still blind: their misses are never printed. Held-out sets 1-3 were each
 # measured blind once and became development sets in round 4, which printed and tuned
 # on their misses; 4 and 5 are that round's held-out sets.
-BLIND = frozenset({"heldout4", "heldout5"})
+BLIND = frozenset({"heldout4", "heldout5", "heldout6", "heldout7"})
 
 
 @dataclass(frozen=True)
@@ -219,6 +223,10 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # a little below that last blind figure (docs/emulator.md, "Generalisation").
 HELDOUT4_FLOOR = (0.92, 0.80)
 HELDOUT5_FLOOR = (0.92, 0.82)
+# Held-out sets 6 and 7 (written blind before round 5's tuning), measured once when they
+# were committed, before any change of that round: floors a little below that figure.
+HELDOUT6_FLOOR = (0.92, 0.82)
+HELDOUT7_FLOOR = (0.92, 0.85)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
@@ -232,6 +240,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "heldout3": (MIN_RECALL, MIN_PRECISION),
     "heldout4": HELDOUT4_FLOOR,
     "heldout5": HELDOUT5_FLOOR,
+    "heldout6": HELDOUT6_FLOOR,
+    "heldout7": HELDOUT7_FLOOR,
 }
 
 

@@ -35,10 +35,13 @@ from tests.support.gateway import collect, running_gateway
 # and dev sets, and held-out sets 1-3 (development sets since round 4: tuned on, run
 # always), meet both through v1.3 since round 4 (docs/emulator.md, "Generalisation").
 # Held-out sets 4 and 5 (round 4's blind sets, run on demand only) have floors a little
-# below their blind measure when round 4 was final.
+# below their blind measure when round 4 was final; 6 and 7 (round 5's) a little below
+# theirs before round 5 changed anything.
 TARGETS: dict[str, tuple[float, float]] = {
     "heldout4": (0.92, 0.80),
     "heldout5": (0.92, 0.80),
+    "heldout6": (0.92, 0.85),
+    "heldout7": (0.91, 0.88),
 }
 
 
