@@ -86,6 +86,7 @@ CONTEXT_GAIN = 0.8  # how far the title lifts a term of a segment that is on the
 CONTEXT_GAIN_OFF_TOPIC = 0.25  # ... of a segment that is not (intros, sponsor reads)
 SUBJECT_SHARE = 0.25  # a topic covering this share of a video's shots is its subject
 ABSENT_FORM_WEIGHT = 1.0  # a prompt's modifier that nothing of the video shows, says or names
+ACTION = "@action"  # the generic concept of everyday verbs (vocabulary.toml)
 TOKEN_PART = 0.85  # the rest is the trigram part
 # Calibration: similarity -> score, linear between these points. Chosen so that the
 # upstream's default thresholds (clip 65, video 75) fall between "the prompt's topic
@@ -406,6 +407,17 @@ def _alternative(units: list[Unit]) -> Alternative | None:
         # words: a generic concept is a bag of unrelated words (funny, new, big; relaxing,
         # running, fighting), so matching the concept would match nearly every segment.
         units = [(s, loc, (s,)) for _, loc, own in units for s in own]
+    elif any(lex.kind.get(f) == "modifier" and loc for f, loc, _ in units) and not any(
+        _kind(lex, f) in ("topic", "unknown") for f, _, _ in units
+    ):
+        # A prompt with no topic, only verbs and a setting ("walking around a city"), asks
+        # for its verbs too: without them it would be the setting alone, and every video
+        # with a street in it would be "walking around a city".
+        units = [
+            unit
+            for f, loc, own in units
+            for unit in ([(s, loc, (s,)) for s in own] if f == ACTION else [(f, loc, own)])
+        ]
     kinds = {feature: _kind(lex, feature) for feature, _, _ in units}
     # A word the vocabulary does not know is a topic only when nothing else is: beside a
     # known topic it is more likely wording ("checking", "outdoors") than the subject,
@@ -431,8 +443,18 @@ def _alternative(units: list[Unit]) -> Alternative | None:
     ]
     if not kept:
         return None
+    # A term gets no partial credit from another term of the same alternative: that one
+    # counts on its own, so "political news" is half matched by a news report (news, and
+    # politics only as news' relative would count twice), not nearly fully.
+    own = set(kept)
     terms = tuple(
-        Term(f, weights[f], kinds[f] != "modifier", lex.partial.get(f, ()), lex.related.get(f, ()))
+        Term(
+            f,
+            weights[f],
+            kinds[f] != "modifier",
+            tuple((g, c) for g, c in lex.partial.get(f, ()) if g not in own),
+            tuple((g, c) for g, c in lex.related.get(f, ()) if g not in own),
+        )
         for f in sorted(kept)
     )
     return Alternative(terms, sum(t.weight for t in terms))

@@ -22,6 +22,10 @@ and descriptions, written before any score was looked at):
   target). Round 4 made them development sets: their misses are printed and it
   was tuned on them;
 * `relevance_heldout4.toml` and `relevance_heldout5.toml`, round 4's held-out sets,
+  written the same way and committed untouched before that round, measured blind
+  twice (before and after round 4). Round 5 made them development sets: their
+  misses are printed and it was tuned on them;
+* `relevance_heldout6.toml` and `relevance_heldout7.toml`, round 5's held-out sets,
   written the same way and committed untouched before that round. They are the
   only blind sets left (`BLIND`): their misses are never printed.
 
@@ -92,8 +96,9 @@ MIN_CLASSES = {
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 # The sets still blind: their misses are never printed. Held-out sets 1-3 were each
 # measured blind once and became development sets in round 4, which printed and tuned
-# on their misses; 4 and 5 are that round's held-out sets.
-BLIND = frozenset({"heldout4", "heldout5", "heldout6", "heldout7"})
+# on their misses; 4 and 5 (round 4's held-out sets, measured blind twice) became
+# development sets in round 5; 6 and 7 are round 5's held-out sets.
+BLIND = frozenset({"heldout6", "heldout7"})
 
 
 @dataclass(frozen=True)
@@ -218,11 +223,10 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # the precision target; round 4 made them development sets, printed their misses and
 # tuned on them, and they meet both targets since (docs/emulator.md, "Generalisation",
 # gives the figures): no longer a blind measure, so they assert the targets as dev sets do.
-# Held-out sets 4 and 5 (written blind in round 4, before its tuning) were measured once
-# then and once when the round was final, and miss the precision target: these floors sit
-# a little below that last blind figure (docs/emulator.md, "Generalisation").
-HELDOUT4_FLOOR = (0.92, 0.80)
-HELDOUT5_FLOOR = (0.92, 0.82)
+# Held-out sets 4 and 5 (written blind in round 4, before its tuning) were measured blind
+# twice, before and after round 4, and missed the precision target both times; round 5 made
+# them development sets and tuned on them; through v1.2 both meet both targets since
+# (docs/emulator.md, "Generalisation").
 # Held-out sets 6 and 7 (written blind before round 5's tuning), measured once when they
 # were committed, before any change of that round: floors a little below that figure.
 HELDOUT6_FLOOR = (0.92, 0.82)
@@ -238,8 +242,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "heldout": (MIN_RECALL, MIN_PRECISION),
     "heldout2": (MIN_RECALL, MIN_PRECISION),
     "heldout3": (MIN_RECALL, MIN_PRECISION),
-    "heldout4": HELDOUT4_FLOOR,
-    "heldout5": HELDOUT5_FLOOR,
+    "heldout4": (MIN_RECALL, MIN_PRECISION),
+    "heldout5": (MIN_RECALL, MIN_PRECISION),
     "heldout6": HELDOUT6_FLOOR,
     "heldout7": HELDOUT7_FLOOR,
 }

@@ -417,3 +417,54 @@ def test_a_form_the_video_never_names_is_not_its_form(
     spec = ClassSpec("lesson", ("learn to dance",), BOTH, "semantic")
     listed = {names[d["video_id"]] for d in classifier.classify(ClassifyJob(ids, (spec,)))}
     assert listed == {"hip-hop-dance-tutorial.mp4", "salsa-dance-group-class.mp4"}
+
+
+def listed_for(corpus: Corpus, classifier: Classifier, prompt: str) -> set[str]:
+    """Filenames of every video listed for one prompt at the default thresholds."""
+    names = {v.id: v.resource["metadata"]["filename"] for v in corpus.videos.values()}
+    spec = ClassSpec(prompt, (prompt,), BOTH, "semantic")
+    data = classifier.classify(ClassifyJob(tuple(corpus.videos), (spec,), page_limit=50))
+    return {names[d["video_id"]] for d in data}
+
+
+def test_a_term_gets_no_credit_from_another_term_of_the_prompt(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """ "political news" is half matched by a fire report: news counts once, not again as
+    politics' relative."""
+    (alt,) = analyse_prompt("political news").alternatives
+    politics = next(t for t in alt.terms if t.feature == "@politics")
+    assert "@news" not in dict(politics.credits)
+    assert "breaking-news-downtown-fire.mp4" not in listed_for(corpus, classifier, "political news")
+    assert "@news" in dict(analyse_prompt("politics").alternatives[0].terms[0].credits)
+
+
+def test_kinds_of_trip_time_of_day_and_compilations(corpus: Corpus, classifier: Classifier) -> None:
+    """A boat trip is no walking tour, a sunrise no morning in general, a compilation no
+    match highlights: each is a concept of its own, not its broader class's word."""
+    assert terms("boat trip") == [[("@boat_trip", 1.0)]]
+    assert terms("a walking tour") == [[("@walking_tour", 1.0)]]
+    assert listed_for(corpus, classifier, "a boat trip") == {"amalfi-coast-boat-trip.mp4"}
+    assert "amalfi-coast-boat-trip.mp4" not in listed_for(corpus, classifier, "walking tour")
+    assert "animated-short-film-fox.mp4" not in listed_for(corpus, classifier, "dawn scenery")
+    assert listed_for(corpus, classifier, "sunrise") >= {
+        "alpine-summit-hike-sunrise.mp4",
+        "sunrise-yoga-flow.mp4",
+    }
+    assert listed_for(corpus, classifier, "compilation") == {
+        "tiktok-dance-and-dinner-compilation.mp4"
+    }
+
+
+def test_verbs_with_only_a_setting_and_filming_are_not_the_setting_or_cinema(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """ "walking around a city" asks for walking, not for any street (the fire report's
+    downtown); "filmed in Africa" is recorded there, not a film."""
+    assert terms("walking around a city") == [[("@city", 0.4), ("walk", 1.0)]]
+    assert terms("watching tiktok") == [[("@social_media", 0.4)]]  # the viewer's verb
+    assert "breaking-news-downtown-fire.mp4" not in listed_for(
+        corpus, classifier, "walking around a city"
+    )
+    assert terms("filmed somewhere in Africa")[0][0] == ("@africa", 1.0)
+    assert terms("a short film") == [[("@film", 1.0)]]

@@ -5,9 +5,10 @@ expected videos, precision over the judged listings), but every classification g
 through a gateway with CLASSIFY_GATEWAY_UPSTREAM_API=v1.3 against the emulator's /v1.3
 embeddings, so the calibration (docs/design.md, "v1.3: calibration") is what is
 measured. The calibration was chosen on the tuned and dev sets, its video floor moved
-with the blind dev2 and dev3 sets. Held-out sets 1-3 became development sets in round 4
-and run always, misses printed; the still blind held-out sets (`BLIND`: 4 and 5) are
-measured on demand (CLASSIFY_V13_HELDOUT=1), counts only, their classes unread.
+with the blind dev2 and dev3 sets. Held-out sets 1-3 became development sets in round 4,
+4 and 5 in round 5, and run always, misses printed; the still blind held-out sets
+(`BLIND`: 6 and 7) are measured on demand (CLASSIFY_V13_HELDOUT=1), counts only, their
+classes unread.
 """
 
 from __future__ import annotations
@@ -34,12 +35,13 @@ from tests.support.gateway import collect, running_gateway
 # name -> (minimum recall, minimum precision); the targets when not listed. The tuned
 # and dev sets, and held-out sets 1-3 (development sets since round 4: tuned on, run
 # always), meet both through v1.3 since round 4 (docs/emulator.md, "Generalisation").
-# Held-out sets 4 and 5 (round 4's blind sets, run on demand only) have floors a little
-# below their blind measure when round 4 was final; 6 and 7 (round 5's) a little below
-# theirs before round 5 changed anything.
+# Held-out sets 4 and 5 (round 4's blind sets, development sets since round 5) have a
+# precision floor a little below round 5's figure where they still miss the target;
+# 6 and 7 (round 5's blind sets, run on demand only) floors a little below their blind
+# measure before round 5 changed anything.
 TARGETS: dict[str, tuple[float, float]] = {
-    "heldout4": (0.92, 0.80),
-    "heldout5": (0.92, 0.80),
+    "heldout4": (MIN_RECALL, 0.88),
+    "heldout5": (MIN_RECALL, 0.87),
     "heldout6": (0.92, 0.85),
     "heldout7": (0.91, 0.88),
 }
