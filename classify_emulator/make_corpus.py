@@ -58,13 +58,13 @@ def T(subjects: str, actions: str, settings: str, speech: str, screen: str) -> T
 TOPICS: dict[str, Topic] = {
     "soccer": T(
         "a soccer player|the striker|the goalkeeper|both soccer teams|the referee|"
-        "a young football player|the home team",
+        "the captain|the home team",
         "dribbles past two defenders|scores a goal from outside the box|"
         "dives to save a penalty kick|celebrates a goal with teammates|takes a corner kick|"
         "shows a yellow card after a hard tackle|passes the ball across the pitch|"
         "heads the ball toward the goal",
         "in a packed football stadium|on a muddy soccer pitch|under stadium floodlights|"
-        "at a youth soccer match|during the soccer match",
+        "in front of the away fans|during the soccer match",
         "what a goal, the striker curls it into the top corner|"
         "the referee points to the penalty spot|that is a brilliant save by the goalkeeper|"
         "the home side are pressing for an equaliser|"

@@ -468,3 +468,20 @@ def test_verbs_with_only_a_setting_and_filming_are_not_the_setting_or_cinema(
     )
     assert terms("filmed somewhere in Africa")[0][0] == ("@africa", 1.0)
     assert terms("a short film") == [[("@film", 1.0)]]
+
+
+def test_professional_matches_have_no_youth_players_and_a_full_replay_is_the_whole_match(
+    corpus: Corpus, classifier: Classifier
+) -> None:
+    """The cup final, the derby and the World Cup broadcast show professionals, not a youth
+    match; a full match replay is the match aired again, not its highlights."""
+    for video in ("penalty-shootout-cup-final.mp4", "world-cup-final-full-broadcast.mp4"):
+        texts = [s.text for s in corpus.videos[video_id(corpus, video)].segments["visual"]]
+        assert not any("youth" in t or "young" in t for t in texts), video
+    assert listed_for(corpus, classifier, "kids playing soccer") == {
+        "youth-soccer-training-drills.mp4"
+    }
+    assert terms("full match replay") == [[("@full_length", 0.4)]]
+    assert "soccer-match-highlights-derby.mp4" not in listed_for(
+        corpus, classifier, "a full match replay"
+    )
