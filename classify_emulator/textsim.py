@@ -26,7 +26,8 @@ meaning comes from a curated vocabulary (`vocabulary.toml`, loaded by
    another one of the prompt ("food" in "cooking food") is dropped as redundant.
 3. Per term, the segment's own credit `o` is 1 if the segment has the concept,
    else a partial credit when it names a broader concept (0.3, 0.15 one and
-   two levels up) or a related one (the vocabulary's strength).
+   two levels up) or a related one (the vocabulary's strength), but never from
+   another term of the same alternative, which counts on its own.
    The video's title and filename are context: when they name the concept
    (`c` = 1), the term's credit rises to `o + (1 - o) · g · c`, where `g` is
    `CONTEXT_GAIN` on a segment that matches a topic of the prompt at least
