@@ -227,10 +227,12 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # twice, before and after round 4, and missed the precision target both times; round 5 made
 # them development sets and tuned on them; both meet both targets since, through both APIs
 # (docs/emulator.md, "Generalisation").
-# Held-out sets 6 and 7 (written blind before round 5's tuning), measured once when they
-# were committed, before any change of that round: floors a little below that figure.
-HELDOUT6_FLOOR = (0.92, 0.82)
-HELDOUT7_FLOOR = (0.92, 0.85)
+# Held-out sets 6 and 7 (written blind before round 5's tuning) were measured once then
+# and once when that round was final; 6 misses the precision target, 7 meets both. The
+# floors sit a little below that last blind figure, not at the targets: a set measured
+# blind only twice says what the model does on wording nobody fitted it to.
+HELDOUT6_FLOOR = (0.94, 0.86)
+HELDOUT7_FLOOR = (0.94, 0.88)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
