@@ -75,6 +75,8 @@ CASE_FILES: dict[str, Path] = {
     "heldout5": HERE / "relevance_heldout5.toml",
     "heldout6": HERE / "relevance_heldout6.toml",
     "heldout7": HERE / "relevance_heldout7.toml",
+    "heldout8": HERE / "relevance_heldout8.toml",
+    "heldout9": HERE / "relevance_heldout9.toml",
 }
 OPTIONS = ["visual", "conversation"]
 # The targets of issues 18 and 24.
@@ -92,13 +94,15 @@ MIN_CLASSES = {
     "heldout5": 40,
     "heldout6": 40,
     "heldout7": 40,
+    "heldout8": 40,
+    "heldout9": 40,
 }
 MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 # The sets still blind: their misses are never printed. Held-out sets 1-3 were each
 # measured blind once and became development sets in round 4, which printed and tuned
 # on their misses; 4 and 5 (round 4's held-out sets, measured blind twice) became
 # development sets in round 5; 6 and 7 are round 5's held-out sets.
-BLIND = frozenset({"heldout6", "heldout7"})
+BLIND = frozenset({"heldout6", "heldout7", "heldout8", "heldout9"})
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,10 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # blind only twice says what the model does on wording nobody fitted it to.
 HELDOUT6_FLOOR = (0.94, 0.86)
 HELDOUT7_FLOOR = (0.94, 0.88)
+# Held-out sets 8 and 9 (written blind before round 6's tuning), measured once when they
+# were committed, before any change of that round: floors a little below that figure.
+HELDOUT8_FLOOR = (0.94, 0.78)
+HELDOUT9_FLOOR = (0.93, 0.80)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),
     "dev": (MIN_RECALL, MIN_PRECISION),
@@ -248,6 +256,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "heldout5": (MIN_RECALL, MIN_PRECISION),
     "heldout6": HELDOUT6_FLOOR,
     "heldout7": HELDOUT7_FLOOR,
+    "heldout8": HELDOUT8_FLOOR,
+    "heldout9": HELDOUT9_FLOOR,
 }
 
 

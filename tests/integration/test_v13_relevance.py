@@ -37,10 +37,13 @@ from tests.support.gateway import collect, running_gateway
 # always), meet both through v1.3 since round 4 (docs/emulator.md, "Generalisation").
 # So do held-out sets 4 and 5 (round 4's blind sets, development sets since round 5)
 # since round 5. Held-out sets 6 and 7 (round 5's blind sets, run on demand only) have
-# floors a little below their blind measure when round 5 was final.
+# floors a little below their blind measure when round 5 was final; 8 and 9 (round 6's)
+# a little below theirs before round 6 changed anything.
 TARGETS: dict[str, tuple[float, float]] = {
     "heldout6": (0.94, 0.88),
     "heldout7": (0.93, 0.90),
+    "heldout8": (0.94, 0.75),
+    "heldout9": (0.92, 0.76),
 }
 
 
