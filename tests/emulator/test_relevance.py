@@ -26,6 +26,10 @@ and descriptions, written before any score was looked at):
   twice (before and after round 4). Round 5 made them development sets: their
   misses are printed and it was tuned on them;
 * `relevance_heldout6.toml` and `relevance_heldout7.toml`, round 5's held-out sets,
+  written the same way and committed untouched before that round, measured blind
+  twice. Round 6 made them development sets: their misses are printed and it was
+  tuned on them;
+* `relevance_heldout8.toml` and `relevance_heldout9.toml`, round 6's held-out sets,
   written the same way and committed untouched before that round. They are the
   only blind sets left (`BLIND`): their misses are never printed.
 
@@ -101,8 +105,9 @@ MAX_PROMPTS_PER_REQUEST = 100  # the upstream's limit
 # The sets still blind: their misses are never printed. Held-out sets 1-3 were each
 # measured blind once and became development sets in round 4, which printed and tuned
 # on their misses; 4 and 5 (round 4's held-out sets, measured blind twice) became
-# development sets in round 5; 6 and 7 are round 5's held-out sets.
-BLIND = frozenset({"heldout6", "heldout7", "heldout8", "heldout9"})
+# development sets in round 5, 6 and 7 (round 5's, measured blind twice) in round 6;
+# 8 and 9 are round 6's held-out sets.
+BLIND = frozenset({"heldout8", "heldout9"})
 
 
 @dataclass(frozen=True)
@@ -231,12 +236,9 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # twice, before and after round 4, and missed the precision target both times; round 5 made
 # them development sets and tuned on them; both meet both targets since, through both APIs
 # (docs/emulator.md, "Generalisation").
-# Held-out sets 6 and 7 (written blind before round 5's tuning) were measured once then
-# and once when that round was final; 6 misses the precision target, 7 meets both. The
-# floors sit a little below that last blind figure, not at the targets: a set measured
-# blind only twice says what the model does on wording nobody fitted it to.
-HELDOUT6_FLOOR = (0.94, 0.86)
-HELDOUT7_FLOOR = (0.94, 0.88)
+# Held-out sets 6 and 7 (written blind before round 5's tuning) were measured blind twice,
+# before and after round 5; round 6 made them development sets and tuned on them, and
+# both meet both targets since, through both APIs (docs/emulator.md, "Generalisation").
 # Held-out sets 8 and 9 (written blind before round 6's tuning), measured once when they
 # were committed, before any change of that round: floors a little below that figure.
 HELDOUT8_FLOOR = (0.94, 0.78)
@@ -254,8 +256,8 @@ TARGETS: dict[str, tuple[float, float]] = {
     "heldout3": (MIN_RECALL, MIN_PRECISION),
     "heldout4": (MIN_RECALL, MIN_PRECISION),
     "heldout5": (MIN_RECALL, MIN_PRECISION),
-    "heldout6": HELDOUT6_FLOOR,
-    "heldout7": HELDOUT7_FLOOR,
+    "heldout6": (MIN_RECALL, MIN_PRECISION),
+    "heldout7": (MIN_RECALL, MIN_PRECISION),
     "heldout8": HELDOUT8_FLOOR,
     "heldout9": HELDOUT9_FLOOR,
 }
