@@ -19,10 +19,10 @@ File format (one TOML table per concept, keyed by its id):
 Terms: a single word matches every word with the same stem (`textsim.stem`:
 "dancers", "dancing", "dance"); a word written with a leading "=" matches only
 that exact word ("=breaking", so "breaks" is not news); several words are a
-phrase, matched word by word on stems, stopwords included ("first dance",
-"buzzer beater"), and a phrase wins over the single words it contains ("hot
-dog" is food, not a dog). A term may belong to one concept only; the loader
-refuses ambiguity instead of guessing.
+phrase, matched word by word on stems (exactly, for a word written "=word"),
+stopwords included ("first dance", "buzzer beater"), and a phrase wins over the
+single words it contains ("hot dog" is food, not a dog). A term may belong to one
+concept only; the loader refuses ambiguity instead of guessing.
 
 Kinds: *topic* concepts name what a video is about and weigh fully in a
 prompt; *modifier* concepts qualify a topic ("tutorial", "highlights",
@@ -122,7 +122,10 @@ def build(raw: dict[str, Any], stem: Callable[[str], str]) -> Lexicon:
             if len(words) == 1:
                 claim("~" + stem(words[0]), by_stem, stem(words[0]), cid, term)
             else:
-                stems = tuple(stem(w) for w in words)
+                # "=word" inside a phrase matches that exact word ("mountain =climbers", the
+                # exercise, is not "a mountain climb").
+                exact_words = {w[1:].lower() for w in term.split() if w.startswith("=")}
+                stems = tuple("=" + w if w in exact_words else stem(w) for w in words)
                 claim(" ".join(stems), phrase_list, stems, cid, term)
 
     for cid, body in concepts.items():
@@ -172,7 +175,9 @@ def build(raw: dict[str, Any], stem: Callable[[str], str]) -> Lexicon:
 
     phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
     for stems, concept in phrase_list.items():
-        phrases.setdefault(stems[0], []).append((stems, concept))
+        phrases.setdefault(stem(stems[0][1:]) if stems[0].startswith("=") else stems[0], []).append(
+            (stems, concept)
+        )
     return Lexicon(
         exact=exact,
         by_stem=by_stem,

@@ -174,22 +174,28 @@ def _analyse(text: str) -> list[list[Unit]]:
         alternatives[-1].append(unit)
         last_governed, governed = governed, verb
 
+    def at(phrase: tuple[str, ...], k: int) -> bool:
+        """Whether the phrase's words are at k: by stem, or exactly for an "=word"."""
+        return len(tokens) - k >= len(phrase) and all(
+            tokens[j] == p[1:] if p.startswith("=") else stems[j] == p
+            for j, p in enumerate(phrase, start=k)
+        )
+
+    def own(k: int, n: int) -> tuple[str, ...]:
+        return tuple(stems[j] for j in range(k, k + n) if tokens[j] not in STOPWORDS)
+
     while i < len(tokens):
         for phrase, concept in lex.phrases.get(stems[i], ()):
-            if tuple(stems[i : i + len(phrase)]) == phrase:
-                span = zip(tokens[i : i + len(phrase)], phrase, strict=True)
-                own = tuple(s for t, s in span if t not in STOPWORDS)
-                add((concept, locative, own))
+            if at(phrase, i):
+                add((concept, locative, own(i, len(phrase))))
                 end = i + len(phrase)
                 # A phrase that starts inside this one and goes on past it counts too
                 # ("where to go | out": a guide and a night out).
                 k = i + 1
                 while k < end:
                     for later, other in lex.phrases.get(stems[k], ()):
-                        if k + len(later) > end and tuple(stems[k : k + len(later)]) == later:
-                            span = zip(tokens[k : k + len(later)], later, strict=True)
-                            own = tuple(s for t, s in span if t not in STOPWORDS)
-                            add((other, locative, own))
+                        if k + len(later) > end and at(later, k):
+                            add((other, locative, own(k, len(later))))
                             end = k + len(later)
                             break
                     k += 1

@@ -62,3 +62,15 @@ def test_a_small_vocabulary_builds_its_tables() -> None:
     assert lex.closure["@ballet"] == {"@ballet", "@dance"}
     assert lex.partial["@ballet"] == (("@dance", 0.3), ("@music", 0.3))
     assert lex.kind["@music"] == "modifier"
+
+
+def test_an_exact_word_in_a_phrase_does_not_match_its_stem() -> None:
+    """The exercise "mountain climbers" is not "a mountain climb", though the stems agree."""
+    from classify_emulator.textsim import analyse_prompt
+
+    def topics(text: str) -> set[str]:
+        return {t.feature for a in analyse_prompt(text).alternatives for t in a.terms}
+
+    assert "@fitness" in topics("doing mountain climbers")
+    assert "@fitness" not in topics("a mountain climb")
+    assert "@hiking" in topics("a mountain climb")
