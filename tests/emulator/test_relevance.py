@@ -239,9 +239,10 @@ def client(emu: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> TwelveLabs:
 # Held-out sets 6 and 7 (written blind before round 5's tuning) were measured blind twice,
 # before and after round 5; round 6 made them development sets and tuned on them, and
 # both meet both targets since, through both APIs (docs/emulator.md, "Generalisation").
-# Held-out sets 8 and 9 (written blind before round 6's tuning), measured once when they
-# were committed, before any change of that round: floors a little below that figure.
-HELDOUT8_FLOOR = (0.94, 0.78)
+# Held-out sets 8 and 9 (written blind before round 6's tuning) were measured once then
+# and once when round 6 was final, and miss the precision target: floors a little below
+# that last blind figure, not the target, which stays open.
+HELDOUT8_FLOOR = (0.94, 0.80)
 HELDOUT9_FLOOR = (0.93, 0.80)
 TARGETS: dict[str, tuple[float, float]] = {
     "tuned": (MIN_RECALL, MIN_PRECISION),

@@ -38,10 +38,10 @@ from tests.support.gateway import collect, running_gateway
 # So do held-out sets 4 and 5 (round 4's blind sets, development sets since round 5)
 # since round 5, and held-out sets 6 and 7 (round 5's blind sets, development sets since
 # round 6) since round 6. Held-out sets 8 and 9 (round 6's blind sets, run on demand only)
-# have floors a little below their blind measure before round 6 changed anything.
+# have floors a little below their blind measure when round 6 was final.
 TARGETS: dict[str, tuple[float, float]] = {
-    "heldout8": (0.94, 0.75),
-    "heldout9": (0.92, 0.76),
+    "heldout8": (0.94, 0.76),
+    "heldout9": (0.92, 0.77),
 }
 
 
